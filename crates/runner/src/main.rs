@@ -1,0 +1,3 @@
+//! The `podci` binary: composes the podci crates behind one CLI.
+
+fn main() {}
