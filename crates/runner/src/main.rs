@@ -1,3 +1,34 @@
 //! The `podci` binary: composes the podci crates behind one CLI.
+//!
+//! Each subcommand lives in its own `cmd_*.rs` module with an `Args` struct (clap) and a
+//! `run(args) -> anyhow::Result<ExitCode>` function; this file only dispatches.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "podci",
+    version,
+    about = "GitLab-CI-compatible runner: jobs as Kubernetes Pods, or locally"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<ExitCode> = match cli.command {};
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("podci: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
