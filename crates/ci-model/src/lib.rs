@@ -3,4 +3,8 @@
 //! Pure: no async, no network, no filesystem except through [`FileSource`], so that it
 //! builds for `wasm32-unknown-unknown`.
 
+pub mod diag;
+pub(crate) mod validate;
 pub mod yaml;
+
+pub use validate::parse_duration;
