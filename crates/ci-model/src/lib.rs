@@ -5,6 +5,7 @@
 
 pub mod compose;
 pub mod diag;
+pub mod emit;
 pub mod pipeline;
 pub(crate) mod rules;
 pub mod source;

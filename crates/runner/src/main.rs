@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_lint;
+mod files;
+
 #[derive(Parser)]
 #[command(
     name = "podci",
@@ -19,11 +22,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Check a .gitlab-ci.yml as GitLab would; list its jobs or show the merged configuration.
+    Lint(cmd_lint::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Lint(args) => cmd_lint::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(err) => {
