@@ -283,7 +283,8 @@ pub fn ruby_float(f: f64) -> String {
     }
 }
 
-/// Limits GitLab applies to a parsed file (`Gitlab::Config::Loader::Yaml`: 1 MB, depth 100).
+/// Limits GitLab applies to a parsed file (`Gitlab::Config::Loader::Yaml` with the
+/// application settings `max_yaml_size_bytes`, default 2 MB, and `max_yaml_depth`, 100).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Maximum size of the parsed data, measured like `Gitlab::Utils::DeepSize` does
@@ -296,7 +297,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_size: 1024 * 1024,
+            max_size: 2 * 1024 * 1024,
             max_depth: 100,
         }
     }
@@ -478,7 +479,7 @@ impl Builder {
                     _ => Value::Str(text.to_string()),
                 };
                 let node = Node { value, span };
-                self.size = self.size.saturating_add(NODE_COST + text.len());
+                self.size = self.size.saturating_add(NODE_COST + heap_len(&text));
                 if self.size > self.limits.max_size {
                     return Err(LoadError::TooBig);
                 }
@@ -637,12 +638,17 @@ fn key_string(key: &Node) -> String {
     }
 }
 
+/// Ruby embeds strings of up to 23 bytes in the object slot; longer ones use the heap.
+fn heap_len(s: &str) -> usize {
+    if s.len() > 23 { s.len() + 1 } else { 0 }
+}
+
 fn deep_size(n: &Node) -> usize {
     NODE_COST
         + match &n.value {
-            Value::Str(s) => s.len(),
+            Value::Str(s) => heap_len(s),
             Value::Seq(items) | Value::Reference(items) => items.iter().map(deep_size).sum(),
-            Value::Map(m) => m.iter().map(|(k, v)| k.len() + deep_size(v)).sum(),
+            Value::Map(m) => m.iter().map(|(k, v)| heap_len(k) + deep_size(v)).sum(),
             _ => 0,
         }
 }
