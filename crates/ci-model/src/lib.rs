@@ -1,4 +1,4 @@
-//! podci-model: `.gitlab-ci.yml` -> [`Pipeline`].
+#![doc = include_str!("../README.md")]
 //!
 //! Pure: no async, no network, no filesystem except through [`FileSource`], so that it
 //! builds for `wasm32-unknown-unknown`.
