@@ -90,7 +90,9 @@ pub enum ExprError {
     )]
     UnknownLexeme { offset: usize, found: String },
     /// GitLab stops at 100 tokens ("Too many tokens!").
-    #[error("the expression has too many tokens (GitLab accepts at most {max}); the limit is reached at byte {offset}")]
+    #[error(
+        "the expression has too many tokens (GitLab accepts at most {max}); the limit is reached at byte {offset}"
+    )]
     TooManyTokens { offset: usize, max: usize },
     /// A pattern literal RE2 (or the `regex` crate standing in for it) rejects.
     #[error("invalid regular expression at byte {offset}: {reason}")]
@@ -103,7 +105,11 @@ pub enum ExprError {
     UnclosedParenthesis { offset: usize },
     /// An operator without a value on one side (GitLab: `OperatorError`).
     #[error("the operator `{op}` at byte {offset} has no {side} operand")]
-    MissingOperand { offset: usize, op: &'static str, side: &'static str },
+    MissingOperand {
+        offset: usize,
+        op: &'static str,
+        side: &'static str,
+    },
     /// Two values with no operator joining them (GitLab: "Unreachable nodes in parse tree").
     #[error("the value at byte {offset} is not joined to the rest by an operator")]
     UnexpectedValue { offset: usize },
@@ -139,7 +145,9 @@ pub enum EvalError {
     #[error("a /pattern/ at byte {offset} can only be compared with another /pattern/")]
     PatternComparison { offset: usize },
     /// `$A =~ (…)` where the right side evaluated to `true`: GitLab calls `true.gsub`.
-    #[error("the right side of `{op}` at byte {offset} evaluated to a boolean, not a pattern or string")]
+    #[error(
+        "the right side of `{op}` at byte {offset} evaluated to a boolean, not a pattern or string"
+    )]
     BooleanPattern { offset: usize, op: &'static str },
 }
 
@@ -208,13 +216,26 @@ pub enum Node {
     /// `$NAME`
     Variable { name: String, offset: usize },
     /// `"value"` or `'value'`
-    String { value: String, quote: char, offset: usize },
+    String {
+        value: String,
+        quote: char,
+        offset: usize,
+    },
     /// `/re/flags`, compiled once at parse time.
-    Pattern { raw: String, regex: Arc<Re2Regex>, offset: usize },
+    Pattern {
+        raw: String,
+        regex: Arc<Re2Regex>,
+        offset: usize,
+    },
     /// `null`
     Null { offset: usize },
     /// `left op right`; `offset` is the operator's.
-    Binary { op: Op, left: Box<Node>, right: Box<Node>, offset: usize },
+    Binary {
+        op: Op,
+        left: Box<Node>,
+        right: Box<Node>,
+        offset: usize,
+    },
 }
 
 impl PartialEq for Node {
@@ -225,8 +246,18 @@ impl PartialEq for Node {
             (Node::Pattern { raw: a, .. }, Node::Pattern { raw: b, .. }) => a == b,
             (Node::Null { .. }, Node::Null { .. }) => true,
             (
-                Node::Binary { op: o1, left: l1, right: r1, .. },
-                Node::Binary { op: o2, left: l2, right: r2, .. },
+                Node::Binary {
+                    op: o1,
+                    left: l1,
+                    right: r1,
+                    ..
+                },
+                Node::Binary {
+                    op: o2,
+                    left: l2,
+                    right: r2,
+                    ..
+                },
             ) => o1 == o2 && l1 == l2 && r1 == r2,
             _ => false,
         }
@@ -241,9 +272,12 @@ impl Node {
             | Node::String { offset, .. }
             | Node::Pattern { offset, .. }
             | Node::Null { offset } => *offset,
-            Node::Binary { left, right, offset, .. } => {
-                left.start().min(right.start()).min(*offset)
-            }
+            Node::Binary {
+                left,
+                right,
+                offset,
+                ..
+            } => left.start().min(right.start()).min(*offset),
         }
     }
 
@@ -275,7 +309,9 @@ impl Node {
             }
             Node::Pattern { raw, .. } => out.push_str(raw),
             Node::Null { .. } => out.push_str("null"),
-            Node::Binary { op, left, right, .. } => {
+            Node::Binary {
+                op, left, right, ..
+            } => {
                 out.push_str(op.gitlab_name());
                 out.push('(');
                 left.write_inspect(out);
@@ -296,7 +332,9 @@ impl fmt::Display for Node {
             Node::String { value, quote, .. } => write!(f, "{quote}{value}{quote}"),
             Node::Pattern { raw, .. } => f.write_str(raw),
             Node::Null { .. } => f.write_str("null"),
-            Node::Binary { op, left, right, .. } => {
+            Node::Binary {
+                op, left, right, ..
+            } => {
                 let p = op.precedence();
                 if left.precedence() > p {
                     write!(f, "({left})")?;
@@ -552,11 +590,7 @@ impl Expression {
     pub fn variable_names(&self) -> Vec<&str> {
         fn walk<'a>(node: &'a Node, out: &mut Vec<&'a str>) {
             match node {
-                Node::Variable { name, .. } => {
-                    if !out.contains(&name.as_str()) {
-                        out.push(name);
-                    }
-                }
+                Node::Variable { name, .. } if !out.contains(&name.as_str()) => out.push(name),
                 Node::Binary { left, right, .. } => {
                     walk(left, out);
                     walk(right, out);
@@ -593,19 +627,33 @@ impl Expression {
             Node::String { value, .. } => Val::Str(value),
             Node::Pattern { regex, .. } => Val::Re(Arc::clone(regex)),
             Node::Null { .. } => Val::Null,
-            Node::Binary { op, left, right, offset } => match op {
+            Node::Binary {
+                op,
+                left,
+                right,
+                offset,
+            } => match op {
                 Op::And => {
                     let l = self.eval(left, vars)?;
-                    if l.ruby_truthy() { self.eval(right, vars)? } else { l }
+                    if l.ruby_truthy() {
+                        self.eval(right, vars)?
+                    } else {
+                        l
+                    }
                 }
                 Op::Or => {
                     let l = self.eval(left, vars)?;
-                    if l.ruby_truthy() { l } else { self.eval(right, vars)? }
+                    if l.ruby_truthy() {
+                        l
+                    } else {
+                        self.eval(right, vars)?
+                    }
                 }
                 Op::Equals | Op::NotEquals => {
                     let l = self.eval(left, vars)?;
                     let r = self.eval(right, vars)?;
-                    let eq = ruby_eq(&l, &r).ok_or(EvalError::PatternComparison { offset: *offset })?;
+                    let eq =
+                        ruby_eq(&l, &r).ok_or(EvalError::PatternComparison { offset: *offset })?;
                     Val::Bool(eq == (*op == Op::Equals))
                 }
                 Op::Matches | Op::NotMatches => {
@@ -647,7 +695,9 @@ impl Expression {
         {
             return hit.clone();
         }
-        let compiled = re2::fabricate(&value.replace("\\/", "/")).ok().map(Arc::new);
+        let compiled = re2::fabricate(&value.replace("\\/", "/"))
+            .ok()
+            .map(Arc::new);
         if let Ok(mut cache) = self.variable_patterns.lock() {
             if cache.len() >= PATTERN_CACHE_LIMIT {
                 cache.clear();
@@ -711,19 +761,29 @@ fn build_tree(tokens: Vec<Token>) -> Result<Node, ExprError> {
         match token.kind {
             TokKind::Op(op) => {
                 // `consume?`: pop while the stack top binds at least as tightly.
-                while operators.last().is_some_and(|top| op.precedence() >= top.precedence()) {
+                while operators
+                    .last()
+                    .is_some_and(|top| op.precedence() >= top.precedence())
+                {
                     output.extend(operators.pop());
                 }
                 operators.push(Rpn::Op(op, token.offset));
             }
             TokKind::LParen => operators.push(Rpn::LParen(token.offset)),
             TokKind::RParen => {
-                while operators.last().is_some_and(|top| RPAREN_PRECEDENCE >= top.precedence()) {
+                while operators
+                    .last()
+                    .is_some_and(|top| RPAREN_PRECEDENCE >= top.precedence())
+                {
                     output.extend(operators.pop());
                 }
                 match operators.pop() {
                     Some(Rpn::LParen(_)) => {}
-                    _ => return Err(ExprError::UnmatchedParenthesis { offset: token.offset }),
+                    _ => {
+                        return Err(ExprError::UnmatchedParenthesis {
+                            offset: token.offset,
+                        });
+                    }
                 }
             }
             _ => output.push(Rpn::Value(token)),
@@ -748,7 +808,11 @@ fn build_tree(tokens: Vec<Token>) -> Result<Node, ExprError> {
                             Some(r) if r.start() > offset => "left",
                             Some(_) => "right",
                         };
-                        return Err(ExprError::MissingOperand { offset, op: op.as_str(), side });
+                        return Err(ExprError::MissingOperand {
+                            offset,
+                            op: op.as_str(),
+                            side,
+                        });
                     }
                 };
                 results.push(Node::Binary {
@@ -772,13 +836,21 @@ fn leaf(token: Token) -> Result<Node, ExprError> {
     let offset = token.offset;
     Ok(match token.kind {
         TokKind::Variable(name) => Node::Variable { name, offset },
-        TokKind::Str(value, quote) => Node::String { value, quote, offset },
+        TokKind::Str(value, quote) => Node::String {
+            value,
+            quote,
+            offset,
+        },
         TokKind::Null => Node::Null { offset },
         TokKind::Pattern(raw) => {
             // `Lexeme::Pattern#initialize`: unescape `\/`, then it must fabricate.
             let regex = re2::fabricate(&raw.replace("\\/", "/"))
                 .map_err(|reason| ExprError::InvalidRegex { offset, reason })?;
-            Node::Pattern { raw, regex: Arc::new(regex), offset }
+            Node::Pattern {
+                raw,
+                regex: Arc::new(regex),
+                offset,
+            }
         }
         // Operators and parentheses never reach the RPN output as values.
         TokKind::Op(_) | TokKind::LParen | TokKind::RParen => {

@@ -298,7 +298,9 @@ fn escape(chars: &[char], i: usize, in_class: bool, out: &mut String) -> Result<
             // RE2: `\0` or `\1`-`\7` followed by another octal digit start an octal
             // escape of up to three digits; a lone `\1`-`\7` is a backreference.
             if c != '0' && !chars.get(next).is_some_and(|d| ('0'..='7').contains(d)) {
-                return Err(format!("invalid escape sequence: \\{c} (backreferences are not supported)"));
+                return Err(format!(
+                    "invalid escape sequence: \\{c} (backreferences are not supported)"
+                ));
             }
             let mut value = c.to_digit(8).unwrap_or(0);
             for _ in 0..2 {
@@ -336,9 +338,18 @@ mod tests {
     // (spec/lib/gitlab/ci/pipeline/expression/lexeme/pattern_spec.rb: `(?i)pattern`, `(?im)pattern`).
     #[test]
     fn flags_prefix_source() {
-        assert_eq!(fabricate("/pattern/i").map(|r| r.source().to_owned()), Ok("(?i)pattern".into()));
-        assert_eq!(fabricate("/pattern/im").map(|r| r.source().to_owned()), Ok("(?im)pattern".into()));
-        assert_eq!(fabricate("/pattern/").map(|r| r.source().to_owned()), Ok("pattern".into()));
+        assert_eq!(
+            fabricate("/pattern/i").map(|r| r.source().to_owned()),
+            Ok("(?i)pattern".into())
+        );
+        assert_eq!(
+            fabricate("/pattern/im").map(|r| r.source().to_owned()),
+            Ok("(?im)pattern".into())
+        );
+        assert_eq!(
+            fabricate("/pattern/").map(|r| r.source().to_owned()),
+            Ok("pattern".into())
+        );
     }
 
     // RubySyntax::PATTERN only allows the flags [ismU]; `x` makes the text not a pattern.
@@ -357,7 +368,14 @@ mod tests {
     // RE2 rejects what it cannot run in linear time; so does the regex crate.
     #[test]
     fn re2_invalid_patterns() {
-        for p in ["/ some ( thin/i", "/(a)\\1/", "/a(?=b)/", "/a{1001}/", "/\\C/", "/[a/"] {
+        for p in [
+            "/ some ( thin/i",
+            "/(a)\\1/",
+            "/a(?=b)/",
+            "/a{1001}/",
+            "/\\C/",
+            "/[a/",
+        ] {
             assert!(fabricate(p).is_err(), "{p} should be rejected");
         }
     }

@@ -60,7 +60,10 @@ fn statement_evaluate_table() {
         ("$UNDEFINED_VARIABLE =~ /var.*/", F),
         ("$PRESENT_VARIABLE =~ /VAR.*/i", T),
         (r"$PATH_VARIABLE =~ /path\/variable/", T),
-        (r"$FULL_PATH_VARIABLE =~ /^\/a\/full\/path\/variable\/value$/", T),
+        (
+            r"$FULL_PATH_VARIABLE =~ /^\/a\/full\/path\/variable\/value$/",
+            T,
+        ),
         (r"$FULL_PATH_VARIABLE =~ /\/path\/variable\/value$/", T),
         (r#"$PRESENT_VARIABLE != "my variable""#, F),
         (r#""my variable" != $PRESENT_VARIABLE"#, F),
@@ -91,8 +94,14 @@ fn statement_evaluate_table() {
         (r#"null && "string""#, NIL),
         (r#""string" && "string""#, s("string")),
         ("null && null", NIL),
-        ("$PRESENT_VARIABLE =~ /my var/ && $EMPTY_VARIABLE =~ /nope/", F),
-        (r#"$EMPTY_VARIABLE == "" && $PRESENT_VARIABLE"#, s("my variable")),
+        (
+            "$PRESENT_VARIABLE =~ /my var/ && $EMPTY_VARIABLE =~ /nope/",
+            F,
+        ),
+        (
+            r#"$EMPTY_VARIABLE == "" && $PRESENT_VARIABLE"#,
+            s("my variable"),
+        ),
         (r#"$EMPTY_VARIABLE == "" && $PRESENT_VARIABLE != "nope""#, T),
         ("$PRESENT_VARIABLE && $UNDEFINED_VARIABLE", NIL),
         ("$UNDEFINED_VARIABLE && $EMPTY_VARIABLE", NIL),
@@ -129,24 +138,39 @@ fn statement_evaluate_table() {
             r"$FULL_PATH_VARIABLE =~ /^\/a\/bad\/path\/variable\/value$/ || $PATH_VARIABLE =~ /bad\/path\/variable/",
             F,
         ),
-        ("$PRESENT_VARIABLE =~ /my var/ || $EMPTY_VARIABLE =~ /nope/", T),
+        (
+            "$PRESENT_VARIABLE =~ /my var/ || $EMPTY_VARIABLE =~ /nope/",
+            T,
+        ),
         (r#"$EMPTY_VARIABLE == "" || $PRESENT_VARIABLE"#, T),
         (r#"$PRESENT_VARIABLE != "nope" || $EMPTY_VARIABLE == """#, T),
         (r#"$PRESENT_VARIABLE && null || $EMPTY_VARIABLE == """#, T),
         ("$PRESENT_VARIABLE || $UNDEFINED_VARIABLE", s("my variable")),
         ("$UNDEFINED_VARIABLE || $PRESENT_VARIABLE", s("my variable")),
         ("$UNDEFINED_VARIABLE == null || $PRESENT_VARIABLE", T),
-        ("$PRESENT_VARIABLE || $UNDEFINED_VARIABLE == null", s("my variable")),
+        (
+            "$PRESENT_VARIABLE || $UNDEFINED_VARIABLE == null",
+            s("my variable"),
+        ),
         ("($PRESENT_VARIABLE)", s("my variable")),
         ("(($PRESENT_VARIABLE))", s("my variable")),
-        (r#"(($PRESENT_VARIABLE && null) || $EMPTY_VARIABLE == "")"#, T),
-        (r#"($PRESENT_VARIABLE) && (null || $EMPTY_VARIABLE == "")"#, T),
+        (
+            r#"(($PRESENT_VARIABLE && null) || $EMPTY_VARIABLE == "")"#,
+            T,
+        ),
+        (
+            r#"($PRESENT_VARIABLE) && (null || $EMPTY_VARIABLE == "")"#,
+            T,
+        ),
         (r#"("string" || "test") == "string""#, T),
         (r#"(null || ("test" == "string"))"#, F),
         (r#"("string" == ("test" && "string"))"#, T),
         (r#"("string" == ("test" || "string"))"#, F),
         (r#"("string" == "test" || "string")"#, s("string")),
-        (r#"("string" == ("string" || (("1" == "1") && ("2" == "3"))))"#, T),
+        (
+            r#"("string" == ("string" || (("1" == "1") && ("2" == "3"))))"#,
+            T,
+        ),
     ];
     for (src, want) in table {
         assert_eq!(&parse(src).evaluate(&vars), want, "{src}");
@@ -278,14 +302,23 @@ fn matches_lexeme_table() {
 fn parser_tree_table() {
     let table = [
         (r#"$VAR1 == "123""#, r#"equals($VAR1, "123")"#),
-        (r#"$VAR1 == "123" == $VAR2"#, r#"equals(equals($VAR1, "123"), $VAR2)"#),
+        (
+            r#"$VAR1 == "123" == $VAR2"#,
+            r#"equals(equals($VAR1, "123"), $VAR2)"#,
+        ),
         ("$VAR", "$VAR"),
         (r#""some value""#, r#""some value""#),
         ("null", "null"),
         ("$VAR1 || $VAR2 && $VAR3", "or($VAR1, and($VAR2, $VAR3))"),
         ("$VAR1 && $VAR2 || $VAR3", "or(and($VAR1, $VAR2), $VAR3)"),
-        ("$VAR1 && $VAR2 || $VAR3 && $VAR4", "or(and($VAR1, $VAR2), and($VAR3, $VAR4))"),
-        ("$VAR1 && ($VAR2 || $VAR3) && $VAR4", "and(and($VAR1, or($VAR2, $VAR3)), $VAR4)"),
+        (
+            "$VAR1 && $VAR2 || $VAR3 && $VAR4",
+            "or(and($VAR1, $VAR2), and($VAR3, $VAR4))",
+        ),
+        (
+            "$VAR1 && ($VAR2 || $VAR3) && $VAR4",
+            "and(and($VAR1, or($VAR2, $VAR3)), $VAR4)",
+        ),
         (
             r#"$VAR1 == "a" || $VAR2 == "b" && $VAR3 == "c" || $VAR4 == "d" && $VAR5 == "e""#,
             r#"or(or(equals($VAR1, "a"), and(equals($VAR2, "b"), equals($VAR3, "c"))), and(equals($VAR4, "d"), equals($VAR5, "e")))"#,
@@ -306,7 +339,8 @@ fn parser_tree_table() {
 #[test]
 fn parser_errors() {
     use ExprError::*;
-    let cases: &[(&str, fn(&ExprError) -> bool)] = &[
+    type Check = fn(&ExprError) -> bool;
+    let cases: &[(&str, Check)] = &[
         // "when expression is empty": StatementError / 'Empty parse tree'.
         ("", |e| *e == Empty),
         ("  \t\n", |e| *e == Empty),
@@ -315,44 +349,111 @@ fn parser_errors() {
         (r#"$VAR "text""#, |e| *e == UnexpectedValue { offset: 5 }),
         ("$A ($B)", |e| *e == UnexpectedValue { offset: 4 }),
         // "when an operator has no left side" / "no right side": OperatorError.
-        (r#"== "123""#, |e| matches!(e, MissingOperand { offset: 0, side: "left", .. })),
-        ("$VAR ==", |e| matches!(e, MissingOperand { offset: 5, side: "right", .. })),
-        ("$A == $B &&", |e| matches!(e, MissingOperand { offset: 9, op: "&&", .. })),
-        ("&&", |e| matches!(e, MissingOperand { side: "left or right", .. })),
+        (r#"== "123""#, |e| {
+            matches!(
+                e,
+                MissingOperand {
+                    offset: 0,
+                    side: "left",
+                    ..
+                }
+            )
+        }),
+        ("$VAR ==", |e| {
+            matches!(
+                e,
+                MissingOperand {
+                    offset: 5,
+                    side: "right",
+                    ..
+                }
+            )
+        }),
+        ("$A == $B &&", |e| {
+            matches!(
+                e,
+                MissingOperand {
+                    offset: 9,
+                    op: "&&",
+                    ..
+                }
+            )
+        }),
+        ("&&", |e| {
+            matches!(
+                e,
+                MissingOperand {
+                    side: "left or right",
+                    ..
+                }
+            )
+        }),
         // "when parenthesis are unmatched".
         ("$VAR == (", |e| *e == UnclosedParenthesis { offset: 8 }),
-        (r#"$VAR2 == ("aa""#, |e| *e == UnclosedParenthesis { offset: 9 }),
-        (r#"$VAR2 == ("aa"))"#, |e| *e == UnmatchedParenthesis { offset: 15 }),
-        (r#"$VAR2 == "aa")"#, |e| *e == UnmatchedParenthesis { offset: 13 }),
-        (r#"(($VAR2 == "aa")"#, |e| *e == UnclosedParenthesis { offset: 0 }),
-        (r#"($VAR2 == "aa"))"#, |e| *e == UnmatchedParenthesis { offset: 15 }),
+        (r#"$VAR2 == ("aa""#, |e| {
+            *e == UnclosedParenthesis { offset: 9 }
+        }),
+        (r#"$VAR2 == ("aa"))"#, |e| {
+            *e == UnmatchedParenthesis { offset: 15 }
+        }),
+        (r#"$VAR2 == "aa")"#, |e| {
+            *e == UnmatchedParenthesis { offset: 13 }
+        }),
+        (r#"(($VAR2 == "aa")"#, |e| {
+            *e == UnclosedParenthesis { offset: 0 }
+        }),
+        (r#"($VAR2 == "aa"))"#, |e| {
+            *e == UnmatchedParenthesis { offset: 15 }
+        }),
         (")", |e| *e == UnmatchedParenthesis { offset: 0 }),
         // Lexer::SyntaxError 'Unknown lexeme found!' (lexer_spec: '$V1 123 $V2').
-        ("$V1 123 $V2", |e| matches!(e, UnknownLexeme { offset: 4, .. })),
+        ("$V1 123 $V2", |e| {
+            matches!(e, UnknownLexeme { offset: 4, .. })
+        }),
         ("${VAR}", |e| matches!(e, UnknownLexeme { offset: 0, .. })),
         ("$", |e| matches!(e, UnknownLexeme { offset: 0, .. })),
         ("$A = $B", |e| matches!(e, UnknownLexeme { offset: 3, .. })),
-        ("$A == true", |e| matches!(e, UnknownLexeme { offset: 6, .. })),
+        ("$A == true", |e| {
+            matches!(e, UnknownLexeme { offset: 6, .. })
+        }),
         ("$A & $B", |e| matches!(e, UnknownLexeme { offset: 3, .. })),
         ("!$A", |e| matches!(e, UnknownLexeme { offset: 0, .. })),
-        (r#""unterminated"#, |e| matches!(e, UnknownLexeme { offset: 0, .. })),
-        ("\"two\nlines\"", |e| matches!(e, UnknownLexeme { offset: 0, .. })),
+        (r#""unterminated"#, |e| {
+            matches!(e, UnknownLexeme { offset: 0, .. })
+        }),
+        ("\"two\nlines\"", |e| {
+            matches!(e, UnknownLexeme { offset: 0, .. })
+        }),
         ("$VÄR", |e| matches!(e, UnknownLexeme { offset: 2, .. })),
         ("nullx", |e| matches!(e, UnknownLexeme { offset: 4, .. })),
         // pattern_spec.rb: `//` is no pattern; one character is not enough either.
         ("$A =~ //", |e| matches!(e, UnknownLexeme { offset: 6, .. })),
-        ("$A =~ /a/", |e| matches!(e, UnknownLexeme { offset: 6, .. })),
+        ("$A =~ /a/", |e| {
+            matches!(e, UnknownLexeme { offset: 6, .. })
+        }),
         // pattern_spec.rb "ignores unsupported flags": `x` is left over.
-        ("$A =~ /ab/x", |e| matches!(e, UnknownLexeme { offset: 10, .. })),
+        ("$A =~ /ab/x", |e| {
+            matches!(e, UnknownLexeme { offset: 10, .. })
+        }),
         // The closing slash may not follow a backslash.
-        (r"$A =~ /ab\\/", |e| matches!(e, UnknownLexeme { offset: 6, .. })),
+        (r"$A =~ /ab\\/", |e| {
+            matches!(e, UnknownLexeme { offset: 6, .. })
+        }),
         // pattern_spec.rb '.build raises an error if pattern is invalid'.
-        ("$A =~ / some ( thin/i", |e| matches!(e, InvalidRegex { offset: 6, .. })),
-        ("$A =~ /(a)\\1/", |e| matches!(e, InvalidRegex { offset: 6, .. })),
+        ("$A =~ / some ( thin/i", |e| {
+            matches!(e, InvalidRegex { offset: 6, .. })
+        }),
+        ("$A =~ /(a)\\1/", |e| {
+            matches!(e, InvalidRegex { offset: 6, .. })
+        }),
         // Statement#valid? evaluates once: UntrustedRegexp#== raises on a non-pattern.
-        (r#"/ab/ == "ab""#, |e| matches!(e, Evaluation(EvalError::PatternComparison { offset: 5 }))),
+        (r#"/ab/ == "ab""#, |e| {
+            matches!(e, Evaluation(EvalError::PatternComparison { offset: 5 }))
+        }),
         // ... and `=~` against `true` (nil == nil) raises NoMethodError on `gsub`.
-        ("$A =~ ($B == $C)", |e| matches!(e, Evaluation(EvalError::BooleanPattern { offset: 3, .. }))),
+        ("$A =~ ($B == $C)", |e| {
+            matches!(e, Evaluation(EvalError::BooleanPattern { offset: 3, .. }))
+        }),
     ];
     for (src, check) in cases {
         match Expression::parse(src) {
@@ -368,7 +469,10 @@ fn parser_accepts_what_gitlab_accepts() {
     assert_eq!(parse("$A $B ==").inspect(), "equals($A, $B)");
     assert_eq!(parse("== $A $B").inspect(), "equals($A, $B)");
     assert_eq!(parse("$A (== $B)").inspect(), "equals($A, $B)");
-    assert_eq!(parse("$A == /ab/ || null").inspect(), "or(equals($A, /ab/), null)");
+    assert_eq!(
+        parse("$A == /ab/ || null").inspect(),
+        "or(equals($A, /ab/), null)"
+    );
 }
 
 /// lexer_spec.rb: `MAX_TOKENS = 100` iterations, so 99 tokens pass and 100 do not
@@ -430,16 +534,30 @@ fn token_texts(src: &str) -> Vec<String> {
 fn lexer_tables() {
     assert_eq!(token_texts("$VARIABLE"), ["$VARIABLE"]);
     assert_eq!(token_texts("\t$VARIABLE "), ["$VARIABLE"]);
-    assert_eq!(token_texts("$VARIABLE1 $VARIABLE2"), ["$VARIABLE1", "$VARIABLE2"]);
+    assert_eq!(
+        token_texts("$VARIABLE1 $VARIABLE2"),
+        ["$VARIABLE1", "$VARIABLE2"]
+    );
     assert_eq!(
         token_texts(r#"$VARIABLE "text" "value""#),
         ["$VARIABLE", r#""text""#, r#""value""#]
     );
-    assert_eq!(token_texts(r#"$VARIABLE == "text""#), ["$VARIABLE", "==", r#""text""#]);
+    assert_eq!(
+        token_texts(r#"$VARIABLE == "text""#),
+        ["$VARIABLE", "==", r#""text""#]
+    );
     let table: &[(&str, &[&str])] = &[
         (
             "$PRESENT_VARIABLE =~ /my var/ && $EMPTY_VARIABLE =~ /nope/",
-            &["$PRESENT_VARIABLE", "=~", "/my var/", "&&", "$EMPTY_VARIABLE", "=~", "/nope/"],
+            &[
+                "$PRESENT_VARIABLE",
+                "=~",
+                "/my var/",
+                "&&",
+                "$EMPTY_VARIABLE",
+                "=~",
+                "/nope/",
+            ],
         ),
         (
             r#"$EMPTY_VARIABLE == "" && $PRESENT_VARIABLE"#,
@@ -447,32 +565,89 @@ fn lexer_tables() {
         ),
         (
             r#"$EMPTY_VARIABLE == "" && $PRESENT_VARIABLE != "nope""#,
-            &["$EMPTY_VARIABLE", "==", r#""""#, "&&", "$PRESENT_VARIABLE", "!=", r#""nope""#],
+            &[
+                "$EMPTY_VARIABLE",
+                "==",
+                r#""""#,
+                "&&",
+                "$PRESENT_VARIABLE",
+                "!=",
+                r#""nope""#,
+            ],
         ),
-        ("$PRESENT_VARIABLE && $EMPTY_VARIABLE", &["$PRESENT_VARIABLE", "&&", "$EMPTY_VARIABLE"]),
+        (
+            "$PRESENT_VARIABLE && $EMPTY_VARIABLE",
+            &["$PRESENT_VARIABLE", "&&", "$EMPTY_VARIABLE"],
+        ),
         (
             "$PRESENT_VARIABLE =~ /my var/ || $EMPTY_VARIABLE =~ /nope/",
-            &["$PRESENT_VARIABLE", "=~", "/my var/", "||", "$EMPTY_VARIABLE", "=~", "/nope/"],
+            &[
+                "$PRESENT_VARIABLE",
+                "=~",
+                "/my var/",
+                "||",
+                "$EMPTY_VARIABLE",
+                "=~",
+                "/nope/",
+            ],
         ),
         (
             r#"$EMPTY_VARIABLE == "" || $PRESENT_VARIABLE"#,
             &["$EMPTY_VARIABLE", "==", r#""""#, "||", "$PRESENT_VARIABLE"],
         ),
-        ("$PRESENT_VARIABLE || $EMPTY_VARIABLE", &["$PRESENT_VARIABLE", "||", "$EMPTY_VARIABLE"]),
+        (
+            "$PRESENT_VARIABLE || $EMPTY_VARIABLE",
+            &["$PRESENT_VARIABLE", "||", "$EMPTY_VARIABLE"],
+        ),
         (
             r#"$PRESENT_VARIABLE && null || $EMPTY_VARIABLE == """#,
-            &["$PRESENT_VARIABLE", "&&", "null", "||", "$EMPTY_VARIABLE", "==", r#""""#],
+            &[
+                "$PRESENT_VARIABLE",
+                "&&",
+                "null",
+                "||",
+                "$EMPTY_VARIABLE",
+                "==",
+                r#""""#,
+            ],
         ),
         (
             "($PRESENT_VARIABLE =~ /my var/) && $EMPTY_VARIABLE =~ /nope/",
-            &["(", "$PRESENT_VARIABLE", "=~", "/my var/", ")", "&&", "$EMPTY_VARIABLE", "=~", "/nope/"],
+            &[
+                "(",
+                "$PRESENT_VARIABLE",
+                "=~",
+                "/my var/",
+                ")",
+                "&&",
+                "$EMPTY_VARIABLE",
+                "=~",
+                "/nope/",
+            ],
         ),
         (
             r#"($PRESENT_VARIABLE && (null || $EMPTY_VARIABLE == ""))"#,
-            &["(", "$PRESENT_VARIABLE", "&&", "(", "null", "||", "$EMPTY_VARIABLE", "==", r#""""#, ")", ")"],
+            &[
+                "(",
+                "$PRESENT_VARIABLE",
+                "&&",
+                "(",
+                "null",
+                "||",
+                "$EMPTY_VARIABLE",
+                "==",
+                r#""""#,
+                ")",
+                ")",
+            ],
         ),
         // No spaces are needed between tokens.
-        (r#"$A=="x"&&($B!~/ab/||null)"#, &["$A", "==", r#""x""#, "&&", "(", "$B", "!~", "/ab/", "||", "null", ")"]),
+        (
+            r#"$A=="x"&&($B!~/ab/||null)"#,
+            &[
+                "$A", "==", r#""x""#, "&&", "(", "$B", "!~", "/ab/", "||", "null", ")",
+            ],
+        ),
     ];
     for (src, want) in table {
         assert_eq!(token_texts(src), *want, "{src}");
@@ -504,8 +679,14 @@ fn string_lexeme() {
 fn variable_lexeme() {
     assert_eq!(token_texts("$lower_case_9"), ["$lower_case_9"]);
     assert_eq!(token_texts("$9"), ["$9"]);
-    assert!(matches!(tokenize("$A.B"), Err(ExprError::UnknownLexeme { offset: 2, .. })));
-    assert!(matches!(tokenize("$-A"), Err(ExprError::UnknownLexeme { offset: 0, .. })));
+    assert!(matches!(
+        tokenize("$A.B"),
+        Err(ExprError::UnknownLexeme { offset: 2, .. })
+    ));
+    assert!(matches!(
+        tokenize("$-A"),
+        Err(ExprError::UnknownLexeme { offset: 0, .. })
+    ));
 }
 
 /// pattern_spec.rb `.scan`: eager boundaries, `\/` escapes the delimiter, `\$` stays.
@@ -519,8 +700,14 @@ fn pattern_lexeme() {
     assert_eq!(source("/pattern/i"), "(?i)pattern");
     assert_eq!(source("/pattern/im"), "(?im)pattern");
     assert_eq!(source(r"/some .* \/ pattern/"), "some .* / pattern");
-    assert_eq!(source(r"/some numeric \/$ pattern/"), "some numeric /$ pattern");
-    assert_eq!(source(r"/some numeric \$ pattern/"), r"some numeric \$ pattern");
+    assert_eq!(
+        source(r"/some numeric \/$ pattern/"),
+        "some numeric /$ pattern"
+    );
+    assert_eq!(
+        source(r"/some numeric \$ pattern/"),
+        r"some numeric \$ pattern"
+    );
     assert_eq!(source("/.*/"), ".*");
     // "is an eager scanner for regexp boundaries": `/some .* / pattern/` stops at the
     // first unescaped slash, leaving ` pattern/` (an unknown lexeme).
@@ -533,7 +720,9 @@ fn pattern_lexeme() {
     assert_eq!(source("/ab//"), "ab/");
     // Patterns alone are truthy (an UntrustedRegexp is `present?`).
     assert!(parse("/ab/").is_truthy(&NoVariables));
-    assert!(matches!(parse("/ab/i").evaluate(&NoVariables), Value::Regexp(r) if r.source() == "(?i)ab"));
+    assert!(
+        matches!(parse("/ab/i").evaluate(&NoVariables), Value::Regexp(r) if r.source() == "(?i)ab")
+    );
 }
 
 /// null_spec.rb: `null` evaluates to nil, which is not present.
@@ -596,7 +785,10 @@ fn runtime_errors_are_false() {
     // `$A =~ ($B != $C)`: false with no variables, `true.gsub` when B and C differ.
     let e = parse("$A =~ ($B != $C)");
     let vars = HashMap::from([("B".to_owned(), "1".to_owned())]);
-    assert!(matches!(e.try_evaluate(&vars), Err(EvalError::BooleanPattern { .. })));
+    assert!(matches!(
+        e.try_evaluate(&vars),
+        Err(EvalError::BooleanPattern { .. })
+    ));
     assert!(!e.is_truthy(&vars));
 }
 
@@ -733,7 +925,11 @@ fn arb_tree_source() -> impl Strategy<Value = String> {
 
 fn arb_vars() -> impl Strategy<Value = HashMap<String, String>> {
     prop::collection::hash_map(
-        prop_oneof![Just("A".to_owned()), Just("B_1".to_owned()), "[A-Za-z0-9_]{1,6}"],
+        prop_oneof![
+            Just("A".to_owned()),
+            Just("B_1".to_owned()),
+            "[A-Za-z0-9_]{1,6}"
+        ],
         prop_oneof![
             ".{0,8}",
             Just("/a.c/i".to_owned()),
