@@ -38,7 +38,7 @@ mod re2;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use re2::Re2Regex;
 
@@ -498,27 +498,12 @@ impl Val<'_> {
     }
 }
 
-/// How many distinct variable values an [`Expression`] keeps compiled for
-/// `$VAR =~ $PATTERN`; more are compiled on every evaluation.
-const PATTERN_CACHE_LIMIT: usize = 64;
-
 /// A parsed GitLab CI expression. Parsing validates it as GitLab's
 /// `Statement#valid?` does; evaluation never fails and never panics.
+#[derive(Clone)]
 pub struct Expression {
     source: String,
     root: Node,
-    /// Compiled patterns read from variable values (`$VAR =~ $PATTERN`), by value.
-    variable_patterns: Mutex<HashMap<String, Option<Arc<Re2Regex>>>>,
-}
-
-impl Clone for Expression {
-    fn clone(&self) -> Self {
-        Expression {
-            source: self.source.clone(),
-            root: self.root.clone(),
-            variable_patterns: Mutex::default(),
-        }
-    }
 }
 
 impl fmt::Debug for Expression {
@@ -563,7 +548,6 @@ impl Expression {
         let expr = Expression {
             source: src.to_owned(),
             root,
-            variable_patterns: Mutex::default(),
         };
         expr.eval(&expr.root, &NoVariables)?;
         Ok(expr)
@@ -690,21 +674,11 @@ impl Expression {
     /// literal) on the right of `=~` is a pattern when `RubySyntax` can fabricate it
     /// after `\/` is replaced by `/`.
     fn variable_pattern(&self, value: &str) -> Option<Arc<Re2Regex>> {
-        if let Ok(cache) = self.variable_patterns.lock()
-            && let Some(hit) = cache.get(value)
-        {
-            return hit.clone();
+        if value.contains("\\/") {
+            re2::fabricate_cached(&value.replace("\\/", "/")).ok()
+        } else {
+            re2::fabricate_cached(value).ok()
         }
-        let compiled = re2::fabricate(&value.replace("\\/", "/"))
-            .ok()
-            .map(Arc::new);
-        if let Ok(mut cache) = self.variable_patterns.lock() {
-            if cache.len() >= PATTERN_CACHE_LIMIT {
-                cache.clear();
-            }
-            cache.insert(value.to_owned(), compiled.clone());
-        }
-        compiled
     }
 }
 
@@ -844,13 +818,9 @@ fn leaf(token: Token) -> Result<Node, ExprError> {
         TokKind::Null => Node::Null { offset },
         TokKind::Pattern(raw) => {
             // `Lexeme::Pattern#initialize`: unescape `\/`, then it must fabricate.
-            let regex = re2::fabricate(&raw.replace("\\/", "/"))
+            let regex = re2::fabricate_cached(&raw.replace("\\/", "/"))
                 .map_err(|reason| ExprError::InvalidRegex { offset, reason })?;
-            Node::Pattern {
-                raw,
-                regex: Arc::new(regex),
-                offset,
-            }
+            Node::Pattern { raw, regex, offset }
         }
         // Operators and parentheses never reach the RPN output as values.
         TokKind::Op(_) | TokKind::LParen | TokKind::RParen => {

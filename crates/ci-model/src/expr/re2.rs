@@ -12,7 +12,8 @@
 //! are not class operators in RE2, `\Q...\E` quoting, octal escapes, a `{` that does not
 //! start a valid repetition is literal, and repetition counts above 1000 are errors.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// RE2's `kMaxRepeat`: larger counted repetitions are a syntax error.
 const RE2_MAX_REPEAT: u32 = 1000;
@@ -43,6 +44,32 @@ fn ruby_syntax() -> Option<&'static regex::Regex> {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
     RE.get_or_init(|| regex::Regex::new(r"(?m)^/(.*)/([ismU]*)$").ok())
         .as_ref()
+}
+
+/// How many fabricated patterns (and rejections) the process keeps. Pipelines repeat the
+/// same few patterns across thousands of jobs; compiling is by far the costliest step.
+const CACHE_LIMIT: usize = 4096;
+
+type Cache = HashMap<String, Result<Arc<Re2Regex>, String>>;
+
+/// [`fabricate`], memoized process-wide by text, so that a pattern repeated across jobs
+/// (or a variable holding a pattern) is compiled once, and its lazy DFA warmed once.
+pub fn fabricate_cached(text: &str) -> Result<Arc<Re2Regex>, String> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Ok(map) = cache.lock()
+        && let Some(hit) = map.get(text)
+    {
+        return hit.clone();
+    }
+    let result = fabricate(text).map(Arc::new);
+    if let Ok(mut map) = cache.lock() {
+        if map.len() >= CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(text.to_owned(), result.clone());
+    }
+    result
 }
 
 /// `RubySyntax.fabricate!(text)`: parse `/body/flags` and compile it as RE2 would.

@@ -950,7 +950,15 @@ proptest! {
     }
 
     #[test]
-    fn parse_never_panics_on_expression_like_text(src in expression_like(), vars in arb_vars()) {
+    fn parse_never_panics_on_expression_like_text(
+        src in prop_oneof![
+            expression_like(),
+            arb_tree_source(),
+            // Without its parentheses a tree is still valid, grouped by precedence.
+            arb_tree_source().prop_map(|s| s.replace(['(', ')'], "")),
+        ],
+        vars in arb_vars(),
+    ) {
         if let Ok(e) = Expression::parse(&src) {
             // Evaluation never panics, and is_truthy agrees with the value's present?.
             let v = e.try_evaluate(&vars);
