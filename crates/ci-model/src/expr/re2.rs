@@ -113,6 +113,7 @@ pub fn translate(src: &str) -> Result<String, String> {
     let mut out = String::with_capacity(src.len() + 8);
     let mut i = 0usize;
     let mut in_class = false;
+    let mut last_was_repeat = false;
     while i < chars.len() {
         let c = chars[i];
         if in_class {
@@ -154,7 +155,34 @@ pub fn translate(src: &str) -> Result<String, String> {
             }
             continue;
         }
+        // RE2 (Perl mode) rejects stacked repetition operators (`a**`, `a+*`, `a{2}{3}`,
+        // `a*??`); the `regex` crate would accept them.
+        let repeat_len = match c {
+            '*' | '+' | '?' => Some(1),
+            '{' => parse_repeat(&chars, i).map(|(_, _, end)| end - i),
+            _ => None,
+        };
+        if let Some(len) = repeat_len {
+            if last_was_repeat {
+                return Err(format!(
+                    "bad repetition operator: {}",
+                    chars[i..i + len].iter().collect::<String>()
+                ));
+            }
+            last_was_repeat = true;
+        } else {
+            last_was_repeat = false;
+        }
         match c {
+            '*' | '+' | '?' => {
+                out.push(c);
+                i += 1;
+                // A `?` right after a repetition makes it non-greedy, not a new operator.
+                if chars.get(i) == Some(&'?') {
+                    out.push('?');
+                    i += 1;
+                }
+            }
             '\\' => i = escape(&chars, i, false, &mut out)?,
             '[' => {
                 in_class = true;
@@ -180,6 +208,10 @@ pub fn translate(src: &str) -> Result<String, String> {
                     }
                     out.extend(&chars[i..end]);
                     i = end;
+                    if chars.get(i) == Some(&'?') {
+                        out.push('?');
+                        i += 1;
+                    }
                 }
                 None => {
                     out.push_str(r"\{");
@@ -270,6 +302,11 @@ fn group_flags(chars: &[char], i: usize, out: &mut String) -> Result<usize, Stri
                 seen.push('-');
                 j += 1;
             }
+            Some(':') if seen.is_empty() => {
+                // Non-capturing group `(?:...)`.
+                out.push_str("(?:");
+                return Ok(j + 1);
+            }
             Some(&end @ (')' | ':')) => {
                 if seen.is_empty() || seen.ends_with('-') {
                     return Err("missing argument to repetition operator or bad flags".to_owned());
@@ -342,6 +379,25 @@ fn escape(chars: &[char], i: usize, in_class: bool, out: &mut String) -> Result<
             out.push_str(&format!("\\x{{{value:X}}}"));
         }
         '8' | '9' => return Err(format!("invalid escape sequence: \\{c}")),
+        'p' | 'P' | 'x' if chars.get(next) == Some(&'{') => {
+            // `\p{Greek}`, `\x{263a}`: copied whole, so the braces are not read as a
+            // repetition. RE2 negates with `\p{^Greek}`, the `regex` crate with `\P{Greek}`.
+            let close = (next..chars.len())
+                .find(|&k| chars[k] == '}')
+                .ok_or_else(|| format!("missing closing }} after \\{c}"))?;
+            let mut body: &[char] = &chars[next + 1..close];
+            let mut letter = c;
+            if c != 'x' && body.first() == Some(&'^') {
+                body = &body[1..];
+                letter = if c == 'p' { 'P' } else { 'p' };
+            }
+            out.push('\\');
+            out.push(letter);
+            out.push('{');
+            out.extend(body);
+            out.push('}');
+            next = close + 1;
+        }
         _ => {
             out.push('\\');
             out.push(c);
@@ -454,5 +510,14 @@ mod tests {
         assert!(m("/a{2,3}/", "aaa"));
         assert!(m("/(?i:A)b/", "ab"));
         assert!(m("/(?P<n>a)/", "a"));
+        assert!(m("/(?:ab)+c/", "ababc"));
+        assert!(m(r"/\p{^Greek}/", "a"));
+        assert!(!m(r"/^\p{^Greek}$/", "α"));
+        assert!(m("/a??b/", "ab"));
+        assert!(m(r"/\p{Greek}+/", "αβ"));
+        assert!(m(r"/\x{263a}/", "☺"));
+        assert!(m(r"/[\p{Greek}x]/", "x"));
+        assert!(m("/a{1,2}?b/", "ab"));
+        assert!(m("/(?i-s:A.)/", "a-"));
     }
 }

@@ -975,6 +975,12 @@ proptest! {
         }
     }
 
+    /// The RE2 translation never panics, whatever the pattern text.
+    #[test]
+    fn regex_translation_never_panics(body in r"[\\(){}\[\]^$|*+?.:=!<>PpQEx0-9a-z,&~-]{0,16}", flags in "[ismU]{0,3}") {
+        let _ = super::re2::fabricate(&format!("/{body}/{flags}"));
+    }
+
     /// Any tree built from the grammar prints and re-parses to the same tree, and
     /// evaluates to the same value either way.
     #[test]
