@@ -265,6 +265,31 @@ fn variable_pattern_flags_and_escapes() {
     assert!(e.is_truthy(&vars));
 }
 
+/// RubySyntax only knows the flags `ismU`: a value like `/ab/x` is not a pattern, so it
+/// is searched as a plain string (`"/ab/x".scan("ab")`).
+#[test]
+fn variable_value_with_unknown_flag_is_a_plain_string() {
+    let e = parse("$V =~ $P");
+    let vars = |v: &str| {
+        HashMap::from([
+            ("P".to_owned(), "/ab/x".to_owned()),
+            ("V".to_owned(), v.to_owned()),
+        ])
+    };
+    assert!(e.is_truthy(&vars("ab")));
+    assert!(e.is_truthy(&vars("/x")));
+    assert!(!e.is_truthy(&vars("xab")));
+}
+
+/// Expressions are parsed once and shared across threads by the pipeline evaluator.
+#[test]
+fn expression_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Expression>();
+    assert_send_sync::<Value>();
+    assert_send_sync::<ExprError>();
+}
+
 /// matches_spec.rb / not_matches_spec.rb `#evaluate` rows, through expressions.
 #[test]
 fn matches_lexeme_table() {
