@@ -162,6 +162,23 @@ impl EvalError {
     }
 }
 
+/// A `/re/flags` text that GitLab's `UntrustedRegexp::RubySyntax` would not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid regular expression: {reason}")]
+pub struct RegexError {
+    /// Why: not of the form `/re/flags` (flags from `ismU`), or RE2 rejects the body.
+    pub reason: String,
+}
+
+/// `Gitlab::UntrustedRegexp::RubySyntax.fabricate!`: compiles a `/re/flags` text (flags
+/// from `ismU`; GitLab's check uses Ruby's line anchors, so the first line of that form in
+/// a multi-line text is the one taken) with RE2's syntax and semantics. GitLab uses the same reading for `only:refs`/`except:refs` patterns.
+/// Unlike a pattern literal in an expression, `\/` is not unescaped first. Compiled
+/// patterns are cached process-wide.
+pub fn ruby_syntax_regexp(text: &str) -> Result<Arc<Re2Regex>, RegexError> {
+    re2::fabricate_cached(text).map_err(|reason| RegexError { reason })
+}
+
 /// The binary operators, with GitLab's precedences (lower binds tighter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {

@@ -106,133 +106,486 @@ const ASCII_D: &str = "0-9";
 const ASCII_W: &str = "0-9A-Za-z_";
 const ASCII_S: &str = r"\t\n\x0C\r ";
 
-/// Rewrites RE2 syntax into `regex` crate syntax with the same meaning, or explains why
-/// RE2 would reject it (or why the `regex` crate cannot express it).
+/// RE2's POSIX class names (`[[:alpha:]]`); any other name is an error in RE2.
+const POSIX_CLASSES: &[&str] = &[
+    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
+    "space", "upper", "word", "xdigit",
+];
+
+/// Rewrites RE2 syntax into `regex` crate syntax with the same matches, or explains why
+/// RE2 would reject it (or why the `regex` crate cannot express it). Checked against real
+/// RE2 by `tests/expr_re2_differential.rs`.
 pub fn translate(src: &str) -> Result<String, String> {
     let chars: Vec<char> = src.chars().collect();
-    let mut out = String::with_capacity(src.len() + 8);
-    let mut i = 0usize;
-    let mut in_class = false;
-    let mut last_was_repeat = false;
-    while i < chars.len() {
-        let c = chars[i];
-        if in_class {
+    let mut t = Translator {
+        chars: &chars,
+        i: 0,
+        out: String::with_capacity(src.len() + 8),
+        pending_flags: String::new(),
+        last_was_repeat: false,
+        frames: vec![1],
+        last_atom: 1,
+    };
+    t.run()?;
+    Ok(t.out)
+}
+
+struct Translator<'a> {
+    chars: &'a [char],
+    i: usize,
+    out: String,
+    /// Flag groups like `(?i)` not yet written: RE2 lets a repetition operator right after
+    /// one apply to the atom before it (`a(?i)*`), the `regex` crate does not, so the
+    /// flags are written after that operator.
+    pending_flags: String,
+    /// RE2 (Perl mode) rejects stacked repetition operators (`a**`, `a{2}{3}`).
+    last_was_repeat: bool,
+    /// Per open group, the largest product of nested repetition counts inside it: RE2
+    /// rejects a pattern where such a product exceeds 1000 (`(a{100}){100}`).
+    frames: Vec<u64>,
+    /// That product for the atom just written (the one a repetition would apply to).
+    last_atom: u64,
+}
+
+impl Translator<'_> {
+    fn peek(&self, k: usize) -> Option<char> {
+        self.chars.get(self.i + k).copied()
+    }
+
+    fn atom_done(&mut self, product: u64) {
+        self.last_atom = product;
+        if let Some(top) = self.frames.last_mut() {
+            *top = (*top).max(product);
+        }
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        while self.i < self.chars.len() {
+            if self.repetition()? {
+                continue;
+            }
+            self.out.push_str(&std::mem::take(&mut self.pending_flags));
+            self.last_was_repeat = false;
+            let c = self.chars[self.i];
             match c {
-                ']' => {
-                    in_class = false;
-                    out.push(']');
-                    i += 1;
-                }
-                '[' => {
-                    let posix_end = (chars.get(i + 1) == Some(&':'))
-                        .then(|| find_seq(&chars, i + 2, &[':', ']']))
-                        .flatten();
-                    if let Some(end) = posix_end {
-                        // POSIX class `[:alpha:]` / `[:^alpha:]`: same in both engines.
-                        out.extend(&chars[i..end + 2]);
-                        i = end + 2;
-                    } else {
-                        out.push_str(r"\[");
-                        i += 1;
+                '\\' => self.escape()?,
+                '[' => self.class()?,
+                '(' => self.group()?,
+                ')' => {
+                    self.out.push(')');
+                    self.i += 1;
+                    if self.frames.len() > 1 {
+                        let inner = self.frames.pop().unwrap_or(1);
+                        self.atom_done(inner);
                     }
                 }
-                '&' | '~' => {
-                    out.push('\\');
-                    out.push(c);
-                    i += 1;
+                '{' => {
+                    // Not a valid repetition (checked above): a literal in RE2.
+                    self.out.push_str(r"\{");
+                    self.i += 1;
+                    self.atom_done(1);
                 }
-                '-' if chars.get(i + 1) == Some(&'-') => {
-                    out.push_str(r"\-");
-                    i += 1;
-                }
-                '\\' => {
-                    i = escape(&chars, i, true, &mut out)?;
+                '}' => {
+                    self.out.push_str(r"\}");
+                    self.i += 1;
+                    self.atom_done(1);
                 }
                 _ => {
-                    out.push(c);
-                    i += 1;
+                    self.out.push(c);
+                    self.i += 1;
+                    self.atom_done(1);
                 }
             }
-            continue;
         }
-        // RE2 (Perl mode) rejects stacked repetition operators (`a**`, `a+*`, `a{2}{3}`,
-        // `a*??`); the `regex` crate would accept them.
-        let repeat_len = match c {
-            '*' | '+' | '?' => Some(1),
-            '{' => parse_repeat(&chars, i).map(|(_, _, end)| end - i),
+        self.out.push_str(&std::mem::take(&mut self.pending_flags));
+        if self
+            .frames
+            .first()
+            .is_some_and(|&p| p > u64::from(RE2_MAX_REPEAT))
+        {
+            return Err("invalid repetition size: nested repetitions exceed 1000".to_owned());
+        }
+        Ok(())
+    }
+
+    /// A repetition operator at the cursor: written out with its non-greedy `?`.
+    fn repetition(&mut self) -> Result<bool, String> {
+        let c = self.chars[self.i];
+        let (len, count) = match c {
+            '*' | '+' | '?' => (1, None),
+            '{' => match parse_repeat(self.chars, self.i) {
+                Some((min, max, end)) => (end - self.i, Some((min, max))),
+                None => return Ok(false),
+            },
+            _ => return Ok(false),
+        };
+        let text: String = self.chars[self.i..self.i + len].iter().collect();
+        if self.last_was_repeat {
+            return Err(format!("bad repetition operator: {text}"));
+        }
+        if let Some((min, max)) = count {
+            if min > RE2_MAX_REPEAT || max.is_some_and(|m| m > RE2_MAX_REPEAT) {
+                return Err(format!("invalid repetition size: {text}"));
+            }
+            if max.is_some_and(|m| m < min) {
+                return Err(format!("invalid repetition size: {text}"));
+            }
+            let m = u64::from(max.unwrap_or(min));
+            if m > 0 {
+                let product = self.last_atom.saturating_mul(m);
+                self.atom_done(product);
+            }
+        }
+        self.out.push_str(&text);
+        self.i += len;
+        if self.peek(0) == Some('?') {
+            self.out.push('?');
+            self.i += 1;
+        }
+        self.last_was_repeat = true;
+        Ok(true)
+    }
+
+    /// `(`: a group, or `(?flags)`, `(?flags:`, `(?P<name>`, `(?<name>`.
+    fn group(&mut self) -> Result<(), String> {
+        if self.peek(1) != Some('?') {
+            self.out.push('(');
+            self.i += 1;
+            self.frames.push(1);
+            return Ok(());
+        }
+        let named = match (self.peek(2), self.peek(3)) {
+            (Some('P'), Some('<')) => Some(4),
+            (Some('<'), Some(c)) if c != '=' && c != '!' => Some(3),
             _ => None,
         };
-        if let Some(len) = repeat_len {
-            if last_was_repeat {
-                return Err(format!(
-                    "bad repetition operator: {}",
-                    chars[i..i + len].iter().collect::<String>()
-                ));
-            }
-            last_was_repeat = true;
-        } else {
-            last_was_repeat = false;
+        if let Some(len) = named {
+            let text: String = self.chars[self.i..self.i + len].iter().collect();
+            self.out.push_str(&text);
+            self.i += len;
+            self.frames.push(1);
+            return Ok(());
         }
+        let mut on = String::new();
+        let mut off = String::new();
+        let mut negated = false;
+        let mut saw_flag = false;
+        let mut j = self.i + 2;
+        loop {
+            match self.chars.get(j).copied() {
+                Some(f @ ('i' | 'm' | 's' | 'U')) => {
+                    let (set, other) = if negated {
+                        (&mut off, &mut on)
+                    } else {
+                        (&mut on, &mut off)
+                    };
+                    if !set.contains(f) {
+                        set.push(f);
+                    }
+                    // Later wins, as RE2 applies the flags in order.
+                    other.retain(|x| x != f);
+                    saw_flag = true;
+                }
+                Some('-') if !negated => {
+                    negated = true;
+                    saw_flag = false;
+                }
+                Some(end @ (')' | ':')) => {
+                    if negated && !saw_flag {
+                        return Err("invalid perl operator: (?-)".to_owned());
+                    }
+                    let mut flags = on;
+                    if !off.is_empty() {
+                        flags.push('-');
+                        flags.push_str(&off);
+                    }
+                    self.i = j + 1;
+                    if end == ':' {
+                        self.out.push_str("(?");
+                        self.out.push_str(&flags);
+                        self.out.push(':');
+                        self.frames.push(1);
+                    } else if !flags.is_empty() {
+                        self.pending_flags.push_str(&format!("(?{flags})"));
+                    }
+                    return Ok(());
+                }
+                Some(other) => return Err(format!("invalid or unsupported Perl flag: {other}")),
+                None => return Err("missing closing )".to_owned()),
+            }
+            j += 1;
+        }
+    }
+
+    /// A backslash escape outside a class.
+    fn escape(&mut self) -> Result<(), String> {
+        let Some(c) = self.peek(1) else {
+            return Err("trailing \\".to_owned());
+        };
         match c {
-            '*' | '+' | '?' => {
-                out.push(c);
-                i += 1;
-                // A `?` right after a repetition makes it non-greedy, not a new operator.
-                if chars.get(i) == Some(&'?') {
-                    out.push('?');
-                    i += 1;
-                }
+            'd' | 'D' | 'w' | 'W' | 's' | 'S' => {
+                let (neg, set) = perl_class(c);
+                self.out.push_str(if neg { "[^" } else { "[" });
+                self.out.push_str(set);
+                self.out.push(']');
+                self.i += 2;
             }
-            '\\' => i = escape(&chars, i, false, &mut out)?,
-            '[' => {
-                in_class = true;
-                out.push('[');
-                i += 1;
-                if chars.get(i) == Some(&'^') {
-                    out.push('^');
-                    i += 1;
-                }
-                // A `]` right after `[` or `[^` is a literal in RE2.
-                if chars.get(i) == Some(&']') {
-                    out.push_str(r"\]");
-                    i += 1;
-                }
+            'b' | 'B' => {
+                self.out
+                    .push_str(if c == 'b' { r"(?-u:\b)" } else { r"(?-u:\B)" });
+                self.i += 2;
             }
-            '{' => match parse_repeat(&chars, i) {
-                Some((min, max, end)) => {
-                    if min > RE2_MAX_REPEAT || max.is_some_and(|m| m > RE2_MAX_REPEAT) {
-                        return Err(format!(
-                            "bad repetition operator: {}",
-                            chars[i..end].iter().collect::<String>()
-                        ));
-                    }
-                    out.extend(&chars[i..end]);
-                    i = end;
-                    if chars.get(i) == Some(&'?') {
-                        out.push('?');
-                        i += 1;
-                    }
-                }
-                None => {
-                    out.push_str(r"\{");
-                    i += 1;
-                }
-            },
-            '}' => {
-                out.push_str(r"\}");
-                i += 1;
+            'A' | 'z' => {
+                self.out.push('\\');
+                self.out.push(c);
+                self.i += 2;
             }
-            '(' if chars.get(i + 1) == Some(&'?') => i = group_flags(&chars, i, &mut out)?,
+            'p' | 'P' => {
+                self.i = unicode_class(self.chars, self.i, &mut self.out)?;
+            }
+            'Q' => {
+                // Literal text up to `\E` (or the end).
+                let start = self.i + 2;
+                let end = find_seq(self.chars, start, &['\\', 'E']).unwrap_or(self.chars.len());
+                for k in start..end {
+                    push_literal(&mut self.out, self.chars[k], false);
+                    self.atom_done(1);
+                }
+                self.i = (end + 2).min(self.chars.len());
+                return Ok(());
+            }
+            'C' => return Err("\\C (any byte) is not supported by podci".to_owned()),
             _ => {
-                out.push(c);
-                i += 1;
+                let (rune, next) = escaped_rune(self.chars, self.i)?;
+                push_literal(&mut self.out, rune, false);
+                self.i = next;
+            }
+        }
+        self.atom_done(1);
+        Ok(())
+    }
+
+    /// A character class, parsed with RE2's rules and written item by item, so that
+    /// nothing in it is read as the `regex` crate's nested classes or set operators.
+    fn class(&mut self) -> Result<(), String> {
+        let chars = self.chars;
+        let mut j = self.i + 1;
+        self.out.push('[');
+        if chars.get(j) == Some(&'^') {
+            self.out.push('^');
+            j += 1;
+        }
+        let mut first = true;
+        loop {
+            let Some(&c) = chars.get(j) else {
+                return Err("missing ]".to_owned());
+            };
+            if c == ']' && !first {
+                self.out.push(']');
+                self.i = j + 1;
+                self.atom_done(1);
+                return Ok(());
+            }
+            first = false;
+            if c == '['
+                && chars.get(j + 1) == Some(&':')
+                && let Some(end) = find_seq(chars, j + 2, &[':', ']'])
+            {
+                let name: String = chars[j + 2..end].iter().collect();
+                if !POSIX_CLASSES.contains(&name.trim_start_matches('^')) {
+                    return Err(format!("invalid character class range: [:{name}:]"));
+                }
+                self.out.push_str(&format!("[:{name}:]"));
+                j = end + 2;
+                continue;
+            }
+            if c == '\\' {
+                match chars.get(j + 1) {
+                    Some('p' | 'P') => {
+                        j = unicode_class(chars, j, &mut self.out)?;
+                        continue;
+                    }
+                    Some(&p @ ('d' | 'D' | 'w' | 'W' | 's' | 'S')) => {
+                        let (neg, set) = perl_class(p);
+                        if neg {
+                            self.out.push_str(&format!("[^{set}]"));
+                        } else {
+                            self.out.push_str(set);
+                        }
+                        j += 2;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let (lo, next) = class_char(chars, j)?;
+            j = next;
+            push_literal(&mut self.out, lo, true);
+            // `-` makes a range unless it is last (`[a-]`).
+            if chars.get(j) == Some(&'-') && chars.get(j + 1).is_some_and(|&n| n != ']') {
+                let (hi, next) = class_char(chars, j + 1)?;
+                if hi < lo {
+                    return Err(format!("invalid character class range: {lo}-{hi}"));
+                }
+                self.out.push('-');
+                push_literal(&mut self.out, hi, true);
+                j = next;
             }
         }
     }
-    if in_class {
-        return Err("missing closing ]".to_owned());
+}
+
+fn perl_class(c: char) -> (bool, &'static str) {
+    match c {
+        'd' => (false, ASCII_D),
+        'D' => (true, ASCII_D),
+        'w' => (false, ASCII_W),
+        'W' => (true, ASCII_W),
+        's' => (false, ASCII_S),
+        _ => (true, ASCII_S),
     }
-    Ok(out)
+}
+
+/// Writes one literal character so the `regex` crate reads it as itself.
+fn push_literal(out: &mut String, c: char, in_class: bool) {
+    let special = if in_class {
+        matches!(c, '\\' | '[' | ']' | '^' | '-' | '&' | '~')
+    } else {
+        regex_syntax_meta(c)
+    };
+    if c.is_control() {
+        out.push_str(&format!("\\x{{{:X}}}", c as u32));
+    } else if special {
+        out.push('\\');
+        out.push(c);
+    } else {
+        out.push(c);
+    }
+}
+
+fn regex_syntax_meta(c: char) -> bool {
+    matches!(
+        c,
+        '\\' | '.'
+            | '+'
+            | '*'
+            | '?'
+            | '('
+            | ')'
+            | '|'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '^'
+            | '$'
+            | '#'
+            | '&'
+            | '-'
+            | '~'
+    )
+}
+
+/// One character of a class: itself, or an escape that stands for one character.
+fn class_char(chars: &[char], j: usize) -> Result<(char, usize), String> {
+    match chars.get(j) {
+        Some('\\') => escaped_rune(chars, j),
+        Some(&c) => Ok((c, j + 1)),
+        None => Err("missing ]".to_owned()),
+    }
+}
+
+/// An escape standing for one character (RE2's `ParseEscape`): octal, `\x41`, `\x{263a}`,
+/// `\a \f \t \n \r \v`, or escaped ASCII punctuation. Anything else is an error in RE2.
+fn escaped_rune(chars: &[char], i: usize) -> Result<(char, usize), String> {
+    let Some(&c) = chars.get(i + 1) else {
+        return Err("trailing \\".to_owned());
+    };
+    let mut next = i + 2;
+    let rune = match c {
+        '1'..='7' | '0' => {
+            // `\0`, or `\1`-`\7` followed by another octal digit, start an octal escape of
+            // up to three digits; a lone `\1`-`\7` would be a backreference.
+            if c != '0' && !chars.get(next).is_some_and(|d| ('0'..='7').contains(d)) {
+                return Err(format!("invalid escape sequence: \\{c}"));
+            }
+            let mut value = c.to_digit(8).unwrap_or(0);
+            for _ in 0..2 {
+                match chars.get(next).and_then(|d| d.to_digit(8)) {
+                    Some(d) => {
+                        value = value * 8 + d;
+                        next += 1;
+                    }
+                    None => break,
+                }
+            }
+            char::from_u32(value)
+        }
+        'x' => {
+            if chars.get(next) == Some(&'{') {
+                let close = (next..chars.len())
+                    .find(|&k| chars[k] == '}')
+                    .ok_or_else(|| "invalid escape sequence: \\x{".to_owned())?;
+                let hex: String = chars[next + 1..close].iter().collect();
+                next = close + 1;
+                u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32)
+            } else {
+                let hex: String = chars
+                    .get(next..next + 2)
+                    .unwrap_or_default()
+                    .iter()
+                    .collect();
+                next += 2;
+                if hex.len() == 2 {
+                    u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32)
+                } else {
+                    None
+                }
+            }
+        }
+        'a' => Some('\u{7}'),
+        'f' => Some('\u{c}'),
+        't' => Some('\t'),
+        'n' => Some('\n'),
+        'r' => Some('\r'),
+        'v' => Some('\u{b}'),
+        c if c.is_ascii_punctuation() => Some(c),
+        _ => None,
+    };
+    rune.map(|r| (r, next))
+        .ok_or_else(|| format!("invalid escape sequence: \\{c}"))
+}
+
+/// `\pL`, `\p{Greek}`, `\P{Greek}`, `\p{^Greek}` at `i`; returns the index after it.
+fn unicode_class(chars: &[char], i: usize, out: &mut String) -> Result<usize, String> {
+    let letter = chars.get(i + 1).copied().unwrap_or('p');
+    match chars.get(i + 2) {
+        Some('{') => {
+            let close = (i + 2..chars.len())
+                .find(|&k| chars[k] == '}')
+                .ok_or_else(|| format!("missing closing }} after \\{letter}"))?;
+            let mut body: &[char] = &chars[i + 3..close];
+            let mut letter = letter;
+            // RE2 negates with `\p{^Greek}`, the `regex` crate with `\P{Greek}`.
+            if body.first() == Some(&'^') {
+                body = &body[1..];
+                letter = if letter == 'p' { 'P' } else { 'p' };
+            }
+            out.push('\\');
+            out.push(letter);
+            out.push('{');
+            out.extend(body);
+            out.push('}');
+            Ok(close + 1)
+        }
+        Some(&name) => {
+            out.push('\\');
+            out.push(letter);
+            out.push(name);
+            Ok(i + 3)
+        }
+        None => Err(format!("invalid escape sequence: \\{letter}")),
+    }
 }
 
 fn find_seq(chars: &[char], from: usize, seq: &[char]) -> Option<usize> {
@@ -273,137 +626,6 @@ fn parse_repeat(chars: &[char], i: usize) -> Option<(u32, Option<u32>, usize)> {
         _ => return None,
     };
     (chars.get(j) == Some(&'}')).then_some((min, max, j + 1))
-}
-
-/// `(?` at `i`: flag groups must only use RE2's flags (`imsU`); named groups pass.
-fn group_flags(chars: &[char], i: usize, out: &mut String) -> Result<usize, String> {
-    let mut j = i + 2;
-    match chars.get(j) {
-        Some('P') | Some('<') => {
-            // Named group: both engines accept `(?P<name>` and `(?<name>`.
-            out.push_str("(?");
-            return Ok(j);
-        }
-        _ => {}
-    }
-    let mut seen = String::new();
-    let mut negated = false;
-    loop {
-        match chars.get(j) {
-            Some(&f @ ('i' | 'm' | 's' | 'U')) => {
-                // RE2 accepts a repeated flag, the `regex` crate does not.
-                if !seen.contains(f) || negated {
-                    seen.push(f);
-                }
-                j += 1;
-            }
-            Some('-') if !negated => {
-                negated = true;
-                seen.push('-');
-                j += 1;
-            }
-            Some(':') if seen.is_empty() => {
-                // Non-capturing group `(?:...)`.
-                out.push_str("(?:");
-                return Ok(j + 1);
-            }
-            Some(&end @ (')' | ':')) => {
-                if seen.is_empty() || seen.ends_with('-') {
-                    return Err("missing argument to repetition operator or bad flags".to_owned());
-                }
-                out.push_str("(?");
-                out.push_str(&seen);
-                out.push(end);
-                return Ok(j + 1);
-            }
-            Some(other) => return Err(format!("invalid or unsupported Perl flag: {other}")),
-            None => return Err("missing closing )".to_owned()),
-        }
-    }
-}
-
-/// A backslash escape at `i`; returns the index after it.
-fn escape(chars: &[char], i: usize, in_class: bool, out: &mut String) -> Result<usize, String> {
-    let Some(&c) = chars.get(i + 1) else {
-        return Err("trailing \\".to_owned());
-    };
-    let ascii = |neg: bool, set: &str, out: &mut String| {
-        out.push_str(if neg { "[^" } else { "[" });
-        out.push_str(set);
-        out.push(']');
-    };
-    let mut next = i + 2;
-    match c {
-        'd' | 'w' | 's' if in_class => out.push_str(match c {
-            'd' => ASCII_D,
-            'w' => ASCII_W,
-            _ => ASCII_S,
-        }),
-        'd' => ascii(false, ASCII_D, out),
-        'D' => ascii(true, ASCII_D, out),
-        'w' => ascii(false, ASCII_W, out),
-        'W' => ascii(true, ASCII_W, out),
-        's' => ascii(false, ASCII_S, out),
-        'S' => ascii(true, ASCII_S, out),
-        'b' | 'B' if in_class => return Err(format!("invalid escape sequence: \\{c}")),
-        'b' => out.push_str(r"(?-u:\b)"),
-        'B' => out.push_str(r"(?-u:\B)"),
-        'C' => return Err("\\C (any byte) is not supported".to_owned()),
-        'Q' => {
-            let end = find_seq(chars, next, &['\\', 'E']).unwrap_or(chars.len());
-            for &q in &chars[next..end] {
-                let mut buf = [0u8; 4];
-                out.push_str(&regex::escape(q.encode_utf8(&mut buf)));
-            }
-            next = (end + 2).min(chars.len());
-        }
-        'E' => {} // a stray \E is ignored by RE2
-        '1'..='7' | '0' => {
-            // RE2: `\0` or `\1`-`\7` followed by another octal digit start an octal
-            // escape of up to three digits; a lone `\1`-`\7` is a backreference.
-            if c != '0' && !chars.get(next).is_some_and(|d| ('0'..='7').contains(d)) {
-                return Err(format!(
-                    "invalid escape sequence: \\{c} (backreferences are not supported)"
-                ));
-            }
-            let mut value = c.to_digit(8).unwrap_or(0);
-            for _ in 0..2 {
-                match chars.get(next).and_then(|d| d.to_digit(8)) {
-                    Some(d) => {
-                        value = value * 8 + d;
-                        next += 1;
-                    }
-                    None => break,
-                }
-            }
-            out.push_str(&format!("\\x{{{value:X}}}"));
-        }
-        '8' | '9' => return Err(format!("invalid escape sequence: \\{c}")),
-        'p' | 'P' | 'x' if chars.get(next) == Some(&'{') => {
-            // `\p{Greek}`, `\x{263a}`: copied whole, so the braces are not read as a
-            // repetition. RE2 negates with `\p{^Greek}`, the `regex` crate with `\P{Greek}`.
-            let close = (next..chars.len())
-                .find(|&k| chars[k] == '}')
-                .ok_or_else(|| format!("missing closing }} after \\{c}"))?;
-            let mut body: &[char] = &chars[next + 1..close];
-            let mut letter = c;
-            if c != 'x' && body.first() == Some(&'^') {
-                body = &body[1..];
-                letter = if c == 'p' { 'P' } else { 'p' };
-            }
-            out.push('\\');
-            out.push(letter);
-            out.push('{');
-            out.extend(body);
-            out.push('}');
-            next = close + 1;
-        }
-        _ => {
-            out.push('\\');
-            out.push(c);
-        }
-    }
-    Ok(next)
 }
 
 #[cfg(test)]
