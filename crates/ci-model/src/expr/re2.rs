@@ -6,11 +6,16 @@
 //! (Ruby: `^`/`$` are line anchors, `.` stops at `\n`) and hands RE2 the body prefixed
 //! with `(?flags)` when flags are present. So the flags mean what RE2 says: `i` case
 //! folding, `m` multi-line `^`/`$`, `s` dot matches `\n`, `U` ungreedy; `x` is not a
-//! flag at all. RE2 syntax differs from the `regex` crate's in a few places, which
-//! [`translate`] rewrites so that a pattern matches what RE2 would match:
-//! `\d \w \s \b` are ASCII in RE2, `[` inside a class is literal in RE2, `&&`/`--`/`~~`
-//! are not class operators in RE2, `\Q...\E` quoting, octal escapes, a `{` that does not
-//! start a valid repetition is literal, and repetition counts above 1000 are errors.
+//! flag at all. An invalid pattern is a `RegexpError` in GitLab.
+//!
+//! RE2 syntax differs from the `regex` crate's, so [`translate`] parses the pattern with
+//! RE2's grammar and writes it out for the `regex` crate with the same matches: `\d \w \s
+//! \b` are ASCII in RE2; classes have no nesting or set operators (`[[]`, `[a&&b]` are
+//! literal) and RE2 validates ranges and POSIX class names; `\Q...\E`, octal and
+//! punctuation escapes; a `{` that is no valid repetition is literal; stacked repetitions
+//! (`a**`) and repetition products above 1000 (`(a{100}){100}`) are errors; a flag group
+//! is transparent to a following repetition (`a(?i)*`). `tests/expr_re2_differential.rs`
+//! checks all this against real RE2. Known gap: RE2's `\C` (any byte) is rejected.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
