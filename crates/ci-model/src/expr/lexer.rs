@@ -77,9 +77,13 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ExprError> {
         if pos >= bytes.len() {
             return Ok(tokens);
         }
-        let (kind, len) = scan_one(src, pos).ok_or(ExprError::UnknownLexeme {
+        let (kind, len) = scan_one(src, pos).ok_or_else(|| ExprError::UnknownLexeme {
             offset: pos,
             found: snippet(src, pos),
+            hint: hint(
+                src.get(pos..).unwrap_or_default(),
+                tokens.last().map(|t| &t.kind),
+            ),
         })?;
         tokens.push(Token { kind, offset: pos });
         pos += len;
@@ -92,13 +96,51 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ExprError> {
     })
 }
 
-/// A short, char-boundary-safe excerpt of the source at `pos` for error messages.
+/// A short excerpt of the source at `pos` for error messages: up to the next whitespace.
 fn snippet(src: &str, pos: usize) -> String {
     src.get(pos..)
         .unwrap_or_default()
         .chars()
-        .take(12)
+        .take_while(|c| !c.is_whitespace())
+        .take(20)
         .collect()
+}
+
+/// Advice for the mistakes people make most with this grammar, from the text that could
+/// not be read and the token before it.
+fn hint(rest: &str, prev: Option<&TokKind>) -> &'static str {
+    let glued = |c: char| c.is_ascii_alphanumeric() || c == '\\' || c == '\'' || c == '"';
+    match prev {
+        Some(TokKind::Pattern(_)) if rest.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+            return " (a /pattern/ takes only the flags i, m, s, U)";
+        }
+        Some(TokKind::Str(..)) if rest.starts_with(glued) => {
+            return " (a string ends at the next matching quote on its line; there are no escapes)";
+        }
+        Some(TokKind::Variable(_)) if rest.starts_with(['-', '.', ':']) => {
+            return " (a variable name has only ASCII letters, digits and _)";
+        }
+        _ => {}
+    }
+    if rest.starts_with("${") {
+        " (write $VAR, not ${VAR})"
+    } else if rest.starts_with('$') {
+        " (a variable name is $ followed by ASCII letters, digits or _)"
+    } else if rest.starts_with('=') || rest.starts_with('!') {
+        " (the operators are ==, !=, =~ and !~)"
+    } else if rest.starts_with('&') || rest.starts_with('|') {
+        " (the logical operators are && and ||)"
+    } else if rest.starts_with('"') || rest.starts_with('\'') {
+        " (a string ends at the next matching quote on the same line; there are no escapes)"
+    } else if rest.starts_with('/') {
+        " (a /pattern/ has at least two characters between the slashes, escapes / as \\/ and takes only the flags i, m, s, U)"
+    } else if rest.starts_with("true") || rest.starts_with("false") {
+        " (there are no boolean literals: compare with a string, e.g. $VAR == \"true\")"
+    } else if rest.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        " (quote text as a string: \"text\")"
+    } else {
+        ""
+    }
 }
 
 fn scan_one(src: &str, pos: usize) -> Option<(TokKind, usize)> {

@@ -86,9 +86,15 @@ pub enum ExprError {
     Empty,
     /// Text that starts no token (GitLab: `Lexer::SyntaxError`, "Unknown lexeme found!").
     #[error(
-        "unexpected `{found}` at byte {offset}: expected $VARIABLE, \"string\", 'string', /pattern/, null, ==, !=, =~, !~, &&, || or a parenthesis (write $VAR, not ${{VAR}})"
+        "unexpected `{found}` at byte {offset}: expected $VARIABLE, \"string\", 'string', /pattern/, null, ==, !=, =~, !~, &&, || or a parenthesis{hint}"
     )]
-    UnknownLexeme { offset: usize, found: String },
+    UnknownLexeme {
+        offset: usize,
+        /// The text there, up to the next whitespace (at most 20 characters).
+        found: String,
+        /// A suggestion for common mistakes, or empty.
+        hint: &'static str,
+    },
     /// GitLab stops at 100 tokens ("Too many tokens!").
     #[error(
         "the expression has too many tokens (GitLab accepts at most {max}); the limit is reached at byte {offset}"
@@ -120,6 +126,32 @@ pub enum ExprError {
 }
 
 impl ExprError {
+    /// The source line holding the problem with a caret under it, then the message:
+    /// a terminal-friendly rendering for lint output.
+    ///
+    /// ```
+    /// # use podci_model::expr::Expression;
+    /// let src = "$A == ${B}";
+    /// let err = Expression::parse(src).unwrap_err();
+    /// assert!(err.render(src).starts_with("$A == ${B}\n      ^ unexpected `${B}`"));
+    /// ```
+    pub fn render(&self, source: &str) -> String {
+        let offset = self.offset().min(source.len());
+        let line_start = source
+            .get(..offset)
+            .and_then(|s| s.rfind('\n'))
+            .map_or(0, |p| p + 1);
+        let line_end = source
+            .get(offset..)
+            .and_then(|s| s.find('\n'))
+            .map_or(source.len(), |p| offset + p);
+        let line = source.get(line_start..line_end).unwrap_or_default();
+        let column = source
+            .get(line_start..offset)
+            .map_or(0, |s| s.chars().count());
+        format!("{line}\n{}^ {self}", " ".repeat(column))
+    }
+
     /// Byte offset of the problem in the source (0 for an empty expression).
     pub fn offset(&self) -> usize {
         match self {

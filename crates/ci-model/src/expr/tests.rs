@@ -873,6 +873,40 @@ fn error_messages_are_actionable() {
     assert_eq!(ExprError::UnmatchedParenthesis { offset: 3 }.offset(), 3);
 }
 
+/// Every kind of error, rendered as a user sees it (snapshot).
+#[test]
+fn error_rendering_snapshot() {
+    let cases = [
+        "",
+        "$CI_COMMIT_BRANCH == ${DEFAULT_BRANCH}",
+        "$A == 'x' &&",
+        "== $A",
+        "$A $B",
+        "($A == 'x'",
+        "$A == 'x')",
+        "$A =~ /(unclosed/",
+        "$A =~ /release-.*/x",
+        "$A =~ /a/",
+        "$A == true",
+        "$A = 'x'",
+        "$A & $B",
+        "$DEPLOY-ENV == 'x'",
+        "'it\\'s'",
+        "/ab/ == 'ab'",
+        "$A =~ ($B == $C)",
+        "$A == \"multi\nline\" && $B == 'ü' && $C = 1",
+        &vec!["$V"; 100].join(" || "),
+    ];
+    let rendered: Vec<String> = cases
+        .iter()
+        .map(|src| match Expression::parse(src) {
+            Ok(e) => format!("{src:?} parsed as {}", e.inspect()),
+            Err(e) => format!("{src:?}\n{}", e.render(src)),
+        })
+        .collect();
+    insta::assert_snapshot!(rendered.join("\n\n"));
+}
+
 #[test]
 fn display_prints_minimal_parentheses() {
     for (src, printed) in [
