@@ -578,6 +578,21 @@ impl fmt::Display for Expression {
     }
 }
 
+/// Serialized as its source text, so pipelines carrying rules can be serialized as written.
+impl serde::Serialize for Expression {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.source)
+    }
+}
+
+/// Deserialized from source text, which must be a valid expression.
+impl<'de> serde::Deserialize<'de> for Expression {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let source = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Expression::parse(&source).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for Expression {
     type Err = ExprError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -873,6 +873,17 @@ fn error_messages_are_actionable() {
     assert_eq!(ExprError::UnmatchedParenthesis { offset: 3 }.offset(), 3);
 }
 
+#[test]
+fn serde_as_source_text() {
+    let e = parse(r#"$A == "x" || $B =~ /ab/i"#);
+    let json = serde_json::to_string(&e).unwrap_or_default();
+    assert_eq!(json, r#""$A == \"x\" || $B =~ /ab/i""#);
+    let back: Result<Expression, _> = serde_json::from_str(&json);
+    assert!(back.is_ok_and(|b| b == e && b.source() == e.source()));
+    let bad: Result<Expression, _> = serde_json::from_str(r#""${A} == 'x'""#);
+    assert!(bad.is_err_and(|err| err.to_string().contains("write $VAR")));
+}
+
 /// Every kind of error, rendered as a user sees it (snapshot).
 #[test]
 fn error_rendering_snapshot() {
