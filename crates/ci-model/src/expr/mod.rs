@@ -31,6 +31,12 @@
 //!   `$A $B ==` is accepted and means `$A == $B`; `$A $B` and `$A ==` are errors.
 //! - At most 99 tokens.
 //! - `${VAR}` is a syntax error; only `$VAR` with ASCII letters, digits and `_`.
+//! - `$A =~ $B` reads `$B`'s value as a `/pattern/`; a value that is no valid pattern is
+//!   searched for `$A`'s value as a plain substring (GitLab calls `String#scan`):
+//!   `$A =~ $B` is then true when `$A` occurs inside `$B`.
+//! - Not supported: the `true`/`false` and `$[[ inputs.NAME ]]` lexemes that GitLab's
+//!   newest lexer adds for `spec:inputs:rules` (inputs in job rules are interpolated
+//!   before expressions are read).
 
 mod lexer;
 mod re2;
@@ -402,6 +408,11 @@ impl fmt::Display for Node {
 }
 
 /// The variables an expression is evaluated against. A missing variable is `null`.
+///
+/// For `rules:if` GitLab passes the job's variables as they are, without expanding
+/// references inside values (`Rules::Rule::Clause::If` uses `context.variables_hash`, not
+/// `variables_hash_expanded`: `lib/gitlab/ci/build/rules/rule/clause/if.rb`,
+/// `lib/gitlab/ci/build/context/base.rb`).
 pub trait Variables {
     /// The value of `name`, or `None` when it is not defined.
     fn get(&self, name: &str) -> Option<&str>;
