@@ -6,6 +6,7 @@
 pub mod compose;
 pub mod diag;
 pub mod emit;
+pub mod expr;
 pub mod pipeline;
 pub(crate) mod rules;
 pub mod source;
@@ -18,8 +19,11 @@ pub use pipeline::{Job, LoadOptions, Need, Pipeline, load};
 pub use source::{FetchError, FileSource, MemorySource, NoFiles};
 pub use validate::parse_duration;
 
-/// Evaluates a `rules:if` expression against variables (wired to the expression module).
+/// Evaluates a `rules:if` expression against variables (later pairs win). An expression
+/// that does not parse is false; validation reports it.
 pub(crate) fn expr_eval(expression: &str, vars: &[(String, String)]) -> bool {
-    let _ = (expression, vars);
-    true
+    match expr::Expression::parse(expression) {
+        Ok(e) => e.is_truthy(&rules::PairVars(vars)),
+        Err(_) => false,
+    }
 }

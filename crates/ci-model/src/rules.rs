@@ -50,3 +50,12 @@ pub(crate) fn include_rules_match(rules: &Node, vars: &[(String, String)], sourc
     }
     false
 }
+
+/// Variables as `(name, value)` pairs, later pairs overriding earlier ones.
+pub(crate) struct PairVars<'a>(pub(crate) &'a [(String, String)]);
+
+impl crate::expr::Variables for PairVars<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
