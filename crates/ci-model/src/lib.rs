@@ -8,3 +8,9 @@ pub(crate) mod validate;
 pub mod yaml;
 
 pub use validate::parse_duration;
+
+/// Entry points for integration tests and conformance tools; not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::validate::validate_entry_fixture;
+}
