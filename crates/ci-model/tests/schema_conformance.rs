@@ -160,6 +160,20 @@ const EXCEPTIONS: &[Exception] = &[
             "jobs:trigger:include accepts optional ref property config these keys cannot be used together: script, trigger",
         ),
     },
+    Exception {
+        polarity: "negative",
+        file: "image.yml",
+        case: "image_with_empty_executor_opts",
+        reason: "`Imageable#executor_opts` compacts nil options away, so an empty `docker:`/`kubernetes:` is no option at all",
+        backend: Backend::Accepts,
+    },
+    Exception {
+        polarity: "negative",
+        file: "image.yml",
+        case: "image_with_empty_executor_opts_kubernetes",
+        reason: "`Imageable#executor_opts` compacts nil options away, so an empty `docker:`/`kubernetes:` is no option at all",
+        backend: Backend::Accepts,
+    },
     // Negatives the backend accepts (the schema checks project paths; the backend resolves
     // them only when it creates the downstream pipeline or fetches the include).
     Exception {

@@ -1390,7 +1390,7 @@ fn cache_key(ck: &mut Checker, loc: &str, n: &Node) {
                 key_string(ck, &at(loc, "prefix"), "config", p);
             }
         }
-        _ => ck.entry(loc, n.span, "config should be a hash, a string or a symbol"),
+        _ => ck.entry(loc, n.span, "should be a hash, a string or a symbol"),
     }
 }
 
@@ -1475,8 +1475,11 @@ fn imageable(ck: &mut Checker, loc: &str, n: &Node, keys: &[&str]) {
             if let Some(p) = present(m, "pull_policy") {
                 pull_policy(ck, &at(loc, "pull_policy"), p);
             }
-            if let Some(p) = present(m, "ports") {
-                ports(ck, &at(loc, "ports"), p);
+            // `disallowed_keys: %i[ports], unless: :with_image_ports?`; only GitLab's Web IDE
+            // terminal config sets `with_image_ports`.
+            if m.contains_key("ports") {
+                let span = m.key_span("ports").unwrap_or(n.span);
+                ck.entry(loc, span, "config contains disallowed keys: ports");
             }
             executor_opts(ck, loc, m);
         }
@@ -1484,35 +1487,52 @@ fn imageable(ck: &mut Checker, loc: &str, n: &Node, keys: &[&str]) {
     }
 }
 
-/// `executor_opts` against `schemas/imageable/executor_opts.json`: `docker: {platform, user}`,
-/// `kubernetes: {user}`, no other properties, strings non-empty (`user` may be an integer
-/// uid or `uid:gid` for Kubernetes).
+/// `executor_opts` (`docker:` and `kubernetes:`, nulls dropped) against
+/// `lib/gitlab/ci/config/entry/schemas/imageable/executor_opts.json`, reported with
+/// `detail_errors: true`: one message per schema error, in json_schemer's wording.
 fn executor_opts(ck: &mut Checker, loc: &str, m: &Mapping) {
-    let mut bad: Option<&Node> = None;
-    if let Some(d) = m.get("docker") {
-        let ok = d.as_map().is_some_and(|dm| {
-            dm.keys().all(|k| k == "platform" || k == "user")
-                && dm.iter().all(|(_, v)| v.as_str().is_some_and(|s| !s.is_empty()))
-        });
-        if !ok {
-            bad = Some(d);
+    let attr = "executor opts";
+    for (key, props) in [
+        ("docker", &["platform", "user"][..]),
+        ("kubernetes", &["user"][..]),
+    ] {
+        let Some(v) = present(m, key) else { continue };
+        let Some(vm) = v.as_map() else {
+            ck.entry(loc, v.span, format!("{attr} value at `/{key}` is not an object"));
+            continue;
+        };
+        for (k, pv) in vm.iter() {
+            let path = format!("/{key}/{k}");
+            if !props.contains(&k) {
+                ck.entry(
+                    loc,
+                    pv.span,
+                    format!("{attr} object property at `{path}` is a disallowed additional property"),
+                );
+                continue;
+            }
+            let max = if k == "platform" { 64 } else { 255 };
+            match &pv.value {
+                Value::Str(s) if s.chars().count() < 1 => ck.entry(
+                    loc,
+                    pv.span,
+                    format!("{attr} string length at `{path}` is less than: 1"),
+                ),
+                Value::Str(s) if s.chars().count() > max => ck.entry(
+                    loc,
+                    pv.span,
+                    format!("{attr} string length at `{path}` is greater than: {max}"),
+                ),
+                Value::Str(_) => {}
+                Value::Int(_) if key == "kubernetes" => {}
+                _ if key == "kubernetes" => ck.entry(
+                    loc,
+                    pv.span,
+                    format!("{attr} value at `{path}` is not one of the types: [\"string\", \"integer\"]"),
+                ),
+                _ => ck.entry(loc, pv.span, format!("{attr} value at `{path}` is not a string")),
+            }
         }
-    }
-    if let Some(k) = m.get("kubernetes") {
-        let ok = k.as_map().is_some_and(|km| {
-            km.keys().all(|k| k == "user")
-                && km.iter().all(|(_, v)| match &v.value {
-                    Value::Str(s) => !s.is_empty(),
-                    Value::Int(i) => *i >= 0,
-                    _ => false,
-                })
-        });
-        if !ok && bad.is_none() {
-            bad = Some(k);
-        }
-    }
-    if let Some(b) = bad {
-        ck.entry(loc, b.span, "executor opts must be a valid json schema");
     }
 }
 
@@ -1548,59 +1568,6 @@ fn pull_policy(ck: &mut Checker, loc: &str, n: &Node) {
             n.span,
             format!("config contains unknown values: {}", unknown.join(", ")),
         );
-    }
-}
-
-/// `Entry::Ports` / `Entry::Port`.
-fn ports(ck: &mut Checker, loc: &str, n: &Node) {
-    let Some(items) = n.as_seq() else {
-        ck.entry(loc, n.span, "config should be a array");
-        return;
-    };
-    let ploc = at(loc, "port");
-    let mut numbers = Vec::new();
-    let mut names = Vec::new();
-    for p in items {
-        match &p.value {
-            Value::Int(i) => numbers.push(*i),
-            Value::Map(m) => {
-                check_keys(ck, &ploc, p, m, &["number", "protocol", "name"]);
-                match m.get("number") {
-                    Some(v) if is_int(v) => numbers.push(v.as_int().unwrap_or_default()),
-                    _ => ck.entry(&ploc, p.span, "number can't be blank"),
-                }
-                if let Some(pr) = present(m, "protocol") {
-                    if !pr.as_str().is_some_and(|s| ["http", "https"].contains(&s)) {
-                        ck.entry(&ploc, pr.span, "protocol should be http or https");
-                    }
-                }
-                if let Some(nm) = m.get("name").and_then(Node::as_str) {
-                    names.push(nm.to_lowercase());
-                }
-            }
-            _ => ck.entry(&ploc, p.span, "config should be an integer or a hash"),
-        }
-    }
-    if items.len() > 1 {
-        if names.len() != items.len() {
-            ck.entry(
-                loc,
-                n.span,
-                "config when there is more than one port, a unique name should be added",
-            );
-        }
-        let mut u = names.clone();
-        u.sort();
-        u.dedup();
-        if u.len() != items.len() {
-            ck.entry(loc, n.span, "config each port name must be different");
-        }
-        let mut un = numbers.clone();
-        un.sort();
-        un.dedup();
-        if un.len() != numbers.len() {
-            ck.entry(loc, n.span, "config each port number can only be referenced once");
-        }
     }
 }
 
