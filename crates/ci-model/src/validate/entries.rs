@@ -176,7 +176,12 @@ fn array_of_strings_or_string(ck: &mut Checker, loc: &str, map: &Mapping, key: &
 /// `validates :attr, presence: true`.
 fn presence(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping, key: &str, attr: &str) -> bool {
     if blank_key(map, key) {
-        let span = map.get(key).map(|n| n.span).unwrap_or(node.span);
+        // Point at a blank value, at the key of a null one, at the entry when it is missing.
+        let span = match map.get(key) {
+            Some(v) if !v.is_null() => v.span,
+            Some(_) => map.key_span(key).unwrap_or(node.span),
+            None => node.span,
+        };
         ck.entry(loc, span, format!("{attr} can't be blank"));
         return false;
     }
@@ -185,7 +190,8 @@ fn presence(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping, key: &str, 
 
 /// `MutuallyExclusiveKeysValidator`.
 fn mutually_exclusive(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping, keys: &[&str]) {
-    let found: Vec<&str> = keys.iter().copied().filter(|k| map.contains_key(k)).collect();
+    // `config.keys & keys`: in the configuration's order.
+    let found: Vec<&str> = map.keys().filter(|k| keys.contains(k)).collect();
     if found.len() > 1 {
         let span = map.key_span(found[1]).unwrap_or(node.span);
         ck.entry(
@@ -2544,7 +2550,11 @@ pub(crate) fn stages(ck: &mut Checker, loc: &str, node: &Node) {
         .as_seq()
         .is_some_and(|s| s.iter().all(|i| is_nested_strings(i, 9)));
     if !ok {
-        ck.entry(loc, node.span, "config should be an array of strings");
+        ck.entry(
+            loc,
+            node.span,
+            "config should be an array of strings or a nested array of strings up to 10 levels deep",
+        );
     }
 }
 
@@ -2660,3 +2670,7 @@ fn run_steps(ck: &mut Checker, job_loc: &str, n: &Node) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "entries_tests.rs"]
+mod tests;
