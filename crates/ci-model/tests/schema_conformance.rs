@@ -527,7 +527,7 @@ fn gitlab_schema_fixtures() {
             if scriptless_case {
                 seen_scriptless.push(format!("    (\"{polarity}\", \"{file}\", \"{case}\"),"));
                 let expected = format!("jobs {} {NO_KEYWORD}", case.replace('_', " ")).to_lowercase();
-                if !errors.iter().any(|e| *e == expected) {
+                if !errors.contains(&expected) {
                     failures.push(format!(
                         "{polarity}/{file} [{case}]: expected {expected:?} as it stands, got {errors:?}"
                     ));

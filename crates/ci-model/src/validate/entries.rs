@@ -131,45 +131,45 @@ fn numericality(ck: &mut Checker, loc: &str, attr: &str, n: &Node, min: i64, max
 
 /// `validates :attr, type: String` -> `<attr> should be a string`.
 fn type_string(ck: &mut Checker, loc: &str, map: &Mapping, key: &str, attr: &str) -> bool {
-    if let Some(n) = present(map, key) {
-        if !is_string(n) {
-            ck.entry(loc, n.span, format!("{attr} should be a string"));
-            return false;
-        }
+    if let Some(n) = present(map, key)
+        && !is_string(n)
+    {
+        ck.entry(loc, n.span, format!("{attr} should be a string"));
+        return false;
     }
     true
 }
 
 /// `validates :attr, boolean: true` (allow nil).
 fn boolean(ck: &mut Checker, loc: &str, map: &Mapping, key: &str, attr: &str) {
-    if let Some(n) = present(map, key) {
-        if !is_bool(n) {
-            ck.entry(loc, n.span, format!("{attr} should be a boolean value"));
-        }
+    if let Some(n) = present(map, key)
+        && !is_bool(n)
+    {
+        ck.entry(loc, n.span, format!("{attr} should be a boolean value"));
     }
 }
 
 /// `validates :attr, array_of_strings: true` (allow nil).
 fn array_of_strings(ck: &mut Checker, loc: &str, map: &Mapping, key: &str, attr: &str) -> bool {
-    if let Some(n) = present(map, key) {
-        if !is_array_of_strings(n) {
-            ck.entry(loc, n.span, format!("{attr} should be an array of strings"));
-            return false;
-        }
+    if let Some(n) = present(map, key)
+        && !is_array_of_strings(n)
+    {
+        ck.entry(loc, n.span, format!("{attr} should be an array of strings"));
+        return false;
     }
     true
 }
 
 /// `validates :attr, array_of_strings_or_string: true` (allow nil).
 fn array_of_strings_or_string(ck: &mut Checker, loc: &str, map: &Mapping, key: &str, attr: &str) {
-    if let Some(n) = present(map, key) {
-        if !is_array_of_strings_or_string(n) {
-            ck.entry(
-                loc,
-                n.span,
-                format!("{attr} should be an array of strings or a string"),
-            );
-        }
+    if let Some(n) = present(map, key)
+        && !is_array_of_strings_or_string(n)
+    {
+        ck.entry(
+            loc,
+            n.span,
+            format!("{attr} should be an array of strings or a string"),
+        );
     }
 }
 
@@ -237,10 +237,10 @@ fn duration(ck: &mut Checker, loc: &str, attr: &str, n: &Node, limit: Option<u64
             }
         }
         Some(secs) => {
-            if let Some(l) = limit {
-                if secs > l {
-                    ck.entry(loc, n.span, format!("{attr} should not exceed the limit"));
-                }
+            if let Some(l) = limit
+                && secs > l
+            {
+                ck.entry(loc, n.span, format!("{attr} should not exceed the limit"));
             }
         }
     }
@@ -426,10 +426,10 @@ fn processable(ck: &mut Checker, loc: &str, name: &str, node: &Node, map: &Mappi
             );
         }
     }
-    if let Some(n) = present(map, "extends") {
-        if !is_array_of_strings_or_string(n) {
-            ck.entry(loc, n.span, "extends should be an array of strings or a string");
-        }
+    if let Some(n) = present(map, "extends")
+        && !is_array_of_strings_or_string(n)
+    {
+        ck.entry(loc, n.span, "extends should be an array of strings or a string");
     }
     type_string(ck, loc, map, "resource_group", "resource group");
 
@@ -501,10 +501,10 @@ fn job_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
             );
         }
     }
-    if let Some(n) = present(map, "dependencies") {
-        if !is_array_of_strings(n) {
-            ck.entry(loc, n.span, "dependencies should be an array of strings");
-        }
+    if let Some(n) = present(map, "dependencies")
+        && !is_array_of_strings(n)
+    {
+        ck.entry(loc, n.span, "dependencies should be an array of strings");
     }
     if let Some(n) = present(map, "allow_failure") {
         allow_failure(ck, loc, n);
@@ -526,10 +526,10 @@ fn job_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
             }
         }
     }
-    if has_rules || !delayed {
-        if let Some(n) = map.get("start_in").filter(|n| !blank(n)) {
-            ck.entry(loc, n.span, "start in must be blank");
-        }
+    if (has_rules || !delayed)
+        && let Some(n) = map.get("start_in").filter(|n| !blank(n))
+    {
+        ck.entry(loc, n.span, "start in must be blank");
     }
     // publish: only in a pages job (`name == pages` or a present `pages:`).
     if let Some(n) = map.get("publish").filter(|n| !blank(n)) {
@@ -586,10 +586,10 @@ fn job_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
     if let Some(n) = present(map, "id_tokens") {
         id_tokens(ck, &at(loc, "id_tokens"), n);
     }
-    if let Some(n) = present(map, "publish") {
-        if !is_string(n) {
-            ck.entry(&at(loc, "publish"), n.span, "config should be a string");
-        }
+    if let Some(n) = present(map, "publish")
+        && !is_string(n)
+    {
+        ck.entry(&at(loc, "publish"), n.span, "config should be a string");
     }
     if let Some(n) = present(map, "pages") {
         pages(ck, &at(loc, "pages"), n);
@@ -600,28 +600,28 @@ fn job_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
     if let Some(n) = present(map, "dast_configuration") {
         dast_configuration(ck, &at(loc, "dast_configuration"), n);
     }
-    if let Some(n) = present(map, "identity") {
-        if n.as_str() != Some("google_cloud") {
-            ck.entry(
-                &at(loc, "identity"),
-                n.span,
-                "config should be one of: google_cloud",
-            );
-        }
+    if let Some(n) = present(map, "identity")
+        && n.as_str() != Some("google_cloud")
+    {
+        ck.entry(
+            &at(loc, "identity"),
+            n.span,
+            "config should be one of: google_cloud",
+        );
     }
 }
 
 /// What only `Entry::Bridge` checks.
 fn bridge_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
     check_keys(ck, loc, node, map, BRIDGE_KEYS);
-    if let Some(n) = present(map, "when") {
-        if !n.as_str().is_some_and(|s| BRIDGE_WHEN.contains(&s)) {
-            ck.entry(
-                loc,
-                n.span,
-                format!("when should be one of: {}", BRIDGE_WHEN.join(", ")),
-            );
-        }
+    if let Some(n) = present(map, "when")
+        && !n.as_str().is_some_and(|s| BRIDGE_WHEN.contains(&s))
+    {
+        ck.entry(
+            loc,
+            n.span,
+            format!("when should be one of: {}", BRIDGE_WHEN.join(", ")),
+        );
     }
     boolean(ck, loc, map, "allow_failure", "allow failure");
     if let Some(n) = present(map, "trigger") {
@@ -651,17 +651,17 @@ fn bridge_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
 /// 50 by default).
 fn needs_limit(ck: &mut Checker, loc: &str, n: &Node) {
     const LIMIT: usize = 50;
-    if let Some(items) = n.as_seq() {
-        if items.len() > LIMIT {
-            let name = loc.strip_prefix("jobs:").unwrap_or(loc);
-            ck.verbatim(
+    if let Some(items) = n.as_seq()
+        && items.len() > LIMIT
+    {
+        let name = loc.strip_prefix("jobs:").unwrap_or(loc);
+        ck.verbatim(
                 Some(n.span),
                 format!(
                     "{name}: one job can only need {LIMIT} others, but you have listed {}. See needs keyword documentation for more details",
                     items.len()
                 ),
             );
-        }
     }
 }
 
@@ -672,14 +672,14 @@ fn allow_failure(ck: &mut Checker, job_loc: &str, n: &Node) {
         Value::Bool(_) => {}
         Value::Map(m) => {
             check_keys(ck, &loc, n, m, &["exit_codes"]);
-            if let Some(e) = present(m, "exit_codes") {
-                if !is_int_or_array_of_ints(e) {
-                    ck.entry(
-                        &loc,
-                        e.span,
-                        "exit codes should be an array of integers or an integer",
-                    );
-                }
+            if let Some(e) = present(m, "exit_codes")
+                && !is_int_or_array_of_ints(e)
+            {
+                ck.entry(
+                    &loc,
+                    e.span,
+                    "exit codes should be an array of integers or an integer",
+                );
             }
         }
         _ => {
@@ -826,14 +826,14 @@ fn retry(ck: &mut Checker, n: &Node) {
                     }
                 }
             }
-            if let Some(e) = present(m, "exit_codes") {
-                if !is_int_or_array_of_ints(e) {
-                    ck.entry(
-                        loc,
-                        e.span,
-                        "exit codes should be an array of integers or an integer",
-                    );
-                }
+            if let Some(e) = present(m, "exit_codes")
+                && !is_int_or_array_of_ints(e)
+            {
+                ck.entry(
+                    loc,
+                    e.span,
+                    "exit codes should be an array of integers or an integer",
+                );
             }
         }
         _ => ck.entry("retry config", n.span, "has to be either an integer or a hash"),
@@ -913,19 +913,19 @@ fn policy(ck: &mut Checker, loc: &str, n: &Node) {
                 ck.entry(loc, n.span, "config can't be blank");
             }
             check_keys(ck, loc, n, m, &["refs", "kubernetes", "variables", "changes"]);
-            if let Some(r) = present(m, "refs") {
-                if !is_array_of_strings_or_regexps(r) {
-                    ck.entry(
-                        loc,
-                        r.span,
-                        "refs should be an array of strings or regular expressions using re2 syntax",
-                    );
-                }
+            if let Some(r) = present(m, "refs")
+                && !is_array_of_strings_or_regexps(r)
+            {
+                ck.entry(
+                    loc,
+                    r.span,
+                    "refs should be an array of strings or regular expressions using re2 syntax",
+                );
             }
-            if let Some(k) = present(m, "kubernetes") {
-                if ruby_s(k) != "active" {
-                    ck.entry(loc, k.span, format!("kubernetes unknown value: {}", ruby_s(k)));
-                }
+            if let Some(k) = present(m, "kubernetes")
+                && ruby_s(k) != "active"
+            {
+                ck.entry(loc, k.span, format!("kubernetes unknown value: {}", ruby_s(k)));
             }
             if let Some(v) = present(m, "variables") {
                 if !is_array_of_strings(v) {
@@ -1012,12 +1012,11 @@ fn rule(
         let span = m.key_span("start_in").unwrap_or(n.span);
         ck.entry(loc, span, "config contains disallowed keys: start_in");
     }
-    if delayed {
-        if presence(ck, loc, n, m, "start_in", "start in") {
-            if let Some(s) = m.get("start_in") {
-                duration(ck, loc, "start in", s, Some(WEEK), false);
-            }
-        }
+    if delayed
+        && presence(ck, loc, n, m, "start_in", "start in")
+        && let Some(s) = m.get("start_in")
+    {
+        duration(ck, loc, "start in", s, Some(WEEK), false);
     }
     if let Some(i) = present(m, "if") {
         let ok = match i.as_str() {
@@ -1219,10 +1218,10 @@ fn need(ck: &mut Checker, loc: &str, n: &Node) -> Option<&'static str> {
 fn need_job_field(ck: &mut Checker, loc: &str, n: &Node, m: &Mapping) {
     if presence(ck, loc, n, m, "job", "job") {
         type_string(ck, loc, m, "job", "job");
-    } else if let Some(j) = present(m, "job") {
-        if !is_string(j) {
-            ck.entry(loc, j.span, "job should be a string");
-        }
+    } else if let Some(j) = present(m, "job")
+        && !is_string(j)
+    {
+        ck.entry(loc, j.span, "job should be a string");
     }
 }
 
@@ -1313,10 +1312,10 @@ fn cache(ck: &mut Checker, loc: &str, n: &Node) {
             boolean_entry(ck, &at(loc, key), b);
         }
     }
-    if let Some(p) = present(m, "paths") {
-        if !is_array_of_strings(p) {
-            ck.entry(&at(loc, "paths"), p.span, "config should be an array of strings");
-        }
+    if let Some(p) = present(m, "paths")
+        && !is_array_of_strings(p)
+    {
+        ck.entry(&at(loc, "paths"), p.span, "config should be an array of strings");
     }
 }
 
@@ -1342,7 +1341,7 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 => {
+            b'%' if i + 2 < b.len() && i + 2 < b.len() => {
                 let hex = std::str::from_utf8(&b[i + 1..i + 3])
                     .ok()
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
@@ -1445,10 +1444,10 @@ pub(crate) fn services(ck: &mut Checker, loc: &str, n: &Node) {
             if let Some(v) = present(m, "variables") {
                 variables_with(ck, &at(&sloc, "variables"), v, Some(&["value", "expand"]));
             }
-            if m.contains_key("ports") {
-                if let Some(a) = m.get("alias").and_then(Node::as_str) {
-                    aliases.push(a.to_string());
-                }
+            if m.contains_key("ports")
+                && let Some(a) = m.get("alias").and_then(Node::as_str)
+            {
+                aliases.push(a.to_string());
             }
         }
     }
@@ -1637,14 +1636,13 @@ fn artifacts(ck: &mut Checker, loc: &str, n: &Node) {
     type_string(ck, loc, m, "name", "name");
     boolean(ck, loc, m, "public", "public");
     boolean(ck, loc, m, "untracked", "untracked");
-    if array_of_strings(ck, loc, m, "paths", "paths") && expose.is_some() {
-        if let Some(p) = present(m, "paths") {
-            if p.as_seq()
-                .is_some_and(|s| s.iter().filter_map(Node::as_str).any(|s| s.contains('*')))
-            {
-                ck.entry(loc, p.span, "paths can't contain '*' when used with 'expose_as'");
-            }
-        }
+    if array_of_strings(ck, loc, m, "paths", "paths")
+        && expose.is_some()
+        && let Some(p) = present(m, "paths")
+        && p.as_seq()
+            .is_some_and(|s| s.iter().filter_map(Node::as_str).any(|s| s.contains('*')))
+    {
+        ck.entry(loc, p.span, "paths can't contain '*' when used with 'expose_as'");
     }
     if let Some(e) = expose {
         match e.as_str() {
@@ -1724,16 +1722,15 @@ fn reports(ck: &mut Checker, loc: &str, n: &Node) {
             return;
         };
         check_keys(ck, &cloc, c, cm, &["coverage_format", "path"]);
-        if presence(ck, &cloc, c, cm, "coverage_format", "coverage format") {
-            if let Some(f) = cm.get("coverage_format") {
-                if !f.as_str().is_some_and(|s| ["cobertura", "jacoco"].contains(&s)) {
-                    ck.entry(
-                        &cloc,
-                        f.span,
-                        "coverage format must be one of supported formats: cobertura, jacoco",
-                    );
-                }
-            }
+        if presence(ck, &cloc, c, cm, "coverage_format", "coverage format")
+            && let Some(f) = cm.get("coverage_format")
+            && !f.as_str().is_some_and(|s| ["cobertura", "jacoco"].contains(&s))
+        {
+            ck.entry(
+                &cloc,
+                f.span,
+                "coverage format must be one of supported formats: cobertura, jacoco",
+            );
         }
         if presence(ck, &cloc, c, cm, "path", "path") {
             type_string(ck, &cloc, cm, "path", "path");
@@ -1915,10 +1912,10 @@ fn trigger(ck: &mut Checker, loc: &str, n: &Node) {
                     boolean(ck, &floc, fm, "pipeline_variables", "pipeline variables");
                 }
             }
-            if let Some(i) = present(m, "inputs") {
-                if i.as_map().is_none() {
-                    ck.entry(&at(loc, "inputs"), i.span, "config should be a hash");
-                }
+            if let Some(i) = present(m, "inputs")
+                && i.as_map().is_none()
+            {
+                ck.entry(&at(loc, "inputs"), i.span, "config should be a hash");
             }
         }
         _ => ck.entry(loc, n.span, "has to be either a string or a hash"),
@@ -1930,10 +1927,10 @@ fn includes(ck: &mut Checker, loc: &str, n: &Node, max: Option<usize>) {
     match &n.value {
         Value::Str(_) => include_item(ck, &at(loc, "include"), n),
         Value::Seq(items) => {
-            if let Some(max) = max {
-                if items.len() > max {
-                    ck.entry(loc, n.span, format!("config is too long (maximum is {max})"));
-                }
+            if let Some(max) = max
+                && items.len() > max
+            {
+                ck.entry(loc, n.span, format!("config is too long (maximum is {max})"));
             }
             let iloc = at(loc, "include");
             for i in items {
@@ -2010,10 +2007,10 @@ fn include_item(ck: &mut Checker, loc: &str, n: &Node) {
             include_rules(ck, &at(loc, "rules"), r);
         }
     }
-    if let Some(i) = present(m, "inputs") {
-        if i.as_map().is_none() {
-            ck.entry(&at(loc, "inputs"), i.span, "config should be a hash");
-        }
+    if let Some(i) = present(m, "inputs")
+        && i.as_map().is_none()
+    {
+        ck.entry(&at(loc, "inputs"), i.span, "config should be a hash");
     }
     if let Some(c) = present(m, "cache") {
         // `include:cache` is `true`/`false` or a duration.
@@ -2025,7 +2022,7 @@ fn include_item(ck: &mut Checker, loc: &str, n: &Node) {
 
 /// `Base64.strict_decode64` accepts it.
 fn is_strict_base64(s: &str) -> bool {
-    if s.is_empty() || s.len() % 4 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(4) {
         return s.is_empty();
     }
     let body = s.trim_end_matches('=');
@@ -2048,10 +2045,10 @@ fn include_rules(ck: &mut Checker, loc: &str, n: &Node) {
             ck.entry(&rloc, r.span, "config can't be blank");
         }
         check_keys(ck, &rloc, r, m, &["if", "exists", "when", "changes"]);
-        if let Some(i) = present(m, "if") {
-            if !i.as_str().is_some_and(|s| expression_problem(s).is_none()) {
-                ck.entry(&rloc, i.span, "if invalid expression syntax");
-            }
+        if let Some(i) = present(m, "if")
+            && i.as_str().is_none_or(|s| expression_problem(s).is_some())
+        {
+            ck.entry(&rloc, i.span, "if invalid expression syntax");
         }
         if let Some(w) = present(m, "when") {
             let s = ruby_s(w);
@@ -2205,23 +2202,23 @@ fn secrets(ck: &mut Checker, loc: &str, n: &Node) {
                 ck.entry(&sloc, sec.span, "config missing required keys: token");
             }
         }
-        if let Some(a) = sm.get("aws_secrets_manager") {
-            if !is_string(a) {
-                named_secret(
-                    ck,
-                    &at(&sloc, "aws_secrets_manager"),
-                    a,
-                    &[
-                        "secret_id",
-                        "version_id",
-                        "version_stage",
-                        "region",
-                        "role_arn",
-                        "role_session_name",
-                        "field",
-                    ],
-                );
-            }
+        if let Some(a) = sm.get("aws_secrets_manager")
+            && !is_string(a)
+        {
+            named_secret(
+                ck,
+                &at(&sloc, "aws_secrets_manager"),
+                a,
+                &[
+                    "secret_id",
+                    "version_id",
+                    "version_stage",
+                    "region",
+                    "role_arn",
+                    "role_session_name",
+                    "field",
+                ],
+            );
         }
     }
 }
@@ -2265,10 +2262,10 @@ fn named_secret(ck: &mut Checker, loc: &str, n: &Node, keys: &[&str]) {
     if presence(ck, loc, n, m, required, &humanize(required)) {
         type_string(ck, loc, m, required, &humanize(required));
     }
-    if let Some(v) = present(m, "version") {
-        if !is_alnum(v) {
-            ck.entry(loc, v.span, "version should be a string or an integer");
-        }
+    if let Some(v) = present(m, "version")
+        && !is_alnum(v)
+    {
+        ck.entry(loc, v.span, "version should be a string or an integer");
     }
 }
 
@@ -2440,22 +2437,21 @@ pub(crate) fn workflow(ck: &mut Checker, node: &Node) {
 fn auto_cancel(ck: &mut Checker, loc: &str, n: &Node) {
     let Some(m) = expect_map(ck, loc, n) else { return };
     check_keys(ck, loc, n, m, &["on_new_commit", "on_job_failure"]);
-    if let Some(v) = present(m, "on_new_commit") {
-        if !v
+    if let Some(v) = present(m, "on_new_commit")
+        && !v
             .as_str()
             .is_some_and(|s| ["conservative", "interruptible", "none"].contains(&s))
-        {
-            ck.entry(
-                loc,
-                v.span,
-                "on new commit must be one of: conservative, interruptible, none",
-            );
-        }
+    {
+        ck.entry(
+            loc,
+            v.span,
+            "on new commit must be one of: conservative, interruptible, none",
+        );
     }
-    if let Some(v) = present(m, "on_job_failure") {
-        if !v.as_str().is_some_and(|s| ["none", "all"].contains(&s)) {
-            ck.entry(loc, v.span, "on job failure must be one of: none, all");
-        }
+    if let Some(v) = present(m, "on_job_failure")
+        && !v.as_str().is_some_and(|s| ["none", "all"].contains(&s))
+    {
+        ck.entry(loc, v.span, "on job failure must be one of: none, all");
     }
 }
 
@@ -2496,26 +2492,26 @@ fn variables_with(ck: &mut Checker, loc: &str, node: &Node, allowed: Option<&[&s
 
 /// `Variable::ComplexVariable`.
 fn complex_variable(ck: &mut Checker, loc: &str, n: &Node, m: &Mapping, allowed: Option<&[&str]>) {
-    if let Some(v) = present(m, "value") {
-        if !is_alnum(v) {
-            ck.entry(loc, v.span, "config value must be an alphanumeric string");
-        }
+    if let Some(v) = present(m, "value")
+        && !is_alnum(v)
+    {
+        ck.entry(loc, v.span, "config value must be an alphanumeric string");
     }
-    if let Some(d) = present(m, "description") {
-        if !is_alnum(d) {
-            ck.entry(loc, d.span, "config description must be an alphanumeric string");
-        }
+    if let Some(d) = present(m, "description")
+        && !is_alnum(d)
+    {
+        ck.entry(loc, d.span, "config description must be an alphanumeric string");
     }
-    if let Some(e) = present(m, "expand") {
-        if !is_bool(e) {
-            ck.entry(loc, e.span, "config expand should be a boolean value");
-        }
+    if let Some(e) = present(m, "expand")
+        && !is_bool(e)
+    {
+        ck.entry(loc, e.span, "config expand should be a boolean value");
     }
     let options = present(m, "options");
-    if let Some(o) = options {
-        if !is_array_of_strings(o) {
-            ck.entry(loc, o.span, "config options should be an array of strings");
-        }
+    if let Some(o) = options
+        && !is_array_of_strings(o)
+    {
+        ck.entry(loc, o.span, "config options should be an array of strings");
     }
     match allowed {
         Some(a) if !a.is_empty() => {
@@ -2531,15 +2527,15 @@ fn complex_variable(ck: &mut Checker, loc: &str, n: &Node, m: &Mapping, allowed:
         }
         _ => ck.entry(loc, n.span, "config must be a string"),
     }
-    if let Some(opts) = options.and_then(Node::as_seq) {
-        if !opts.is_empty() {
-            let value = m.get("value").and_then(Node::scalar_to_string);
-            let found = value
-                .as_deref()
-                .is_some_and(|v| opts.iter().any(|o| o.as_str() == Some(v)));
-            if !found {
-                ck.entry(loc, n.span, "config value must be present in options");
-            }
+    if let Some(opts) = options.and_then(Node::as_seq)
+        && !opts.is_empty()
+    {
+        let value = m.get("value").and_then(Node::scalar_to_string);
+        let found = value
+            .as_deref()
+            .is_some_and(|v| opts.iter().any(|o| o.as_str() == Some(v)));
+        if !found {
+            ck.entry(loc, n.span, "config value must be present in options");
         }
     }
 }
@@ -2588,9 +2584,8 @@ fn run_steps(ck: &mut Checker, job_loc: &str, n: &Node) {
                 format!("run object property at `/{i}/{k}` is a disallowed additional property"),
             );
         }
-        if !m
-            .get("name")
-            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        if m.get("name")
+            .is_none_or(|v| v.as_str().is_none_or(|s| s.is_empty()))
         {
             ck.entry(
                 job_loc,
@@ -2610,7 +2605,7 @@ fn run_steps(ck: &mut Checker, job_loc: &str, n: &Node) {
             );
         }
         if let Some(sc) = m.get("script") {
-            if !sc.as_str().is_some_and(|s| !s.is_empty()) {
+            if sc.as_str().is_none_or(|s| s.is_empty()) {
                 ck.entry(
                     job_loc,
                     sc.span,
