@@ -2069,6 +2069,26 @@ fn include_rules(ck: &mut Checker, loc: &str, n: &Node) {
 // Entry::Release (+ Release::Assets, Assets::Links, Assets::Link)
 // ---------------------------------------------------------------------------------------
 
+/// A commit SHA or a name `Gitlab::GitRefValidator` (git's `check-ref-format`) accepts.
+fn valid_git_ref(s: &str) -> bool {
+    if s.len() >= 7 && s.len() <= 40 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return true;
+    }
+    !s.is_empty()
+        && !s.starts_with('-')
+        && !s.starts_with('/')
+        && !s.ends_with('/')
+        && !s.ends_with('.')
+        && !s.ends_with(".lock")
+        && !s.contains("..")
+        && !s.contains("//")
+        && !s.contains("@{")
+        && s != "@"
+        && !s.split('/').any(|c| c.starts_with('.'))
+        && !s.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c))
+}
+
+/// `Entry::Release` (`lib/gitlab/ci/config/entry/release.rb`, `release/assets*.rb`).
 fn release(ck: &mut Checker, loc: &str, n: &Node) {
     let Some(m) = expect_map(ck, loc, n) else { return };
     check_keys(
@@ -2087,15 +2107,24 @@ fn release(ck: &mut Checker, loc: &str, n: &Node) {
             "assets",
         ],
     );
-    if presence(ck, loc, n, m, "tag_name", "tag name") {
-        type_string(ck, loc, m, "tag_name", "tag name");
+    // `validates :tag_name, type: String, presence: true`: both fire on a missing value.
+    for (key, attr) in [("tag_name", "tag name"), ("description", "description")] {
+        presence(ck, loc, n, m, key, attr);
+        if !m.get(key).is_some_and(is_string) {
+            let span = m.get(key).map_or(n.span, |v| v.span);
+            ck.entry(loc, span, format!("{attr} should be a string"));
+        }
     }
-    type_string(ck, loc, m, "tag_message", "tag message");
-    if presence(ck, loc, n, m, "description", "description") {
-        type_string(ck, loc, m, "description", "description");
+    if let Some(t) = m.get("tag_message").filter(|t| !blank(t))
+        && !is_string(t)
+    {
+        ck.entry(loc, t.span, "tag message should be a string");
     }
-    type_string(ck, loc, m, "name", "name");
-    type_string(ck, loc, m, "ref", "ref");
+    if let Some(r) = present(m, "ref")
+        && !r.as_str().is_some_and(valid_git_ref)
+    {
+        ck.entry(loc, r.span, "ref must be a valid ref");
+    }
     array_of_strings_or_string(ck, loc, m, "milestones", "milestones");
     if let Some(r) = present(m, "released_at") {
         let ok = r.as_str().is_some_and(|s| {
@@ -2164,9 +2193,9 @@ fn secrets(ck: &mut Checker, loc: &str, n: &Node) {
         "vault",
         "azure_key_vault",
         "gcp_secret_manager",
-        "aws_secrets_manager",
         "akeyless",
         "gitlab_secrets_manager",
+        "aws_secrets_manager",
     ];
     let Some(m) = expect_map(ck, loc, n) else { return };
     for (name, sec) in m.iter() {
@@ -2199,7 +2228,7 @@ fn secrets(ck: &mut Checker, loc: &str, n: &Node) {
         if let Some(g) = sm.get("gcp_secret_manager") {
             named_secret(ck, &at(&sloc, "gcp_secret_manager"), g, &["name", "version"]);
             if blank_key(sm, "token") {
-                ck.entry(&sloc, sec.span, "config missing required keys: token");
+                ck.entry(&sloc, sec.span, "token is required with gcp secrets manager");
             }
         }
         if let Some(a) = sm.get("aws_secrets_manager")

@@ -1157,6 +1157,24 @@ fn environment_release_and_misc() {
             "{tag_name",
         ),
         c(
+            "deploy:\n  script: x\n  release: {tag_name: v1, description: d, ref: 'a..b'}\n",
+            "deploy",
+            "jobs:deploy:release ref must be a valid ref",
+            "'a..b'",
+        ),
+        c(
+            "deploy:\n  script: x\n  release: {tag_name: 1, description: d}\n",
+            "deploy",
+            "jobs:deploy:release tag name should be a string",
+            "1",
+        ),
+        c(
+            "deploy:\n  script: x\n  secrets: {K: {gcp_secret_manager: {name: n}}}\n",
+            "deploy",
+            "jobs:deploy:secrets:k token is required with gcp secrets manager",
+            "{gcp",
+        ),
+        c(
             "deploy:\n  script: x\n  release: {tag_name: v1, description: d, released_at: yesterday}\n",
             "deploy",
             "jobs:deploy:release released at must be a valid datetime",
@@ -1189,7 +1207,7 @@ fn environment_release_and_misc() {
         c(
             "deploy:\n  script: x\n  secrets: {DB: {token: $T}}\n",
             "deploy",
-            "jobs:deploy:secrets:db config must use exactly one of these keys: vault, azure_key_vault, gcp_secret_manager, aws_secrets_manager, akeyless, gitlab_secrets_manager",
+            "jobs:deploy:secrets:db config must use exactly one of these keys: vault, azure_key_vault, gcp_secret_manager, akeyless, gitlab_secrets_manager, aws_secrets_manager",
             "{token",
         ),
         c(
