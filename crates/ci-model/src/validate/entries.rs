@@ -188,6 +188,20 @@ fn presence(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping, key: &str, 
     true
 }
 
+/// `validates :attr, type: String, presence: true`: on a missing or blank value both
+/// messages are reported, as ActiveModel runs both validators.
+fn presence_and_string(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping, key: &str, attr: &str) {
+    presence(ck, loc, node, map, key, attr);
+    if !map.get(key).is_some_and(is_string) {
+        let span = match map.get(key) {
+            Some(v) if !v.is_null() => v.span,
+            Some(_) => map.key_span(key).unwrap_or(node.span),
+            None => node.span,
+        };
+        ck.entry(loc, span, format!("{attr} should be a string"));
+    }
+}
+
 /// `MutuallyExclusiveKeysValidator`.
 fn mutually_exclusive(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping, keys: &[&str]) {
     // `config.keys & keys`: in the configuration's order.
@@ -941,8 +955,6 @@ fn policy(ck: &mut Checker, loc: &str, n: &Node) {
             if let Some(c) = present(m, "changes") {
                 if !is_array_of_strings(c) {
                     ck.entry(loc, c.span, "changes should be an array of strings");
-                } else if c.as_seq().is_some_and(|s| s.len() > 50) {
-                    ck.entry(loc, c.span, "changes has too many entries (maximum 50)");
                 }
             }
         }
@@ -1182,8 +1194,7 @@ fn need(ck: &mut Checker, loc: &str, n: &Node) -> Option<&'static str> {
             } else if has("job") && has("pipeline") && !has("project") {
                 // CrossPipelineDependency
                 check_keys(ck, loc, n, m, &["pipeline", "job", "artifacts"]);
-                presence(ck, loc, n, m, "pipeline", "pipeline");
-                type_string(ck, loc, m, "pipeline", "pipeline");
+                presence_and_string(ck, loc, n, m, "pipeline", "pipeline");
                 need_job_field(ck, loc, n, m);
                 boolean(ck, loc, m, "artifacts", "artifacts");
                 Some("cross_dependency")
@@ -1200,8 +1211,7 @@ fn need(ck: &mut Checker, loc: &str, n: &Node) -> Option<&'static str> {
             } else if !has("job") {
                 // EE BridgeHash
                 check_keys(ck, loc, n, m, &["pipeline"]);
-                presence(ck, loc, n, m, "pipeline", "pipeline");
-                type_string(ck, loc, m, "pipeline", "pipeline");
+                presence_and_string(ck, loc, n, m, "pipeline", "pipeline");
                 Some("bridge")
             } else {
                 ck.entry(loc, n.span, "has an unsupported type");
@@ -1216,13 +1226,7 @@ fn need(ck: &mut Checker, loc: &str, n: &Node) -> Option<&'static str> {
 }
 
 fn need_job_field(ck: &mut Checker, loc: &str, n: &Node, m: &Mapping) {
-    if presence(ck, loc, n, m, "job", "job") {
-        type_string(ck, loc, m, "job", "job");
-    } else if let Some(j) = present(m, "job")
-        && !is_string(j)
-    {
-        ck.entry(loc, j.span, "job should be a string");
-    }
+    presence_and_string(ck, loc, n, m, "job", "job");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1889,11 +1893,7 @@ fn trigger(ck: &mut Checker, loc: &str, n: &Node) {
                     m,
                     &["project", "branch", "strategy", "forward", "inputs"],
                 );
-                if presence(ck, loc, n, m, "project", "project") {
-                    type_string(ck, loc, m, "project", "project");
-                } else if m.get("project").is_none_or(|p| !is_string(p)) {
-                    ck.entry(loc, n.span, "project should be a string");
-                }
+                presence_and_string(ck, loc, n, m, "project", "project");
                 type_string(ck, loc, m, "branch", "branch");
             }
             if let Some(s) = present(m, "strategy") {
@@ -2363,13 +2363,13 @@ fn inherit(ck: &mut Checker, loc: &str, n: &Node) {
                     );
                 }
             }
-            _ => ck.entry(&dloc, d.span, "config should be a bool or array of strings"),
+            _ => ck.entry(&dloc, d.span, "should be a bool or array of strings"),
         }
     }
     if let Some(v) = present(m, "variables") {
         let vloc = at(loc, "variables");
         if !(is_bool(v) || is_array_of_strings(v)) {
-            ck.entry(&vloc, v.span, "config should be a bool or array of strings");
+            ck.entry(&vloc, v.span, "should be a bool or array of strings");
         }
     }
 }

@@ -1225,7 +1225,7 @@ fn environment_release_and_misc() {
         c(
             "deploy:\n  script: x\n  inherit: {default: 1}\n",
             "deploy",
-            "jobs:deploy:inherit:default config should be a bool or array of strings",
+            "jobs:deploy:inherit:default should be a bool or array of strings",
             "1",
         ),
         c(
