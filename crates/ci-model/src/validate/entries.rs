@@ -1055,7 +1055,7 @@ fn rule(
         changes(ck, &at(loc, "changes"), c);
     }
     if let Some(e) = present(m, "exists") {
-        exists(ck, &at(loc, "exists"), e);
+        exists(ck, &at(loc, "exists"), e, true);
     }
     if let Some(v) = present(m, "variables") {
         variables_with(ck, &at(loc, "variables"), v, None);
@@ -1095,13 +1095,14 @@ fn changes(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 /// `Entry::Rules::Rule::Exists` (string, array, or `paths`/`project`/`ref`).
-fn exists(ck: &mut Checker, loc: &str, n: &Node) {
+/// `paths_limit` is false for `include:rules` (`disable_simple_exists_paths_limit`).
+fn exists(ck: &mut Checker, loc: &str, n: &Node, paths_limit: bool) {
     match &n.value {
         Value::Str(_) => {}
         Value::Seq(items) => {
             if !is_array_of_strings(n) {
                 ck.entry(loc, n.span, "config should be an array of strings");
-            } else if items.len() > 50 {
+            } else if paths_limit && items.len() > 50 {
                 ck.entry(loc, n.span, "config has too many entries (maximum 50)");
             }
         }
@@ -1345,17 +1346,10 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() && i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
+            b'%' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
+                i += 2;
             }
             c => out.push(c),
         }
@@ -2057,7 +2051,7 @@ fn include_rules(ck: &mut Checker, loc: &str, n: &Node) {
             }
         }
         if let Some(e) = present(m, "exists") {
-            exists(ck, &at(&rloc, "exists"), e);
+            exists(ck, &at(&rloc, "exists"), e, false);
         }
         if let Some(c) = present(m, "changes") {
             changes(ck, &at(&rloc, "changes"), c);

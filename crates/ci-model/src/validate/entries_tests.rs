@@ -1443,3 +1443,150 @@ fn duplicate_messages_are_reported_once() {
     super::job(&mut ck, "jobs:a", "a", node);
     assert_eq!(ck.diags.len(), 1);
 }
+
+mod properties {
+    //! The checks see any YAML a user writes: they must never panic, and every message must
+    //! be lowercase and start with the key path it belongs to.
+    use proptest::prelude::*;
+
+    use super::super::super::validate_entry_fixture;
+    use super::super::{percent_decode, valid_git_ref};
+    use crate::yaml::{Mapping, Node, Span, Value};
+
+    /// Keys that reach deep into the checks, plus noise.
+    const KEYS: &[&str] = &[
+        "script",
+        "run",
+        "trigger",
+        "needs",
+        "rules",
+        "if",
+        "when",
+        "changes",
+        "exists",
+        "paths",
+        "project",
+        "ref",
+        "cache",
+        "key",
+        "files",
+        "prefix",
+        "artifacts",
+        "reports",
+        "coverage_report",
+        "image",
+        "services",
+        "name",
+        "docker",
+        "kubernetes",
+        "user",
+        "parallel",
+        "matrix",
+        "retry",
+        "max",
+        "exit_codes",
+        "environment",
+        "action",
+        "variables",
+        "value",
+        "options",
+        "expand",
+        "include",
+        "local",
+        "file",
+        "job",
+        "pipeline",
+        "secrets",
+        "vault",
+        "engine",
+        "id_tokens",
+        "aud",
+        "release",
+        "assets",
+        "links",
+        "inherit",
+        "default",
+        "only",
+        "except",
+        "refs",
+        "start_in",
+        "allow_failure",
+        "auto_cancel",
+        "on_new_commit",
+        "hooks",
+        "pages",
+        "publish",
+        "integrity",
+        "remote",
+        "x",
+        "A",
+    ];
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            "[a-z/%.$*+ _-]{0,12}".prop_map(Value::Str),
+            prop::sample::select(KEYS).prop_map(|k| Value::Str(k.to_string())),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|v| Value::Seq(v.into_iter().map(Node::synthetic).collect())),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|kv| {
+                    let mut m = Mapping::new();
+                    for (k, v) in kv {
+                        m.insert(k.to_string(), Span::default(), Node::synthetic(v));
+                    }
+                    Value::Map(m)
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn checks_never_panic_and_messages_carry_their_path(
+            top in prop::sample::select(&["rspec", "deploy", "default", "workflow", "variables", "stages", "include", "pages"][..]),
+            value in tree(),
+        ) {
+            let node = Node::synthetic(value);
+            for d in validate_entry_fixture(top, &node) {
+                // Entry messages are lowercased; the verbatim needs-limit message is not.
+                if !d.message.contains(": one job can only need") {
+                    prop_assert_eq!(d.message.to_lowercase(), d.message.clone());
+                }
+                let known_prefix = d.message.starts_with(&format!("jobs:{top}"))
+                    || d.message.starts_with("jobs ")
+                    || d.message.starts_with(top)
+                    || d.message.starts_with("retry ")
+                    || d.message.starts_with("retry config")
+                    || d.message.starts_with(&format!("{top}: one job"))
+                    || d.message == "variable definition must be either a string or a hash";
+                prop_assert!(known_prefix, "{}", d.message);
+            }
+        }
+
+        #[test]
+        fn percent_decode_never_panics(s in ".{0,24}") {
+            let _ = percent_decode(&s);
+        }
+
+        #[test]
+        fn git_refs_with_forbidden_parts_are_refused(a in "[a-z]{1,6}", b in "[a-z]{1,6}") {
+            let ok = format!("{a}/{b}");
+            let dots = format!("{a}..{b}");
+            let space = format!("{a} {b}");
+            let lock = format!("{a}/{b}.lock");
+            prop_assert!(valid_git_ref(&ok));
+            prop_assert!(!valid_git_ref(&dots));
+            prop_assert!(!valid_git_ref(&space));
+            prop_assert!(!valid_git_ref(&lock));
+        }
+    }
+}
