@@ -952,10 +952,10 @@ fn policy(ck: &mut Checker, loc: &str, n: &Node) {
                     ck.entry(loc, v.span, "variables invalid expression syntax");
                 }
             }
-            if let Some(c) = present(m, "changes") {
-                if !is_array_of_strings(c) {
-                    ck.entry(loc, c.span, "changes should be an array of strings");
-                }
+            if let Some(c) = present(m, "changes")
+                && !is_array_of_strings(c)
+            {
+                ck.entry(loc, c.span, "changes should be an array of strings");
             }
         }
         _ => ck.entry(loc, n.span, "has to be either an array of conditions or a hash"),
