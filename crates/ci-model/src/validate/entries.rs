@@ -587,6 +587,7 @@ fn job_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
     if let Some(n) = present(map, "needs") {
         needs(ck, &at(loc, "needs"), n, &["job", "cross_dependency"]);
         needs_limit(ck, loc, n);
+        dependencies_in_needs(ck, loc, map, n);
     }
     if let Some(n) = present(map, "coverage") {
         coverage(ck, &at(loc, "coverage"), n);
@@ -661,6 +662,60 @@ fn bridge_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
     }
 }
 
+/// `Entry::Job`'s composed check: every `dependencies` entry must also be a same-pipeline
+/// need.
+fn dependencies_in_needs(ck: &mut Checker, loc: &str, map: &Mapping, needs: &Node) {
+    let Some(deps) = present(map, "dependencies").and_then(Node::as_seq) else {
+        return;
+    };
+    if deps.is_empty() || !deps.iter().all(is_string) {
+        return;
+    }
+    let items: Vec<&Node> = match &needs.value {
+        Value::Seq(s) => s.iter().collect(),
+        Value::Map(_) => vec![needs],
+        _ => return,
+    };
+    let mut job_needs: Vec<&str> = Vec::new();
+    let mut cross = false;
+    for i in items {
+        match &i.value {
+            Value::Str(s) => job_needs.push(s),
+            Value::Map(m) if m.contains_key("job") => {
+                if m.contains_key("project") || m.contains_key("pipeline") || m.contains_key("ref") {
+                    cross = true;
+                } else if let Some(j) = m.get("job").and_then(Node::as_str) {
+                    job_needs.push(j);
+                }
+            }
+            _ => {}
+        }
+    }
+    if job_needs.is_empty() {
+        if cross {
+            ck.entry(
+                loc,
+                needs.span,
+                "needs corresponding to dependencies must be from the same pipeline",
+            );
+        }
+        return;
+    }
+    let missing: Vec<&str> = deps
+        .iter()
+        .filter_map(Node::as_str)
+        .filter(|d| !job_needs.contains(d))
+        .collect();
+    if !missing.is_empty() {
+        let span = map.get("dependencies").map_or(needs.span, |d| d.span);
+        ck.entry(
+            loc,
+            span,
+            format!("dependencies the {} should be part of needs", missing.join(", ")),
+        );
+    }
+}
+
 /// `needs` limit from `Gitlab::Ci::Pipeline::Seed::Build` (plan limit `ci_needs_size_limit`,
 /// 50 by default).
 fn needs_limit(ck: &mut Checker, loc: &str, n: &Node) {
@@ -697,11 +752,13 @@ fn allow_failure(ck: &mut Checker, job_loc: &str, n: &Node) {
             }
         }
         _ => {
+            // The job's `hash_or_boolean` validation and `Entry::AllowFailure`'s own.
             ck.entry(
                 job_loc,
                 n.span,
                 "allow failure should be a hash or a boolean value",
             );
+            ck.entry(&loc, n.span, "config should be a hash or a boolean value");
         }
     }
 }

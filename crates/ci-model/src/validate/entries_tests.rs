@@ -669,6 +669,24 @@ fn needs() {
             "nope",
         ),
         c(
+            "rspec:\n  script: x\n  needs: [a]\n  dependencies: [a, b, c]\n",
+            "rspec",
+            "jobs:rspec dependencies the b, c should be part of needs",
+            "[a, b",
+        ),
+        c(
+            "rspec:\n  script: x\n  needs: [{job: a, project: g/p, ref: main}]\n  dependencies: [a]\n",
+            "rspec",
+            "jobs:rspec needs corresponding to dependencies must be from the same pipeline",
+            "[{job",
+        ),
+        c(
+            "rspec:\n  script: x\n  allow_failure: maybe\n",
+            "rspec",
+            "jobs:rspec:allow_failure config should be a hash or a boolean value",
+            "maybe",
+        ),
+        c(
             "rspec:\n  script: x\n  needs: [{pipeline: $X}]\n",
             "rspec",
             "jobs:rspec:needs config uses invalid types: bridge",
