@@ -2643,103 +2643,124 @@ pub(crate) fn include(ck: &mut Checker, loc: &str, node: &Node) {
 // run: (`app/validators/json_schemas/run_steps.json`)
 // ---------------------------------------------------------------------------------------
 
-/// `validates :run, json_schema: { filename: 'run_steps', detail_errors: true }`. Each step
-/// has a `name` and exactly one of `script`, `step` or `action`; `env` and `inputs` are
-/// hashes; `script` steps take no `inputs`; a git step reference needs `url` and `rev`.
+/// `validates :run, json_schema: { filename: 'run_steps', detail_errors: true }` against
+/// `app/validators/json_schemas/run_steps.json`: an array of steps; a step is either a script
+/// (`name`, `script`, `env`) or a function call (`name`, exactly one of `step`/`func`/`action`,
+/// `env`, `inputs`); names and env/input keys are identifiers; a git reference needs `url`
+/// and `rev`, an OCI reference `registry`, `repository` and `tag`. Messages use
+/// json_schemer's wording (as GitLab's `detail_errors` does); GitLab may report a different
+/// subset of the errors of a failing `oneOf`.
 fn run_steps(ck: &mut Checker, job_loc: &str, n: &Node) {
+    const IDENT: &str = "^[a-zA-Z_][a-zA-Z0-9_]*$";
+    let ident = |s: &str| {
+        let mut c = s.chars();
+        c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+    };
+    let mut err = |span, msg: String| ck.entry(job_loc, span, format!("run {msg}"));
     let Some(steps) = n.as_seq() else {
-        ck.entry(job_loc, n.span, "run value at root is not an array");
+        err(n.span, "value at root is not an array".to_string());
         return;
     };
     for (i, s) in steps.iter().enumerate() {
         let Some(m) = s.as_map() else {
-            ck.entry(job_loc, s.span, format!("run value at `/{i}` is not an object"));
+            err(s.span, format!("value at `/{i}` is not an object"));
             continue;
         };
-        let allowed = ["name", "script", "step", "action", "inputs", "env", "run", "func"];
-        if let Some(k) = m.keys().find(|k| !allowed.contains(k)) {
-            ck.entry(
-                job_loc,
-                s.span,
-                format!("run object property at `/{i}/{k}` is a disallowed additional property"),
-            );
+        let script = m.contains_key("script");
+        let allowed: &[&str] = if script {
+            &["name", "env", "script"]
+        } else {
+            &["name", "env", "inputs", "step", "func", "action"]
+        };
+        for (k, v) in m.iter() {
+            if !allowed.contains(&k) {
+                err(
+                    v.span,
+                    format!("object property at `/{i}/{k}` is a disallowed additional property"),
+                );
+            }
         }
-        if m.get("name")
-            .is_none_or(|v| v.as_str().is_none_or(|s| s.is_empty()))
-        {
-            ck.entry(
-                job_loc,
+        match m.get("name") {
+            None => err(
                 s.span,
-                format!("run object at `/{i}` is missing required properties: name"),
-            );
-        }
-        let kinds = ["script", "step", "action", "run", "func"]
-            .iter()
-            .filter(|k| m.contains_key(k))
-            .count();
-        if kinds != 1 {
-            ck.entry(
-                job_loc,
-                s.span,
-                format!("run value at `/{i}` should have exactly one of script, step, action, run, func"),
-            );
+                format!("object at `/{i}` is missing required properties: name"),
+            ),
+            Some(v) => match v.as_str() {
+                None => err(v.span, format!("value at `/{i}/name` is not a string")),
+                Some(name) if !ident(name) => err(
+                    v.span,
+                    format!("string at `/{i}/name` does not match pattern: {IDENT}"),
+                ),
+                Some(_) => {}
+            },
         }
         if let Some(sc) = m.get("script") {
-            if sc.as_str().is_none_or(|s| s.is_empty()) {
-                ck.entry(
-                    job_loc,
-                    sc.span,
-                    format!("run value at `/{i}/script` is not a string"),
-                );
+            match sc.as_str() {
+                None => err(sc.span, format!("value at `/{i}/script` is not a string")),
+                Some("") => err(sc.span, format!("string length at `/{i}/script` is less than: 1")),
+                Some(_) => {}
             }
-            if m.contains_key("inputs") {
-                ck.entry(
-                    job_loc,
+        } else {
+            let calls: Vec<&str> = ["step", "func", "action"]
+                .into_iter()
+                .filter(|k| m.contains_key(k))
+                .collect();
+            if calls.len() != 1 {
+                err(
                     s.span,
-                    format!("run object at `/{i}` has inputs with a script"),
+                    format!("value at `/{i}` does not match exactly one `oneOf` schema"),
                 );
             }
-        }
-        if let Some(st) = m.get("step") {
-            match &st.value {
-                Value::Str(s) if !s.is_empty() => {}
-                Value::Map(sm) => {
-                    let git_ok = sm
-                        .get("git")
-                        .and_then(Node::as_map)
-                        .is_some_and(|g| g.contains_key("url") && g.contains_key("rev"));
-                    let oci_ok = sm
-                        .get("oci")
-                        .and_then(Node::as_map)
-                        .is_some_and(|o| o.contains_key("registry") && o.contains_key("repository"));
-                    if !(git_ok || oci_ok) {
-                        ck.entry(
-                            job_loc,
-                            st.span,
-                            format!("run value at `/{i}/step` does not match any reference"),
-                        );
+            for key in ["step", "func"] {
+                let Some(r) = m.get(key) else { continue };
+                let ok = match &r.value {
+                    Value::Str(_) => true,
+                    Value::Map(rm) => {
+                        let refs = |name: &str, required: &[&str], optional: &[&str]| {
+                            rm.len() == 1
+                                && rm.get(name).and_then(Node::as_map).is_some_and(|g| {
+                                    required.iter().all(|k| g.get(k).is_some_and(is_string))
+                                        && g.iter().all(|(k, v)| {
+                                            (required.contains(&k) || optional.contains(&k)) && is_string(v)
+                                        })
+                                })
+                        };
+                        refs("git", &["url", "rev"], &["dir", "file"])
+                            || refs("oci", &["registry", "repository", "tag"], &["dir", "file"])
                     }
-                }
-                _ => ck.entry(
-                    job_loc,
-                    st.span,
-                    format!("run value at `/{i}/step` is not a string"),
-                ),
-            }
-        }
-        for key in ["env", "inputs"] {
-            if let Some(v) = m.get(key) {
-                let ok = match (&v.value, key) {
-                    (Value::Map(vm), "env") => vm.iter().all(|(_, x)| is_string(x)),
-                    (Value::Map(_), _) => true,
                     _ => false,
                 };
                 if !ok {
-                    ck.entry(
-                        job_loc,
-                        v.span,
-                        format!("run value at `/{i}/{key}` is not an object"),
+                    err(
+                        r.span,
+                        format!("value at `/{i}/{key}` does not match exactly one `oneOf` schema"),
                     );
+                }
+            }
+            if let Some(a) = m.get("action")
+                && !is_string(a)
+            {
+                err(a.span, format!("value at `/{i}/action` is not a string"));
+            }
+        }
+        for key in ["env", "inputs"] {
+            let Some(v) = m.get(key) else { continue };
+            if key == "inputs" && script {
+                continue;
+            }
+            let Some(vm) = v.as_map() else {
+                err(v.span, format!("value at `/{i}/{key}` is not an object"));
+                continue;
+            };
+            for (k, x) in vm.iter() {
+                if !ident(k) {
+                    err(
+                        x.span,
+                        format!("object property at `/{i}/{key}/{k}` is a disallowed additional property"),
+                    );
+                } else if key == "env" && !is_string(x) {
+                    err(x.span, format!("value at `/{i}/{key}/{k}` is not a string"));
                 }
             }
         }

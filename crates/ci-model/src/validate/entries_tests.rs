@@ -168,6 +168,30 @@ fn job_keys_and_shape() {
             "run",
         ),
         c(
+            "rspec:\n  run:\n    - name: 1st\n      script: echo\n",
+            "rspec",
+            "jobs:rspec run string at `/0/name` does not match pattern: ^[a-za-z_][a-za-z0-9_]*$",
+            "1st",
+        ),
+        c(
+            "rspec:\n  run:\n    - name: a\n      script: echo\n      inputs: {x: 1}\n",
+            "rspec",
+            "jobs:rspec run object property at `/0/inputs` is a disallowed additional property",
+            "{x",
+        ),
+        c(
+            "rspec:\n  run:\n    - name: a\n      step:\n        git: {url: u}\n",
+            "rspec",
+            "jobs:rspec run value at `/0/step` does not match exactly one `oneof` schema",
+            "git",
+        ),
+        c(
+            "rspec:\n  run: echo\n",
+            "rspec",
+            "jobs:rspec run value at root is not an array",
+            "echo",
+        ),
+        c(
             "rspec:\n  script: x\n  trigger: other/project\n",
             "rspec",
             "jobs:rspec config these keys cannot be used together: script, trigger",
