@@ -1497,7 +1497,8 @@ pub(crate) fn services(ck: &mut Checker, loc: &str, n: &Node) {
             type_string(ck, &sloc, m, "alias", "alias");
             array_of_strings(ck, &sloc, m, "command", "command");
             if let Some(v) = present(m, "variables") {
-                variables_with(ck, &at(&sloc, "variables"), v, Some(&["value", "expand"]));
+                // `Entry::Service` gives its variables no `allowed_value_data`.
+                variables_with(ck, &at(&sloc, "variables"), v, None);
             }
             if m.contains_key("ports")
                 && let Some(a) = m.get("alias").and_then(Node::as_str)
@@ -2006,7 +2007,6 @@ const INCLUDE_KEYS: &[&str] = &[
     "inputs",
     "job",
     "rules",
-    "cache",
 ];
 
 /// `Entry::Include` (with `Concerns::BaseInclude`).
@@ -2062,12 +2062,6 @@ fn include_item(ck: &mut Checker, loc: &str, n: &Node) {
         && i.as_map().is_none()
     {
         ck.entry(&at(loc, "inputs"), i.span, "config should be a hash");
-    }
-    if let Some(c) = present(m, "cache") {
-        // `include:cache` is `true`/`false` or a duration.
-        if !is_bool(c) {
-            duration(ck, loc, "cache", c, None, false);
-        }
     }
 }
 
