@@ -19,7 +19,7 @@ use super::{
 use crate::yaml::{Mapping, Node, Value};
 
 // ---------------------------------------------------------------------------------------
-// Small shared helpers
+// Small shared helpers (generic validators: lib/gitlab/config/entry/validators.rb)
 // ---------------------------------------------------------------------------------------
 
 /// `parent:key`.
@@ -295,6 +295,10 @@ fn is_array_of_strings_or_regexps(n: &Node) -> bool {
 
 // ---------------------------------------------------------------------------------------
 // Jobs: Entry::Job, Entry::Bridge, Entry::Processable (+ EE::Gitlab::Ci::Config::Entry::Job)
+// Sources: lib/gitlab/ci/config/entry/job.rb, bridge.rb, processable.rb, jobs.rb (unmatched-job message),
+// allow_failure.rb, commands.rb, stage.rb, tags.rb, timeout.rb, coverage.rb, hooks.rb, retry.rb,
+// product/parallel.rb, product/matrix.rb, product/variables.rb; ee/lib/ee/gitlab/ci/config/entry/job.rb;
+// lib/gitlab/ci/pipeline/seed/build.rb (needs limit).
 // ---------------------------------------------------------------------------------------
 
 /// `Entry::Job::ALLOWED_KEYS` + `EE::...::Job::EE_ALLOWED_KEYS` + `PROCESSABLE_ALLOWED_KEYS`.
@@ -965,7 +969,7 @@ fn matrix(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Policy (only / except)
+// Entry::Policy (only / except) — lib/gitlab/ci/config/entry/policy.rb
 // ---------------------------------------------------------------------------------------
 
 fn policy(ck: &mut Checker, loc: &str, n: &Node) {
@@ -1020,7 +1024,8 @@ fn policy(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Rules, Entry::Rules::Rule (+ Changes, Exists)
+// Entry::Rules, Entry::Rules::Rule (+ Changes, Exists) — lib/gitlab/ci/config/entry/rules.rb, rules/rule.rb,
+// rules/rule/changes.rb, rules/rule/exists.rb, spec/lib/gitlab/ci/config/entry/rules/rule_spec.rb
 // ---------------------------------------------------------------------------------------
 
 /// `Entry::Rules`: a non-empty array (nested arrays from `!reference` are flattened).
@@ -1187,7 +1192,8 @@ fn exists(ck: &mut Checker, loc: &str, n: &Node, paths_limit: bool) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Needs, Entry::Need (+ EE::Gitlab::Ci::Config::Entry::Need)
+// Entry::Needs, Entry::Need (+ EE::Gitlab::Ci::Config::Entry::Need) — lib/gitlab/ci/config/entry/needs.rb, need.rb,
+// ee/lib/ee/gitlab/ci/config/entry/need.rb
 // ---------------------------------------------------------------------------------------
 
 /// Checks `needs:` and returns how many bridge needs (`needs:pipeline` without `job`) it has.
@@ -1288,7 +1294,8 @@ fn need_job_field(ck: &mut Checker, loc: &str, n: &Node, m: &Mapping) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Caches, Entry::Cache, Entry::Key, Entry::Files, Entry::Paths
+// Entry::Caches, Entry::Cache, Entry::Key, Entry::Files, Entry::Paths — lib/gitlab/ci/config/entry/caches.rb, cache.rb,
+// key.rb, files.rb, prefix.rb, paths.rb; spec/lib/gitlab/ci/yaml_processor_spec.rb (cache:key paths)
 // ---------------------------------------------------------------------------------------
 
 /// `Entry::Caches` (a hash or up to 4 hashes).
@@ -1455,7 +1462,8 @@ fn cache_key(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Image, Entry::Service(s), Entry::Imageable, PullPolicy, Ports
+// Entry::Image, Entry::Service(s), Entry::Imageable, PullPolicy, Ports — lib/gitlab/ci/config/entry/image.rb, service.rb,
+// services.rb, imageable.rb, pull_policy.rb, schemas/imageable/executor_opts.json
 // ---------------------------------------------------------------------------------------
 
 const IMAGE_KEYS: &[&str] = &[
@@ -1633,7 +1641,8 @@ fn pull_policy(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Artifacts, Entry::Reports, Reports::CoverageReport
+// Entry::Artifacts, Entry::Reports, Reports::CoverageReport — lib/gitlab/ci/config/entry/artifacts.rb, reports.rb,
+// reports/coverage_report.rb
 // ---------------------------------------------------------------------------------------
 
 const REPORT_KEYS: &[&str] = &[
@@ -1795,7 +1804,7 @@ fn reports(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Environment, Entry::Kubernetes
+// Entry::Environment, Entry::Kubernetes — lib/gitlab/ci/config/entry/environment.rb, kubernetes.rb
 // ---------------------------------------------------------------------------------------
 
 const ENV_NAME_MESSAGE: &str = "can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, but it cannot start or end with '/'";
@@ -1918,7 +1927,9 @@ fn kubernetes(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Trigger (+ Trigger::Forward), Entry::Includes / Entry::Include
+// Entry::Trigger (+ Trigger::Forward), Entry::Includes / Entry::Include — lib/gitlab/ci/config/entry/trigger.rb,
+// trigger/forward.rb, includes.rb, include.rb, concerns/base_include.rb, concerns/base_includes.rb,
+// include/rules.rb, include/rules/rule.rb
 // ---------------------------------------------------------------------------------------
 
 /// `Entry::Trigger`.
@@ -2111,7 +2122,7 @@ fn include_rules(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Release (+ Release::Assets, Assets::Links, Assets::Link)
+// Entry::Release (+ Release::Assets, Assets::Links, Assets::Link) — lib/gitlab/ci/config/entry/release.rb, release/assets*.rb
 // ---------------------------------------------------------------------------------------
 
 /// A commit SHA or a name `Gitlab::GitRefValidator` (git's `check-ref-format`) accepts.
@@ -2217,7 +2228,9 @@ fn release(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::IdToken, EE Entry::Secret (+ Vault/Azure/GCP/AWS), Entry::Pages, DastConfiguration
+// Entry::IdToken, EE Entry::Secret (+ Vault/Azure/GCP/AWS), Entry::Pages, DastConfiguration —
+// lib/gitlab/ci/config/entry/id_token.rb, pages.rb, publish.rb; ee/lib/gitlab/ci/config/entry/secret.rb, vault/secret.rb,
+// azure_key_vault/secret.rb, gcp_secret_manager/secret.rb, dast_configuration.rb
 // ---------------------------------------------------------------------------------------
 
 fn id_tokens(ck: &mut Checker, loc: &str, n: &Node) {
@@ -2368,7 +2381,8 @@ fn dast_configuration(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Inherit (+ Inherit::Default, Inherit::Variables)
+// Entry::Inherit (+ Inherit::Default, Inherit::Variables) — lib/gitlab/ci/config/entry/inherit.rb, inherit/default.rb,
+// inherit/variables.rb
 // ---------------------------------------------------------------------------------------
 
 /// `Entry::Default::ALLOWED_KEYS` (what `inherit:default` may list).
@@ -2420,7 +2434,7 @@ fn inherit(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Default, Entry::Workflow, Entry::AutoCancel
+// Entry::Default, Entry::Workflow, Entry::AutoCancel — lib/gitlab/ci/config/entry/default.rb, workflow.rb, auto_cancel.rb
 // ---------------------------------------------------------------------------------------
 
 /// `Entry::Default` (`default:`).
@@ -2530,7 +2544,7 @@ fn auto_cancel(ck: &mut Checker, loc: &str, n: &Node) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry::Variables, Entry::Variable, Entry::Stages
+// Entry::Variables, Entry::Variable, Entry::Stages — lib/gitlab/ci/config/entry/variables.rb, variable.rb, stages.rb
 // ---------------------------------------------------------------------------------------
 
 /// `Entry::Variables` at the root (`root == true`, allows `description`, `options`,
