@@ -1503,7 +1503,10 @@ pub(crate) fn services(ck: &mut Checker, loc: &str, n: &Node) {
         imageable(ck, &sloc, i, SERVICE_KEYS);
         if let Some(m) = i.as_map() {
             type_string(ck, &sloc, m, "alias", "alias");
-            array_of_strings(ck, &sloc, m, "command", "command");
+            // `entry :command, Entry::Commands` (a string or nested arrays, like `script`).
+            if let Some(c) = present(m, "command") {
+                commands(ck, &at(&sloc, "command"), c);
+            }
             if let Some(v) = present(m, "variables") {
                 // `Entry::Service` gives its variables no `allowed_value_data`.
                 variables_with(ck, &at(&sloc, "variables"), v, None);
@@ -1605,38 +1608,34 @@ fn executor_opts(ck: &mut Checker, loc: &str, m: &Mapping) {
     }
 }
 
-/// `Entry::PullPolicy`.
+/// `Entry::PullPolicy` (`pull_policy.rb`).
 fn pull_policy(ck: &mut Checker, loc: &str, n: &Node) {
     const ALLOWED: &[&str] = &["always", "never", "if-not-present"];
-    let values: Vec<&Node> = match &n.value {
-        Value::Str(_) => vec![n],
-        Value::Seq(s) => {
-            if s.is_empty() {
-                ck.entry(loc, n.span, "config can't be blank");
-                return;
-            }
-            s.iter().collect()
-        }
-        _ => {
-            ck.entry(loc, n.span, "should be a string or an array of strings");
-            return;
-        }
-    };
-    if !values.iter().all(|v| is_string(v)) {
-        ck.entry(loc, n.span, "should be a string or an array of strings");
-        return;
+    if !is_array_of_strings_or_string(n) {
+        ck.entry(loc, n.span, "config should be an array of strings or a string");
     }
-    let unknown: Vec<&str> = values
-        .iter()
-        .filter_map(|v| v.as_str())
-        .filter(|s| !ALLOWED.contains(s))
-        .collect();
-    if !unknown.is_empty() {
-        ck.entry(
-            loc,
-            n.span,
-            format!("config contains unknown values: {}", unknown.join(", ")),
-        );
+    match &n.value {
+        Value::Str(s) if !ALLOWED.contains(&s.as_str()) => {
+            ck.entry(loc, n.span, "config is not included in the list");
+        }
+        Value::Seq(items) => {
+            let unknown: Vec<String> = items
+                .iter()
+                .map(ruby_s)
+                .filter(|s| !ALLOWED.contains(&s.as_str()))
+                .collect();
+            if !unknown.is_empty() {
+                ck.entry(
+                    loc,
+                    n.span,
+                    format!("config contains unknown values: {}", unknown.join(", ")),
+                );
+            }
+            if items.is_empty() {
+                ck.entry(loc, n.span, "config can't be blank");
+            }
+        }
+        _ => {}
     }
 }
 

@@ -1117,10 +1117,16 @@ fn image_services() {
             "1",
         ),
         c(
-            "rspec:\n  script: x\n  services: [{name: a, command: start}]\n",
+            "rspec:\n  script: x\n  services: [{name: a, command: {x: y}}]\n",
             "rspec",
-            "jobs:rspec:services:service command should be an array of strings",
-            "start",
+            "jobs:rspec:services:service:command config should be a string or a nested array of strings up to 10 levels deep",
+            "{x",
+        ),
+        c(
+            "rspec:\n  script: x\n  image: {name: a, pull_policy: sometimes}\n",
+            "rspec",
+            "jobs:rspec:image:pull_policy config is not included in the list",
+            "sometimes",
         ),
         c(
             "rspec:\n  script: x\n  services: [{name: a, variables: [x]}]\n",
