@@ -1298,19 +1298,25 @@ fn need_job_field(ck: &mut Checker, loc: &str, n: &Node, m: &Mapping) {
 // key.rb, files.rb, prefix.rb, paths.rb; spec/lib/gitlab/ci/yaml_processor_spec.rb (cache:key paths)
 // ---------------------------------------------------------------------------------------
 
-/// `Entry::Caches` (a hash or up to 4 hashes).
+/// `Entry::Caches` (a hash or up to 4 hashes). `Caches#initialize` clears its key, so its own
+/// messages carry the class name (`...:caches config ...`) while each element, keyed `cache`,
+/// reads `...:cache ...` (`Node#location` drops nil ancestor keys).
 pub(crate) fn caches(ck: &mut Checker, loc: &str, n: &Node) {
+    let own = match loc.rsplit_once(':') {
+        Some((parent, _)) => at(parent, "caches"),
+        None => "caches".to_string(),
+    };
     match &n.value {
         Value::Map(_) => cache(ck, loc, n),
         Value::Seq(items) => {
             if items.len() > 4 {
-                ck.entry(loc, n.span, "config no more than 4 caches can be created");
+                ck.entry(&own, n.span, "config no more than 4 caches can be created");
             }
             for i in items {
                 cache(ck, loc, i);
             }
         }
-        _ => ck.entry(loc, n.span, "config can only be a hash or an array"),
+        _ => ck.entry(&own, n.span, "config can only be a hash or an array"),
     }
 }
 

@@ -948,14 +948,14 @@ fn cache_and_artifacts() {
         ca(
             "rspec:\n  script: x\n  cache: a\n",
             "rspec",
-            "jobs:rspec:cache config can only be a hash or an array",
+            "jobs:rspec:caches config can only be a hash or an array",
             "a",
             "cache: ",
         ),
         c(
             "rspec:\n  script: x\n  cache: [{key: a}, {key: b}, {key: c}, {key: d}, {key: e}]\n",
             "rspec",
-            "jobs:rspec:cache config no more than 4 caches can be created",
+            "jobs:rspec:caches config no more than 4 caches can be created",
             "[",
         ),
         c(
