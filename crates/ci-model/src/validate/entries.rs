@@ -1990,7 +1990,8 @@ fn trigger(ck: &mut Checker, loc: &str, n: &Node) {
     }
 }
 
-/// `Entry::Includes` (`array_or_string`, with a size cap for `trigger:include`).
+/// `Entry::Includes` (`array_or_string`, with a size cap for `trigger:include`; `max` is `Some`
+/// exactly for `trigger:include`).
 fn includes(ck: &mut Checker, loc: &str, n: &Node, max: Option<usize>) {
     match &n.value {
         Value::Str(_) => include_item(ck, &at(loc, "include"), n),
@@ -2005,7 +2006,10 @@ fn includes(ck: &mut Checker, loc: &str, n: &Node, max: Option<usize>) {
                 include_item(ck, &iloc, i);
             }
         }
-        Value::Map(_) => include_item(ck, &at(loc, "include"), n),
+        // `Entry::Includes` validates `array_or_string`. A top-level hash is still accepted:
+        // `Config::External::Processor` consumes `include:` before the entries run, so only
+        // `trigger:include` (checked by the bridge entry) sees this validation.
+        Value::Map(_) if max.is_none() => include_item(ck, &at(loc, "include"), n),
         _ => ck.entry(loc, n.span, "config should be an array or a string"),
     }
 }

@@ -383,6 +383,12 @@ fn bridge_jobs() {
             "[a.yml",
         ),
         c(
+            "deploy:\n  trigger:\n    include: {local: a.yml}\n",
+            "deploy",
+            "jobs:deploy:trigger:include config should be an array or a string",
+            "{local",
+        ),
+        c(
             "deploy:\n  trigger: a/b\n  when: delayed\n",
             "deploy",
             "jobs:deploy when should be one of: on_success, on_failure, always, manual",
