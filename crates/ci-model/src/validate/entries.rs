@@ -261,8 +261,9 @@ fn duration(ck: &mut Checker, loc: &str, attr: &str, n: &Node, limit: Option<u64
 }
 
 const WEEK: u64 = 7 * 86_400;
-/// `Project::MAX_BUILD_TIMEOUT` is one month (ChronicDuration: 30 days).
-const MONTH: u64 = 30 * 86_400;
+/// `ChronicDuration.output(Project::MAX_BUILD_TIMEOUT)`: Rails' `1.month` (2,629,746 s),
+/// printed and parsed back by ChronicDuration, is the same number of seconds.
+const MONTH: u64 = 2_629_746;
 
 /// Re2-syntax regexp in `/.../flags` form (`Gitlab::UntrustedRegexp::RubySyntax`).
 fn is_re2_regexp(s: &str) -> bool {
@@ -811,7 +812,8 @@ fn tags(ck: &mut Checker, loc: &str, n: &Node) {
         ck.entry(loc, n.span, "config should be an array of strings");
         return;
     }
-    if n.as_seq().is_some_and(|s| s.len() > 50) {
+    // `config.size >= TAGS_LIMIT`: 50 tags are already too many.
+    if n.as_seq().is_some_and(|s| s.len() >= 50) {
         ck.entry(loc, n.span, "config must be less than the limit of 50 tags");
     }
 }
@@ -2534,21 +2536,25 @@ pub(crate) fn workflow(ck: &mut Checker, node: &Node) {
 fn auto_cancel(ck: &mut Checker, loc: &str, n: &Node) {
     let Some(m) = expect_map(ck, loc, n) else { return };
     check_keys(ck, loc, n, m, &["on_new_commit", "on_job_failure"]);
-    if let Some(v) = present(m, "on_new_commit")
-        && !v
-            .as_str()
-            .is_some_and(|s| ["conservative", "interruptible", "none"].contains(&s))
-    {
-        ck.entry(
-            loc,
-            v.span,
-            "on new commit must be one of: conservative, interruptible, none",
-        );
-    }
-    if let Some(v) = present(m, "on_job_failure")
-        && !v.as_str().is_some_and(|s| ["none", "all"].contains(&s))
-    {
-        ck.entry(loc, v.span, "on job failure must be one of: none, all");
+    for (key, attr, allowed) in [
+        (
+            "on_new_commit",
+            "on new commit",
+            &["conservative", "interruptible", "none"][..],
+        ),
+        ("on_job_failure", "on job failure", &["none", "all"][..]),
+    ] {
+        let Some(v) = present(m, key) else { continue };
+        if !is_string(v) {
+            ck.entry(loc, v.span, format!("{attr} should be a string"));
+        }
+        if !v.as_str().is_some_and(|s| allowed.contains(&s)) {
+            ck.entry(
+                loc,
+                v.span,
+                format!("{attr} must be one of: {}", allowed.join(", ")),
+            );
+        }
     }
 }
 

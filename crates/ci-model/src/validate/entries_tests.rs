@@ -245,6 +245,13 @@ fn job_keys_and_shape() {
             "jobs:rspec:tags config should be an array of strings",
             "mysql",
         ),
+        ca(
+            "rspec:\n  script: x\n  tags: [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15, t16, t17, t18, t19, t20, t21, t22, t23, t24, t25, t26, t27, t28, t29, t30, t31, t32, t33, t34, t35, t36, t37, t38, t39, t40, t41, t42, t43, t44, t45, t46, t47, t48, t49]\n",
+            "rspec",
+            "jobs:rspec:tags config must be less than the limit of 50 tags",
+            "[",
+            "tags: ",
+        ),
         c(
             "rspec:\n  script: x\n  allow_failure: string\n",
             "rspec",
@@ -1364,6 +1371,12 @@ fn default_workflow_variables_stages_include() {
             "workflow",
             "workflow:auto_cancel on new commit must be one of: conservative, interruptible, none",
             "xyz",
+        ),
+        c(
+            "workflow:\n  auto_cancel: {on_job_failure: 1}\n",
+            "workflow",
+            "workflow:auto_cancel on job failure should be a string",
+            "1",
         ),
         c(
             "workflow:\n  rules: [{if: $A, auto_cancel: {on_job_failure: some}}]\n",
