@@ -1912,9 +1912,13 @@ fn environment(ck: &mut Checker, loc: &str, n: &Node) {
     }
 }
 
-/// `Entry::Kubernetes` (environment's).
+/// `Entry::Kubernetes` (environment's; `kubernetes.rb`). `managed_resources` and `dashboard`
+/// are checked only for being hashes (GitLab checks them against JSON schemas).
 fn kubernetes(ck: &mut Checker, loc: &str, n: &Node) {
     let Some(m) = expect_map(ck, loc, n) else { return };
+    if m.is_empty() {
+        ck.entry(loc, n.span, "config can't be blank");
+    }
     check_keys(
         ck,
         loc,
@@ -1924,13 +1928,54 @@ fn kubernetes(ck: &mut Checker, loc: &str, n: &Node) {
             "namespace",
             "agent",
             "flux_resource_path",
-            "dashboard",
             "managed_resources",
+            "dashboard",
         ],
     );
     type_string(ck, loc, m, "namespace", "namespace");
     type_string(ck, loc, m, "agent", "agent");
     type_string(ck, loc, m, "flux_resource_path", "flux resource path");
+    let flux = m.get("flux_resource_path").is_some_and(|v| !blank(v));
+    let dashboard = m.get("dashboard").filter(|v| !blank(v));
+    let managed = m
+        .get("managed_resources")
+        .and_then(Node::as_map)
+        .and_then(|mr| mr.get("enabled"))
+        .and_then(Node::as_bool)
+        == Some(true);
+    if flux {
+        presence(ck, loc, n, m, "namespace", "namespace");
+    }
+    if flux || dashboard.is_some() || managed {
+        presence(ck, loc, n, m, "agent", "agent");
+    }
+    for key in ["managed_resources", "dashboard"] {
+        if let Some(v) = present(m, key)
+            && v.as_map().is_none()
+        {
+            ck.entry(
+                loc,
+                v.span,
+                format!("{} value at root is not an object", humanize(key)),
+            );
+        }
+    }
+    if let Some(d) = dashboard.and_then(Node::as_map) {
+        if m.get("namespace").is_some_and(|v| !blank(v)) && d.get("namespace").is_some_and(|v| !blank(v)) {
+            ck.entry(
+                loc,
+                n.span,
+                "namespace cannot be specified when dashboard.namespace is set",
+            );
+        }
+        if flux && d.get("flux_resource_path").is_some_and(|v| !blank(v)) {
+            ck.entry(
+                loc,
+                n.span,
+                "flux resource path cannot be specified when dashboard.flux_resource_path is set",
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2420,6 +2465,9 @@ fn inherit(ck: &mut Checker, loc: &str, n: &Node) {
         match &d.value {
             Value::Bool(_) => {}
             Value::Seq(items) => {
+                if !is_array_of_strings(d) {
+                    ck.entry(&dloc, d.span, "config should be an array of strings");
+                }
                 let unknown: Vec<String> = items
                     .iter()
                     .map(ruby_s)
@@ -2438,8 +2486,13 @@ fn inherit(ck: &mut Checker, loc: &str, n: &Node) {
     }
     if let Some(v) = present(m, "variables") {
         let vloc = at(loc, "variables");
-        if !(is_bool(v) || is_array_of_strings(v)) {
-            ck.entry(&vloc, v.span, "should be a bool or array of strings");
+        match &v.value {
+            Value::Bool(_) => {}
+            Value::Seq(_) if !is_array_of_strings(v) => {
+                ck.entry(&vloc, v.span, "config should be an array of strings")
+            }
+            Value::Seq(_) => {}
+            _ => ck.entry(&vloc, v.span, "should be a bool or array of strings"),
         }
     }
 }

@@ -1206,6 +1206,18 @@ fn environment_release_and_misc() {
             "foo",
         ),
         c(
+            "deploy:\n  script: x\n  environment: {name: a, kubernetes: {flux_resource_path: p}}\n",
+            "deploy",
+            "jobs:deploy:environment:kubernetes agent can't be blank",
+            "{flux",
+        ),
+        c(
+            "deploy:\n  script: x\n  inherit: {variables: [1]}\n",
+            "deploy",
+            "jobs:deploy:inherit:variables config should be an array of strings",
+            "[1]",
+        ),
+        c(
             "deploy:\n  script: x\n  release: {description: d}\n",
             "deploy",
             "jobs:deploy:release tag name can't be blank",
