@@ -4,12 +4,21 @@
 //! Per `MANIFEST.txt`: for a `per-key` file every top-level key is checked on its own (a job
 //! key through the job entry, `default`, `workflow`, `variables`, `stages`, `include` through
 //! theirs); for a `whole-file` file each top-level key names a case whose value is a whole
-//! configuration. A positive case must produce no error; a negative case must produce at
-//! least one error that is not merely "this job has no script" (that would pass for the
-//! wrong reason).
+//! configuration. A positive case must produce no error; a negative case at least one.
 //!
-//! The schema and GitLab's backend disagree in places. Those cases are listed in
-//! [`EXCEPTIONS`] by name with the reason, and the backend's behaviour is asserted instead.
+//! Many fixture jobs leave out `script:`, which the schema allows and GitLab's backend does
+//! not. Those are listed by name in [`SCRIPTLESS`] (the test checks the list is exact): for
+//! each, the backend's refusal ("config should implement the script:, run:, or trigger:
+//! keyword") is asserted, and then the keyword under test is judged on the same job with a
+//! `script` added, so a negative case cannot pass merely for lacking a script.
+//!
+//! Elsewhere the schema and the backend disagree in both directions. Those cases are listed
+//! in [`EXCEPTIONS`] by name with the reason, and the backend's behaviour is asserted
+//! instead. `spec:` (the component header) and input type checks are not entries
+//! ([`NOT_ENTRIES`]).
+//!
+//! The fixtures are read from `<repo>/../shared/conformance/gitlab/schema-tests`; the test
+//! fails with a message naming that path when they are absent.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
