@@ -1077,10 +1077,9 @@ fn rule(
     if blank(n) {
         ck.entry(loc, n.span, "config can't be blank");
     }
+    // `validates :config, presence: true` and `type: { with: Hash }` both fire on nil.
     let Some(m) = n.as_map() else {
-        if !n.is_null() {
-            ck.entry(loc, n.span, "config should be a hash");
-        }
+        ck.entry(loc, n.span, "config should be a hash");
         return;
     };
     let delayed = m.get("when").and_then(Node::as_str) == Some("delayed");
@@ -1110,9 +1109,6 @@ fn rule(
         if !allowed_when.contains(&s.as_str()) {
             ck.entry(loc, w.span, format!("when unknown value: {s}"));
         }
-    } else if let Some(w) = m.get("when") {
-        // `when: null` -> `nil.to_s` is "", not allowed, but `allow_nil` skips it.
-        let _ = w;
     }
     check_keys(ck, loc, n, m, allowed_keys);
     if let Some(c) = present(m, "changes") {
