@@ -231,9 +231,9 @@ fn required_keys(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping, keys: 
 /// `DurationValidator` (with the optional `limit`, in seconds). `never` is accepted where
 /// GitLab uses `Gitlab::Ci::Build::DurationParser` (`allow_never`).
 fn duration(ck: &mut Checker, loc: &str, attr: &str, n: &Node, limit: Option<u64>, allow_never: bool) {
+    // `validate_duration` accepts only strings (`expire_in: 1` is "should be a duration").
     let text = match &n.value {
         Value::Str(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
         _ => None,
     };
     let parsed = text.as_deref().and_then(|t| {

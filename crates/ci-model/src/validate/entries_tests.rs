@@ -990,6 +990,12 @@ fn cache_and_artifacts() {
             "7 elephants",
         ),
         c(
+            "rspec:\n  script: x\n  artifacts: {expire_in: 1}\n",
+            "rspec",
+            "jobs:rspec:artifacts expire in should be a duration",
+            "1",
+        ),
+        c(
             "rspec:\n  script: x\n  artifacts: {untracked: string}\n",
             "rspec",
             "jobs:rspec:artifacts untracked should be a boolean value",
