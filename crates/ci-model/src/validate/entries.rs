@@ -251,8 +251,10 @@ fn duration(ck: &mut Checker, loc: &str, attr: &str, n: &Node, limit: Option<u64
             }
         }
         Some(secs) => {
+            // `parsed_value.second.from_now < parsed_limit.second.from_now`: equal to the
+            // limit is already too long.
             if let Some(l) = limit
-                && secs > l
+                && secs >= l
             {
                 ck.entry(loc, n.span, format!("{attr} should not exceed the limit"));
             }

@@ -234,6 +234,12 @@ fn job_keys_and_shape() {
             "2 weeks",
         ),
         c(
+            "rspec:\n  script: x\n  when: delayed\n  start_in: 7 days\n",
+            "rspec",
+            "jobs:rspec start in should not exceed the limit",
+            "7 days",
+        ),
+        c(
             "rspec:\n  script: x\n  when: delayed\n  start_in: 1 elephant\n",
             "rspec",
             "jobs:rspec start in should be a duration",
