@@ -27,3 +27,9 @@ pub(crate) fn expr_eval(expression: &str, vars: &[(String, String)]) -> bool {
         Err(_) => false,
     }
 }
+
+/// Entry points for integration tests and conformance tools; not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::validate::validate_entry_fixture;
+}
