@@ -33,26 +33,16 @@ fn main() {
         r#"($SERVICE_{i} && "api" =~ $SERVICES) || $FORCE_ALL != null"#,
     ];
     let sources: Vec<String> = (0..JOBS)
-        .flat_map(|job| {
-            templates
-                .iter()
-                .map(move |t| t.replace("{i}", &job.to_string()))
-        })
+        .flat_map(|job| templates.iter().map(move |t| t.replace("{i}", &job.to_string())))
         .collect();
 
     let start = Instant::now();
-    let parsed: Vec<Expression> = sources
-        .iter()
-        .filter_map(|s| Expression::parse(s).ok())
-        .collect();
+    let parsed: Vec<Expression> = sources.iter().filter_map(|s| Expression::parse(s).ok()).collect();
     let parse_time = start.elapsed();
     assert_eq!(parsed.len(), sources.len(), "every benchmark rule is valid");
 
     let start = Instant::now();
-    let reparsed = sources
-        .iter()
-        .filter(|s| Expression::parse(s).is_ok())
-        .count();
+    let reparsed = sources.iter().filter(|s| Expression::parse(s).is_ok()).count();
     let reparse_time = start.elapsed();
     assert_eq!(reparsed, sources.len());
 
@@ -79,10 +69,7 @@ fn main() {
         "evaluate (1st):   {:.2} ms ({truthy} true)",
         first_eval.as_secs_f64() * 1e3
     );
-    println!(
-        "evaluate (2nd):   {:.2} ms",
-        second_eval.as_secs_f64() * 1e3
-    );
+    println!("evaluate (2nd):   {:.2} ms", second_eval.as_secs_f64() * 1e3);
     println!(
         "total per pipeline: {:.2} ms",
         (parse_time + first_eval).as_secs_f64() * 1e3

@@ -56,6 +56,10 @@ pub(crate) struct PairVars<'a>(pub(crate) &'a [(String, String)]);
 
 impl crate::expr::Variables for PairVars<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }

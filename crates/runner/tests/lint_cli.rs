@@ -37,11 +37,17 @@ fn json_output_is_gitlab_lint_shaped() {
     let dir = fixtures().join("seed");
     let out = podci(&["lint", "--json", ".gitlab-ci.yml"], &dir);
     assert_eq!(out.status.code(), Some(1));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"][0]["line"], 28);
     assert_eq!(v["errors"][0]["column"], 3);
-    assert!(v["errors"][0]["message"].as_str().unwrap_or_default().starts_with("docker-build job: chosen stage build"));
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("docker-build job: chosen stage build")
+    );
 }
 
 #[test]
@@ -53,7 +59,10 @@ fn includes_resolve_with_project_mapping() {
     assert!(err.contains("--project platform/ci-templates=DIR"), "{err}");
     assert!(err.starts_with(".gitlab-ci.yml:3:5: "), "{err}");
 
-    let map = format!("platform/ci-templates={}", fixtures().join("templates-project").display());
+    let map = format!(
+        "platform/ci-templates={}",
+        fixtures().join("templates-project").display()
+    );
     let out = podci(&["lint", "--offline", "--project", &map, "--preview"], &dir);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let merged = text(&out.stdout);
@@ -67,7 +76,10 @@ fn includes_resolve_with_project_mapping() {
 #[test]
 fn list_rows_in_stage_order() {
     let dir = fixtures().join("includes");
-    let map = format!("platform/ci-templates={}", fixtures().join("templates-project").display());
+    let map = format!(
+        "platform/ci-templates={}",
+        fixtures().join("templates-project").display()
+    );
     let out = podci(&["lint", "--offline", "--project", &map, "--list"], &dir);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let rows: Vec<Vec<String>> = text(&out.stdout)
@@ -87,20 +99,31 @@ fn embedded_hello_when_no_file() {
     assert!(text(&out.stderr).contains("embedded hello pipeline"));
     let listed = text(&out.stdout);
     for job in ["build", "test", "lint", "deploy"] {
-        assert!(listed.lines().any(|l| l.starts_with(job)), "{job} missing:\n{listed}");
+        assert!(
+            listed.lines().any(|l| l.starts_with(job)),
+            "{job} missing:\n{listed}"
+        );
     }
 }
 
 #[test]
 fn yaml_syntax_error_has_position() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join(".gitlab-ci.yml"), "job:\n  script: [a, b\n  stage: test\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join(".gitlab-ci.yml"),
+        "job:\n  script: [a, b\n  stage: test\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = podci(&["lint"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.starts_with(".gitlab-ci.yml:"), "{err}");
     let mut parts = err.splitn(4, ':');
-    let (_, line, col) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (_, line, col) = (
+        parts.next(),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
     assert!(line.parse::<u32>().is_ok() && col.parse::<u32>().is_ok(), "{err}");
     assert!(err.contains("(<unknown>): "), "{err}");
 }
@@ -110,5 +133,9 @@ fn missing_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let out = podci(&["lint", "nope.yml"], dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("cannot read nope.yml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot read nope.yml"),
+        "{}",
+        text(&out.stderr)
+    );
 }

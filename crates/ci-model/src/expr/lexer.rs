@@ -36,6 +36,8 @@ pub(crate) enum TokKind {
     /// The raw pattern token text, e.g. `/foo\/bar/i`.
     Pattern(String),
     Null,
+    /// `true` / `false` (GitLab's `Lexeme::Boolean`, added for `spec:inputs` rules).
+    Bool(bool),
     Op(Op),
 }
 
@@ -80,10 +82,7 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ExprError> {
         let (kind, len) = scan_one(src, pos).ok_or_else(|| ExprError::UnknownLexeme {
             offset: pos,
             found: snippet(src, pos),
-            hint: hint(
-                src.get(pos..).unwrap_or_default(),
-                tokens.last().map(|t| &t.kind),
-            ),
+            hint: hint(src.get(pos..).unwrap_or_default(), tokens.last().map(|t| &t.kind)),
         })?;
         tokens.push(Token { kind, offset: pos });
         pos += len;
@@ -134,8 +133,10 @@ fn hint(rest: &str, prev: Option<&TokKind>) -> &'static str {
         " (a string ends at the next matching quote on the same line; there are no escapes)"
     } else if rest.starts_with('/') {
         " (a /pattern/ has at least two characters between the slashes, escapes / as \\/ and takes only the flags i, m, s, U)"
-    } else if rest.starts_with("true") || rest.starts_with("false") {
-        " (there are no boolean literals: compare with a string, e.g. $VAR == \"true\")"
+    } else if rest.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("true"))
+        || rest.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("false"))
+    {
+        " (boolean literals are lowercase `true`/`false`; to compare with text use a string, e.g. $VAR == \"True\")"
     } else if rest.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         " (quote text as a string: \"text\")"
     } else {
@@ -157,18 +158,15 @@ fn scan_one(src: &str, pos: usize) -> Option<(TokKind, usize)> {
             // `.*?` with Ruby's `.`: the first matching quote on the same line.
             let q = *q;
             let end = b[1..].iter().position(|&c| c == q || c == b'\n')?;
-            (b[1 + end] == q).then(|| {
-                (
-                    TokKind::Str(rest[1..1 + end].to_owned(), q as char),
-                    end + 2,
-                )
-            })
+            (b[1 + end] == q).then(|| (TokKind::Str(rest[1..1 + end].to_owned(), q as char), end + 2))
         }
         b'/' => {
             let m = pattern_lexeme()?.find(rest)?;
             Some((TokKind::Pattern(m.as_str().to_owned()), m.end()))
         }
         b'n' if rest.starts_with("null") => Some((TokKind::Null, 4)),
+        b't' if keyword(rest, "true") => Some((TokKind::Bool(true), 4)),
+        b'f' if keyword(rest, "false") => Some((TokKind::Bool(false), 5)),
         _ => {
             let op = match b.get(..2)? {
                 b"==" => Op::Equals,
@@ -182,4 +180,13 @@ fn scan_one(src: &str, pos: usize) -> Option<(TokKind, usize)> {
             Some((TokKind::Op(op), 2))
         }
     }
+}
+
+/// `word` at the start of `rest`, not followed by a word character.
+fn keyword(rest: &str, word: &str) -> bool {
+    rest.starts_with(word)
+        && !rest[word.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -92,7 +92,7 @@ pub enum ExprError {
     Empty,
     /// Text that starts no token (GitLab: `Lexer::SyntaxError`, "Unknown lexeme found!").
     #[error(
-        "unexpected `{found}` at byte {offset}: expected $VARIABLE, \"string\", 'string', /pattern/, null, ==, !=, =~, !~, &&, || or a parenthesis{hint}"
+        "unexpected `{found}` at byte {offset}: expected $VARIABLE, \"string\", 'string', /pattern/, null, true, false, ==, !=, =~, !~, &&, || or a parenthesis{hint}"
     )]
     UnknownLexeme {
         offset: usize,
@@ -152,9 +152,7 @@ impl ExprError {
             .and_then(|s| s.find('\n'))
             .map_or(source.len(), |p| offset + p);
         let line = source.get(line_start..line_end).unwrap_or_default();
-        let column = source
-            .get(line_start..offset)
-            .map_or(0, |s| s.chars().count());
+        let column = source.get(line_start..offset).map_or(0, |s| s.chars().count());
         format!("{line}\n{}^ {self}", " ".repeat(column))
     }
 
@@ -183,9 +181,7 @@ pub enum EvalError {
     #[error("a /pattern/ at byte {offset} can only be compared with another /pattern/")]
     PatternComparison { offset: usize },
     /// `$A =~ (…)` where the right side evaluated to `true`: GitLab calls `true.gsub`.
-    #[error(
-        "the right side of `{op}` at byte {offset} evaluated to a boolean, not a pattern or string"
-    )]
+    #[error("the right side of `{op}` at byte {offset} evaluated to a boolean, not a pattern or string")]
     BooleanPattern { offset: usize, op: &'static str },
 }
 
@@ -193,9 +189,7 @@ impl EvalError {
     /// Byte offset of the operator that failed.
     pub fn offset(&self) -> usize {
         match self {
-            EvalError::PatternComparison { offset } | EvalError::BooleanPattern { offset, .. } => {
-                *offset
-            }
+            EvalError::PatternComparison { offset } | EvalError::BooleanPattern { offset, .. } => *offset,
         }
     }
 }
@@ -284,6 +278,8 @@ pub enum Node {
     },
     /// `null`
     Null { offset: usize },
+    /// `true` / `false`
+    Bool { value: bool, offset: usize },
     /// `left op right`; `offset` is the operator's.
     Binary {
         op: Op,
@@ -300,6 +296,7 @@ impl PartialEq for Node {
             (Node::String { value: a, .. }, Node::String { value: b, .. }) => a == b,
             (Node::Pattern { raw: a, .. }, Node::Pattern { raw: b, .. }) => a == b,
             (Node::Null { .. }, Node::Null { .. }) => true,
+            (Node::Bool { value: a, .. }, Node::Bool { value: b, .. }) => a == b,
             (
                 Node::Binary {
                     op: o1,
@@ -326,12 +323,10 @@ impl Node {
             Node::Variable { offset, .. }
             | Node::String { offset, .. }
             | Node::Pattern { offset, .. }
-            | Node::Null { offset } => *offset,
+            | Node::Null { offset }
+            | Node::Bool { offset, .. } => *offset,
             Node::Binary {
-                left,
-                right,
-                offset,
-                ..
+                left, right, offset, ..
             } => left.start().min(right.start()).min(*offset),
         }
     }
@@ -364,9 +359,8 @@ impl Node {
             }
             Node::Pattern { raw, .. } => out.push_str(raw),
             Node::Null { .. } => out.push_str("null"),
-            Node::Binary {
-                op, left, right, ..
-            } => {
+            Node::Bool { value, .. } => out.push_str(if *value { "true" } else { "false" }),
+            Node::Binary { op, left, right, .. } => {
                 out.push_str(op.gitlab_name());
                 out.push('(');
                 left.write_inspect(out);
@@ -387,9 +381,8 @@ impl fmt::Display for Node {
             Node::String { value, quote, .. } => write!(f, "{quote}{value}{quote}"),
             Node::Pattern { raw, .. } => f.write_str(raw),
             Node::Null { .. } => f.write_str("null"),
-            Node::Binary {
-                op, left, right, ..
-            } => {
+            Node::Bool { value, .. } => f.write_str(if *value { "true" } else { "false" }),
+            Node::Binary { op, left, right, .. } => {
                 let p = op.precedence();
                 if left.precedence() > p {
                     write!(f, "({left})")?;
@@ -686,6 +679,7 @@ impl Expression {
             Node::String { value, .. } => Val::Str(value),
             Node::Pattern { regex, .. } => Val::Re(Arc::clone(regex)),
             Node::Null { .. } => Val::Null,
+            Node::Bool { value, .. } => Val::Bool(*value),
             Node::Binary {
                 op,
                 left,
@@ -711,8 +705,7 @@ impl Expression {
                 Op::Equals | Op::NotEquals => {
                     let l = self.eval(left, vars)?;
                     let r = self.eval(right, vars)?;
-                    let eq =
-                        ruby_eq(&l, &r).ok_or(EvalError::PatternComparison { offset: *offset })?;
+                    let eq = ruby_eq(&l, &r).ok_or(EvalError::PatternComparison { offset: *offset })?;
                     Val::Bool(eq == (*op == Op::Equals))
                 }
                 Op::Matches | Op::NotMatches => {
@@ -829,9 +822,7 @@ fn build_tree(tokens: Vec<Token>) -> Result<Node, ExprError> {
                 match operators.pop() {
                     Some(Rpn::LParen(_)) => {}
                     _ => {
-                        return Err(ExprError::UnmatchedParenthesis {
-                            offset: token.offset,
-                        });
+                        return Err(ExprError::UnmatchedParenthesis { offset: token.offset });
                     }
                 }
             }
@@ -885,12 +876,9 @@ fn leaf(token: Token) -> Result<Node, ExprError> {
     let offset = token.offset;
     Ok(match token.kind {
         TokKind::Variable(name) => Node::Variable { name, offset },
-        TokKind::Str(value, quote) => Node::String {
-            value,
-            quote,
-            offset,
-        },
+        TokKind::Str(value, quote) => Node::String { value, quote, offset },
         TokKind::Null => Node::Null { offset },
+        TokKind::Bool(value) => Node::Bool { value, offset },
         TokKind::Pattern(raw) => {
             // `Lexeme::Pattern#initialize`: unescape `\/`, then it must fabricate.
             let regex = re2::fabricate_cached(&raw.replace("\\/", "/"))

@@ -113,8 +113,8 @@ const ASCII_S: &str = r"\t\n\x0C\r ";
 
 /// RE2's POSIX class names (`[[:alpha:]]`); any other name is an error in RE2.
 const POSIX_CLASSES: &[&str] = &[
-    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
-    "space", "upper", "word", "xdigit",
+    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct", "space",
+    "upper", "word", "xdigit",
 ];
 
 /// Rewrites RE2 syntax into `regex` crate syntax with the same matches, or explains why
@@ -535,11 +535,7 @@ fn escaped_rune(chars: &[char], i: usize) -> Result<(char, usize), String> {
                 next = close + 1;
                 u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32)
             } else {
-                let hex: String = chars
-                    .get(next..next + 2)
-                    .unwrap_or_default()
-                    .iter()
-                    .collect();
+                let hex: String = chars.get(next..next + 2).unwrap_or_default().iter().collect();
                 next += 2;
                 if hex.len() == 2 {
                     u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32)
