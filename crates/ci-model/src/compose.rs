@@ -99,7 +99,7 @@ pub fn compose(
             return st.finish(empty, None);
         }
     };
-    let mut config = st.expand_includes(doc, 0);
+    let mut config = st.expand_includes(doc);
     if st.diags.is_empty() {
         apply_extends(&mut config, &mut st.diags);
     }
@@ -162,7 +162,7 @@ impl State<'_> {
 
     /// Processes the `include:` of `doc` (and, recursively, of included files) and returns
     /// the merged mapping without `include`.
-    fn expand_includes(&mut self, doc: Node, depth: usize) -> Node {
+    fn expand_includes(&mut self, doc: Node) -> Node {
         let span = doc.span;
         let Value::Map(mut map) = doc.value else {
             return doc;
@@ -198,7 +198,7 @@ impl State<'_> {
                     );
                     continue;
                 }
-                let expanded = self.expand_includes(loaded, depth + 1);
+                let expanded = self.expand_includes(loaded);
                 if let Value::Map(m) = expanded.value {
                     deep_merge(&mut merged, m);
                 }

@@ -123,24 +123,47 @@ fn diag_json(d: &Diagnostic, p: &Pipeline) -> serde_json::Value {
     serde_json::json!({ "message": d.message, "file": file, "line": line, "column": col })
 }
 
-/// One row per created job (parallel jobs expanded), as `--list` prints them.
-pub fn job_rows(p: &Pipeline) -> Vec<[String; 5]> {
+/// One created job (parallel jobs expanded), as `--list` and `--json` show it.
+pub struct Row {
+    /// Job name (instance name for parallel jobs).
+    pub name: String,
+    /// Stage.
+    pub stage: String,
+    /// `when`.
+    pub when: String,
+    /// `allow_failure`.
+    pub allow_failure: bool,
+    /// `needs`; `None` for stage ordering.
+    pub needs: Option<Vec<String>>,
+}
+
+impl Row {
+    fn needs_text(&self) -> String {
+        match &self.needs {
+            None => String::new(),
+            Some(n) if n.is_empty() => "[]".to_string(),
+            Some(n) => n.join(", "),
+        }
+    }
+}
+
+/// The rows in stage order, then configuration order.
+pub fn job_rows(p: &Pipeline) -> Vec<Row> {
     let mut rows = Vec::new();
     for stage in &p.stages {
         for j in p.jobs.iter().filter(|j| &j.stage == stage) {
-            let needs = match &j.needs {
-                None => String::new(),
-                Some(n) if n.is_empty() => "[]".to_string(),
-                Some(n) => n.iter().map(|n| n.job.as_str()).collect::<Vec<_>>().join(", "),
-            };
+            let needs: Option<Vec<String>> = j
+                .needs
+                .as_ref()
+                .map(|n| n.iter().map(|n| n.job.clone()).collect());
             for inst in &j.instances {
-                rows.push([
-                    inst.clone(),
-                    j.stage.clone(),
-                    j.when.clone(),
-                    j.allow_failure.to_string(),
-                    needs.clone(),
-                ]);
+                rows.push(Row {
+                    name: inst.clone(),
+                    stage: j.stage.clone(),
+                    when: j.when.clone(),
+                    allow_failure: j.allow_failure,
+                    needs: needs.clone(),
+                });
             }
         }
     }
@@ -156,11 +179,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let jobs: Vec<serde_json::Value> = job_rows(&p)
             .into_iter()
-            .map(|[name, stage, when, allow_failure, needs]| {
+            .map(|r| {
                 serde_json::json!({
-                    "name": name, "stage": stage, "when": when,
-                    "allow_failure": allow_failure == "true",
-                    "needs": if needs.is_empty() { Vec::new() } else if needs == "[]" { Vec::new() } else { needs.split(", ").map(str::to_string).collect::<Vec<_>>() },
+                    "name": r.name, "stage": r.stage, "when": r.when,
+                    "allow_failure": r.allow_failure, "needs": r.needs,
                 })
             })
             .collect();
@@ -195,7 +217,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         write!(out, "{}", podci_model::emit::to_yaml(&p.config))?;
     } else if args.list {
         let header = ["NAME", "STAGE", "WHEN", "ALLOW_FAILURE", "NEEDS"];
-        let rows = job_rows(&p);
+        let rows: Vec<[String; 5]> = job_rows(&p)
+            .into_iter()
+            .map(|r| {
+                let needs = r.needs_text();
+                [r.name, r.stage, r.when, r.allow_failure.to_string(), needs]
+            })
+            .collect();
         let mut widths = header.map(str::len);
         for r in &rows {
             for (i, c) in r.iter().enumerate() {

@@ -28,7 +28,7 @@ fn seed_pipeline_reports_gitlabs_stage_error_with_position() {
     let first = err.lines().next().unwrap_or_default();
     assert_eq!(
         first,
-        ".gitlab-ci.yml:28:3: docker-build job: chosen stage build does not exist; available stages are .pre, package, docker_build, deploy_k8s, .post"
+        ".gitlab-ci.yml:26:3: docker-build job: chosen stage build does not exist; available stages are .pre, package, docker_build, deploy_k8s, .post"
     );
 }
 
@@ -40,7 +40,7 @@ fn json_output_is_gitlab_lint_shaped() {
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
     assert_eq!(v["valid"], false);
-    assert_eq!(v["errors"][0]["line"], 28);
+    assert_eq!(v["errors"][0]["line"], 26);
     assert_eq!(v["errors"][0]["column"], 3);
     assert!(
         v["errors"][0]["message"]

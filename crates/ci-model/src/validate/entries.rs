@@ -1198,8 +1198,10 @@ fn exists(ck: &mut Checker, loc: &str, n: &Node, paths_limit: bool) {
 
 /// Checks `needs:` and returns how many bridge needs (`needs:pipeline` without `job`) it has.
 fn needs(ck: &mut Checker, loc: &str, n: &Node, allowed: &[&str]) -> usize {
-    if blank(n) {
-        ck.entry(loc, n.span, "config can't be blank");
+    // `Entry::Needs` has no presence check: `needs: []` starts the job at once; only an
+    // empty hash is refused.
+    if n.as_map().is_some_and(Mapping::is_empty) {
+        ck.entry(loc, n.span, "config can not be an empty hash");
         return 0;
     }
     let items: Vec<&Node> = match &n.value {

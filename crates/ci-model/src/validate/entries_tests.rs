@@ -669,11 +669,12 @@ fn only_except() {
 #[test]
 fn needs() {
     check(&[
+        // `needs: []` is valid (start at once); only an empty hash is refused.
         c(
-            "rspec:\n  script: x\n  needs: []\n",
+            "rspec:\n  script: x\n  needs: {}\n",
             "rspec",
-            "jobs:rspec:needs config can't be blank",
-            "[]",
+            "jobs:rspec:needs config can not be an empty hash",
+            "{}",
         ),
         c(
             "rspec:\n  script: x\n  needs: 1\n",
@@ -752,6 +753,7 @@ fn needs() {
             == "rspec: one job can only need 50 others, but you have listed 51. See needs keyword documentation for more details"),
         "{diags:?}"
     );
+    accept(&[("rspec:\n  script: x\n  needs: []\n", "rspec")]);
     accept(&[(
         "rspec:\n  script: x\n  needs: [a, {job: b, artifacts: false, optional: true}, {job: c, project: g/p, ref: main}, {job: d, pipeline: $P}, {job: e, parallel: {matrix: [{A: [x, y]}]}}]\n",
         "rspec",
