@@ -41,7 +41,7 @@ for _ in $(seq "$RUNS"); do
   [ "$mem" -gt "$best_mem" ] && best_mem=$mem
 done
 
-read -r gt gmem grc < <(cd "$work" && python3 "$here/measure.py" "$work/gcl.out" "$gcl" --list --cwd "$work")
+read -r gt gmem grc < <(cd "$work" && python3 "$here/measure.py" "$work/gcl.out" "$gcl" --list)
 [ "$grc" = 0 ] || { echo "gitlab-ci-local failed:" >&2; tail -20 "$work/gcl.out" >&2; exit 1; }
 gcl_jobs=$(grep -cE '^(job-|matrix-)' "$work/gcl.out" || true)
 

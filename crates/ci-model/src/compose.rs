@@ -961,6 +961,28 @@ mod tests {
     }
 
     #[test]
+    fn include_rules_if_and_exists() {
+        let src = MemorySource::new()
+            .with_file("a.yml", "a: {script: x}\n")
+            .with_file("b.yml", "b: {script: x}\n")
+            .with_file("c.yml", "c: {script: x}\n")
+            .with_file("Dockerfile", "FROM scratch\n");
+        let opts = ComposeOptions {
+            variables: vec![
+                ("CI_COMMIT_BRANCH".into(), "main".into()),
+                ("FILE".into(), "c.yml".into()),
+            ],
+            ..ComposeOptions::default()
+        };
+        let main = "include:\n  - local: a.yml\n    rules:\n      - if: $CI_COMMIT_BRANCH == \"main\"\n  - local: b.yml\n    rules:\n      - if: $CI_COMMIT_BRANCH == \"dev\"\n      - exists: [Docker*]\n        when: never\n  - local: $FILE\n    rules:\n      - exists: [Dockerfile]\n";
+        let eval: IncludeRuleEval<'_> = &crate::rules::include_rules_match;
+        let c = compose(".gitlab-ci.yml", main, &src, &opts, Some(eval));
+        assert!(c.diagnostics.is_empty(), "{:?}", messages(&c));
+        let keys: Vec<&str> = c.config.as_map().unwrap().keys().collect();
+        assert_eq!(keys, vec!["a", "c"]);
+    }
+
+    #[test]
     fn simple_expansion() {
         let v = vec![("A".to_string(), "x".to_string())];
         assert_eq!(expand_simple("$A/${A}/$B/$$", &v), "x/x/$B/$$");

@@ -150,40 +150,43 @@ pub fn load(name: &str, src: &str, source: &dyn FileSource, options: &LoadOption
         return pipeline;
     }
     let mut ck = Checker::default();
-    build(&mut pipeline, &mut ck);
+    // Borrow the configuration while jobs are added, without copying it.
+    let config = std::mem::replace(&mut pipeline.config, Node::synthetic(Value::Null));
+    build(&mut pipeline, &config, &mut ck);
+    pipeline.config = config;
     pipeline.diagnostics.extend(ck.diags);
     pipeline
 }
 
-fn build(p: &mut Pipeline, ck: &mut Checker) {
-    let Some(root) = p.config.as_map().cloned() else {
-        ck.verbatim(Some(p.config.span), "Invalid configuration format");
+fn build(p: &mut Pipeline, config: &Node, ck: &mut Checker) {
+    let Some(root) = config.as_map() else {
+        ck.verbatim(Some(config.span), "Invalid configuration format");
         return;
     };
 
     // Root entries.
-    if let Some(v) = validate::present(&root, "variables") {
+    if let Some(v) = validate::present(root, "variables") {
         entries::variables(ck, "variables", v, true);
     }
-    let stages_node = validate::present(&root, "stages").or_else(|| validate::present(&root, "types"));
+    let stages_node = validate::present(root, "stages").or_else(|| validate::present(root, "types"));
     if let Some(s) = stages_node {
-        let key = if validate::present(&root, "stages").is_some() {
+        let key = if validate::present(root, "stages").is_some() {
             "stages"
         } else {
             "types"
         };
         entries::stages(ck, key, s);
     }
-    if let Some(d) = validate::present(&root, "default") {
+    if let Some(d) = validate::present(root, "default") {
         entries::default(ck, d);
     }
-    if let Some(w) = validate::present(&root, "workflow") {
+    if let Some(w) = validate::present(root, "workflow") {
         entries::workflow(ck, w);
     }
     // Deprecated globals are validated like `default:` keywords, but at the root.
     let mut globals = Mapping::new();
     for k in ["image", "services", "before_script", "after_script", "cache"] {
-        if let Some(v) = validate::present(&root, k) {
+        if let Some(v) = validate::present(root, k) {
             globals.insert(k.to_string(), root.key_span(k).unwrap_or_default(), v.clone());
         }
     }
@@ -204,12 +207,12 @@ fn build(p: &mut Pipeline, ck: &mut Checker) {
 
     // `default:` merged over the root globals (GitLab moves globals into default).
     let mut defaults = globals;
-    if let Some(d) = validate::present(&root, "default").and_then(Node::as_map) {
+    if let Some(d) = validate::present(root, "default").and_then(Node::as_map) {
         for (k, s, v) in d.clone().into_entries() {
             defaults.insert(k, s, v);
         }
     }
-    let root_variables: Vec<String> = validate::present(&root, "variables")
+    let root_variables: Vec<String> = validate::present(root, "variables")
         .and_then(Node::as_map)
         .map(|m| m.keys().map(str::to_string).collect())
         .unwrap_or_default();
@@ -454,8 +457,14 @@ fn cross_job_checks(p: &Pipeline, ck: &mut Checker) {
         }
     }
     // Names a reference to `name` expands to (a parallel job's name means all instances).
+    let parallel: HashMap<&str, &Job> = p
+        .jobs
+        .iter()
+        .filter(|j| j.instances.len() > 1)
+        .map(|j| (j.name.as_str(), j))
+        .collect();
     let expand = |name: &str| -> Vec<String> {
-        match p.jobs.iter().find(|j| j.name == name && j.instances.len() > 1) {
+        match parallel.get(name) {
             Some(j) => j.instances.clone(),
             None => vec![name.to_string()],
         }

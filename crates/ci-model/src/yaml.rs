@@ -81,10 +81,21 @@ pub enum Value {
 }
 
 /// An ordered mapping with string keys (GitLab symbolizes keys; non-string scalar keys are
-/// kept as their YAML text).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// kept as their YAML text). Large mappings (the root of a big pipeline has thousands of
+/// jobs) keep a hash index so that lookups stay O(1).
+#[derive(Clone, Debug, Default)]
 pub struct Mapping {
     entries: Vec<(String, Span, Node)>,
+    index: Option<Box<HashMap<String, usize>>>,
+}
+
+/// Mappings with more entries than this get a hash index.
+const INDEX_THRESHOLD: usize = 12;
+
+impl PartialEq for Mapping {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
 }
 
 impl Mapping {
@@ -93,44 +104,75 @@ impl Mapping {
         Self::default()
     }
 
+    fn position(&self, key: &str) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(key).copied(),
+            None => self.entries.iter().position(|(k, _, _)| k == key),
+        }
+    }
+
+    fn reindex(&mut self) {
+        if self.entries.len() > INDEX_THRESHOLD {
+            let ix: HashMap<String, usize> = self
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _, _))| (k.clone(), i))
+                .collect();
+            self.index = Some(Box::new(ix));
+        } else {
+            self.index = None;
+        }
+    }
+
     /// Inserts like Ruby's `hash[key] = value`: an existing key keeps its position and takes
     /// the new value (and the new key span).
     pub fn insert(&mut self, key: String, key_span: Span, value: Node) {
-        if let Some(e) = self.entries.iter_mut().find(|(k, _, _)| *k == key) {
+        if let Some(i) = self.position(&key) {
+            let e = &mut self.entries[i];
             e.1 = key_span;
             e.2 = value;
+            return;
+        }
+        if let Some(ix) = &mut self.index {
+            ix.insert(key.clone(), self.entries.len());
+            self.entries.push((key, key_span, value));
         } else {
             self.entries.push((key, key_span, value));
+            if self.entries.len() > INDEX_THRESHOLD {
+                self.reindex();
+            }
         }
     }
 
     /// The value for `key`.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entries.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v)
+        self.position(key).map(|i| &self.entries[i].2)
     }
 
     /// The value for `key`, mutably.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
-        self.entries
-            .iter_mut()
-            .find(|(k, _, _)| k == key)
-            .map(|(_, _, v)| v)
+        self.position(key).map(|i| &mut self.entries[i].2)
     }
 
     /// The span of `key` itself (where the key is written).
     pub fn key_span(&self, key: &str) -> Option<Span> {
-        self.entries.iter().find(|(k, _, _)| k == key).map(|(_, s, _)| *s)
+        self.position(key).map(|i| self.entries[i].1)
     }
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries.iter().any(|(k, _, _)| k == key)
+        self.position(key).is_some()
     }
 
     /// Removes `key`, keeping the order of the others.
     pub fn remove(&mut self, key: &str) -> Option<Node> {
-        let i = self.entries.iter().position(|(k, _, _)| k == key)?;
-        Some(self.entries.remove(i).2)
+        let i = self.position(key)?;
+        let node = self.entries.remove(i).2;
+        if self.index.is_some() {
+            self.reindex();
+        }
+        Some(node)
     }
 
     /// Entries in order.

@@ -255,5 +255,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?;
     }
     out.flush()?;
+    // The process ends right after this; freeing a large pipeline node by node would
+    // only cost time.
+    std::mem::forget(p);
     Ok(ExitCode::SUCCESS)
 }
