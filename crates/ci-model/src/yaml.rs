@@ -86,7 +86,7 @@ pub enum Value {
 #[derive(Clone, Debug, Default)]
 pub struct Mapping {
     entries: Vec<(String, Span, Node)>,
-    index: Option<Box<HashMap<String, usize>>>,
+    index: Option<HashMap<String, usize>>,
 }
 
 /// Mappings with more entries than this get a hash index.
@@ -119,7 +119,7 @@ impl Mapping {
                 .enumerate()
                 .map(|(i, (k, _, _))| (k.clone(), i))
                 .collect();
-            self.index = Some(Box::new(ix));
+            self.index = Some(ix);
         } else {
             self.index = None;
         }
