@@ -982,6 +982,33 @@ mod tests {
         assert_eq!(keys, vec!["a", "c"]);
     }
 
+    fn first_pos(y: &str) -> (String, u32, u32) {
+        let c = run(y, &MemorySource::new());
+        let d = c
+            .diagnostics
+            .first()
+            .unwrap_or_else(|| panic!("no error for {y}"));
+        let s = d.span.unwrap_or_default();
+        (d.message.clone(), s.line, s.col)
+    }
+
+    #[test]
+    fn positions_of_composition_errors() {
+        assert_eq!(
+            first_pos("job:\n  script: x\n  extends: .nope\n"),
+            ("job: unknown key in `extends`".into(), 3, 12)
+        );
+        assert_eq!(
+            first_pos("job:\n  script:\n    - !reference [.x, script]\n"),
+            (r#"!reference [".x", "script"] could not be found"#.into(), 3, 7)
+        );
+        assert_eq!(
+            first_pos("include:\n  - local: nope.yml\n"),
+            ("Local file `nope.yml` does not exist!".into(), 2, 5)
+        );
+        assert_eq!(first_pos("a: [1\n").1, 2);
+    }
+
     #[test]
     fn simple_expansion() {
         let v = vec![("A".to_string(), "x".to_string())];

@@ -765,6 +765,53 @@ mod tests {
         lint(y).errors().map(|d| d.message.clone()).collect()
     }
 
+    /// The first error with its line and column.
+    fn first(y: &str) -> (String, u32, u32) {
+        let p = lint(y);
+        let d = p.errors().next().unwrap_or_else(|| panic!("no error for {y}"));
+        let s = d.span.unwrap_or_default();
+        (d.message.clone(), s.line, s.col)
+    }
+
+    #[test]
+    fn positions_of_cross_job_errors() {
+        // undefined need: at the needs list
+        assert_eq!(
+            first("a:\n  script: x\n  needs: [b]\n"),
+            ("a job: undefined need: b".into(), 3, 10)
+        );
+        // dependency: at the entry
+        assert_eq!(
+            first("a:\n  script: x\n  dependencies:\n    - z\n"),
+            ("a job: undefined dependency: z".into(), 4, 7)
+        );
+        // duplicated needs: at the needs list
+        assert_eq!(
+            first("b: {script: x}\na:\n  script: x\n  needs:\n    - b\n    - b\n"),
+            ("a has the following needs duplicated: b.".into(), 5, 5)
+        );
+        // on_stop: at the on_stop key
+        assert_eq!(
+            first("d:\n  script: x\n  environment:\n    name: p\n    on_stop: s\n"),
+            ("d job: on_stop job s is not defined".into(), 5, 5)
+        );
+        // dependencies not in needs: at the dependencies key
+        assert_eq!(
+            first("b: {script: x}\nc: {script: x}\na:\n  script: x\n  needs: [b]\n  dependencies: [b, c]\n")
+                .0,
+            "jobs:a dependencies the c should be part of needs"
+        );
+        // jobs without script: at the job key
+        assert_eq!(
+            first("x: 1\nrubocop:\n  scriptt: [a]\n"),
+            (
+                "jobs x config should implement the script:, run:, or trigger: keyword".into(),
+                1,
+                1
+            )
+        );
+    }
+
     #[test]
     fn seed_pipeline_stage_error() {
         let y = "stages:\n  - package\n  - docker_build\n  - deploy_k8s\n\nmaven-build:\n  stage: package\n  script: mvn package\n\ndocker-build:\n  stage: build\n  script: docker build .\n\nk8s-deploy:\n  stage: deploy\n  script: kubectl apply -f deployment.yaml\n";
