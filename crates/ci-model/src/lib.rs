@@ -7,6 +7,7 @@ pub mod compose;
 pub mod diag;
 pub mod emit;
 pub mod expr;
+pub mod payload;
 pub mod pipeline;
 pub(crate) mod rules;
 pub mod source;
