@@ -1,0 +1,992 @@
+//! Evaluating a validated pipeline for one commit: `workflow:rules`, job `rules` and
+//! `only`/`except`, `parallel` instances, and the variables each job gets.
+//!
+//! Semantics follow GitLab's `Gitlab::Ci::Pipeline::Chain` (workflow rules),
+//! `Gitlab::Ci::Pipeline::Seed::Build` (job rules, only/except, needs on absent jobs) and
+//! `Gitlab::Ci::Build::Rules` (first matching rule wins).
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::diag::Diagnostic;
+use crate::pipeline::{Job, Pipeline, instance_names};
+use crate::yaml::{Mapping, Node, Value};
+
+/// Where a variable was defined (GitLab's precedence, lowest first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum VariableLevel {
+    /// Predefined `CI_*` variables.
+    Predefined,
+    /// Top-level `variables:` of `.gitlab-ci.yml`.
+    Global,
+    /// `variables:` of the job (and `parallel:matrix` values, `rules:variables`).
+    Job,
+    /// Instance CI/CD variables.
+    Instance,
+    /// Group CI/CD variables.
+    Group,
+    /// Project CI/CD variables.
+    Project,
+    /// Variables given for this pipeline (manual run, trigger, schedule, `--variable`).
+    Pipeline,
+}
+
+/// A variable with GitLab's flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variable {
+    /// Name.
+    pub key: String,
+    /// Value (file variables: the content).
+    pub value: String,
+    /// Not shown in logs.
+    pub masked: bool,
+    /// Only for protected refs.
+    pub protected: bool,
+    /// A file variable.
+    pub file: bool,
+    /// Not expanded.
+    pub raw: bool,
+    /// Visible to anyone who can read the job (predefined and `.gitlab-ci.yml` ones).
+    pub public: bool,
+    /// Where it was defined.
+    pub level: VariableLevel,
+}
+
+impl Variable {
+    /// A public, unmasked variable.
+    pub fn plain(key: &str, value: &str, level: VariableLevel) -> Self {
+        Variable {
+            key: key.to_string(),
+            value: value.to_string(),
+            masked: false,
+            protected: false,
+            file: false,
+            raw: false,
+            public: true,
+            level,
+        }
+    }
+}
+
+/// Everything about the commit and project that decides what runs.
+#[derive(Clone, Debug)]
+pub struct PipelineContext {
+    /// `push`, `web`, `merge_request_event`, `schedule`, `api`, `trigger`, `pipeline`,
+    /// `chat`, `external`, `external_pull_request_event`, `parent_pipeline`.
+    pub source: String,
+    /// Branch or tag name.
+    pub ref_name: String,
+    /// `ref_name` is a tag.
+    pub tag: bool,
+    /// The project's default branch.
+    pub default_branch: String,
+    /// The ref is protected.
+    pub protected_ref: bool,
+    /// Commit SHA.
+    pub sha: String,
+    /// Previous SHA (`0000...` for a new branch).
+    pub before_sha: String,
+    /// Full commit message.
+    pub commit_message: String,
+    /// `Name <email>`.
+    pub commit_author: String,
+    /// ISO 8601 commit time.
+    pub commit_timestamp: String,
+    /// Files changed by the push; `None` when unknown (then `changes` always holds, as in
+    /// GitLab pipelines without a push diff).
+    pub changed_files: Option<Vec<String>>,
+    /// Files in the repository at `sha` (for `exists`).
+    pub existing_files: Vec<String>,
+    /// Project id.
+    pub project_id: u64,
+    /// `namespace/project`.
+    pub project_path: String,
+    /// Instance URL, e.g. `https://gitlab.example.com`.
+    pub server_url: String,
+    /// Pipeline id and iid.
+    pub pipeline_id: u64,
+    /// Pipeline iid.
+    pub pipeline_iid: u64,
+    /// First job id; jobs get consecutive ids.
+    pub first_job_id: u64,
+    /// User-defined variables (project, group, instance, pipeline levels).
+    pub variables: Vec<Variable>,
+    /// Merge request source and target branch, for MR pipelines.
+    pub merge_request: Option<(String, String)>,
+}
+
+impl Default for PipelineContext {
+    fn default() -> Self {
+        PipelineContext {
+            source: "push".into(),
+            ref_name: "main".into(),
+            tag: false,
+            default_branch: "main".into(),
+            protected_ref: false,
+            sha: "0".repeat(40),
+            before_sha: "0".repeat(40),
+            commit_message: String::new(),
+            commit_author: String::new(),
+            commit_timestamp: "1970-01-01T00:00:00+00:00".into(),
+            changed_files: None,
+            existing_files: Vec::new(),
+            project_id: 1,
+            project_path: "group/project".into(),
+            server_url: "https://gitlab.example.com".into(),
+            pipeline_id: 1,
+            pipeline_iid: 1,
+            first_job_id: 1,
+            variables: Vec::new(),
+            merge_request: None,
+        }
+    }
+}
+
+/// Why a job is not in the pipeline, or how it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Created; `rule` is the index of the matching rule, if rules decided.
+    Created {
+        /// The rule that matched.
+        rule: Option<usize>,
+    },
+    /// Not created: no rule matched.
+    NoRuleMatched,
+    /// Not created: the matching rule says `when: never`.
+    Never {
+        /// The rule that matched.
+        rule: usize,
+    },
+    /// Not created by `only`/`except`.
+    OnlyExcept,
+}
+
+/// One job of the evaluated pipeline (one `parallel` instance).
+#[derive(Clone, Debug)]
+pub struct EvaluatedJob {
+    /// Instance name (`job 1/2`, `job: [a]`, or the job's name).
+    pub name: String,
+    /// The job as configured.
+    pub job: String,
+    /// Stage.
+    pub stage: String,
+    /// Index of the stage.
+    pub stage_index: usize,
+    /// `when` after rules.
+    pub when: String,
+    /// `start_in` for delayed jobs, in seconds.
+    pub start_in: Option<u64>,
+    /// `allow_failure` after rules.
+    pub allow_failure: bool,
+    /// `allow_failure:exit_codes`.
+    pub allow_failure_exit_codes: Vec<i64>,
+    /// Needs (instance names); `None` for stage ordering.
+    pub needs: Option<Vec<(String, bool, bool)>>,
+    /// The variables of the job, lowest precedence first (later entries win).
+    pub variables: Vec<Variable>,
+    /// Job id in this pipeline.
+    pub id: u64,
+}
+
+/// The result of [`Pipeline::evaluate`].
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// Whether `workflow:rules` let the pipeline be created.
+    pub created: bool,
+    /// `workflow:name`, expanded.
+    pub name: Option<String>,
+    /// The jobs that run, in stage order then configuration order.
+    pub jobs: Vec<EvaluatedJob>,
+    /// Every configured job with its decision.
+    pub decisions: Vec<(String, Decision)>,
+    /// Errors GitLab would report when creating the pipeline (e.g. a need on an absent job).
+    pub errors: Vec<Diagnostic>,
+}
+
+impl Evaluation {
+    /// A job by instance name.
+    pub fn job(&self, name: &str) -> Option<&EvaluatedJob> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+/// `File.fnmatch?(glob, path, FNM_PATHNAME | FNM_DOTMATCH | FNM_EXTGLOB)`.
+pub(crate) fn fnmatch(pattern: &str) -> Option<GlobMatcher> {
+    GlobBuilder::new(pattern.trim_start_matches('/'))
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .ok()
+        .map(|g| g.compile_matcher())
+}
+
+fn any_matches(patterns: &[String], files: &[String]) -> bool {
+    patterns.iter().any(|p| match fnmatch(p) {
+        Some(m) => files.iter().any(|f| m.is_match(f)),
+        None => false,
+    })
+}
+
+fn strings(n: Option<&Node>) -> Vec<String> {
+    match n.map(|n| &n.value) {
+        Some(Value::Seq(s)) => s.iter().filter_map(Node::scalar_to_string).collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(_) => n.and_then(Node::scalar_to_string).into_iter().collect(),
+    }
+}
+
+/// Values of a `variables:` mapping (plain values or `{value:, expand:}`).
+fn yaml_variables(node: Option<&Node>, level: VariableLevel) -> Vec<Variable> {
+    let mut out = Vec::new();
+    let Some(m) = node.and_then(Node::as_map) else {
+        return out;
+    };
+    for (k, v) in m.iter() {
+        let (value, raw) = match &v.value {
+            Value::Map(vm) => (
+                vm.get("value")
+                    .and_then(Node::scalar_to_string)
+                    .unwrap_or_default(),
+                vm.get("expand").and_then(Node::as_bool) == Some(false),
+            ),
+            _ => (v.scalar_to_string().unwrap_or_default(), false),
+        };
+        let mut var = Variable::plain(k, &value, level);
+        var.raw = raw;
+        out.push(var);
+    }
+    out
+}
+
+/// Sets `vars[key] = value` keeping the "later wins" order.
+fn upsert(vars: &mut Vec<Variable>, v: Variable) {
+    vars.retain(|x| x.key != v.key);
+    vars.push(v);
+}
+
+/// `CI_COMMIT_REF_SLUG`: lowercased, non-alphanumerics to `-`, at most 63 bytes, no
+/// leading or trailing `-`.
+pub fn ref_slug(s: &str) -> String {
+    let mut out: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    out.truncate(63);
+    out.trim_matches('-').to_string()
+}
+
+impl PipelineContext {
+    fn branch(&self) -> Option<&str> {
+        (!self.tag && self.merge_request.is_none()).then_some(self.ref_name.as_str())
+    }
+
+    /// The predefined variables GitLab sets for every job of this pipeline.
+    pub fn predefined(&self) -> Vec<Variable> {
+        let p = |k: &str, v: &str| Variable::plain(k, v, VariableLevel::Predefined);
+        let (namespace, project_name) = self
+            .project_path
+            .rsplit_once('/')
+            .unwrap_or(("", &self.project_path));
+        let host = self
+            .server_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&self.server_url)
+            .trim_end_matches('/');
+        let (server_host, server_port) = host.split_once(':').unwrap_or((host, ""));
+        let protocol = self.server_url.split("://").next().unwrap_or("https");
+        let port = if server_port.is_empty() {
+            if protocol == "http" { "80" } else { "443" }
+        } else {
+            server_port
+        };
+        let title = self.commit_message.lines().next().unwrap_or("");
+        let description = self
+            .commit_message
+            .split_once('\n')
+            .map(|(_, d)| d.trim_start_matches('\n'))
+            .unwrap_or("");
+        let project_url = format!("{}/{}", self.server_url.trim_end_matches('/'), self.project_path);
+        let mut v = vec![
+            p("CI", "true"),
+            p("GITLAB_CI", "true"),
+            p("CI_SERVER", "yes"),
+            p("CI_SERVER_URL", self.server_url.trim_end_matches('/')),
+            p("CI_SERVER_HOST", server_host),
+            p("CI_SERVER_PORT", port),
+            p("CI_SERVER_PROTOCOL", protocol),
+            p("CI_SERVER_NAME", "GitLab"),
+            p("CI_SERVER_FQDN", host),
+            p(
+                "CI_API_V4_URL",
+                &format!("{}/api/v4", self.server_url.trim_end_matches('/')),
+            ),
+            p(
+                "CI_API_GRAPHQL_URL",
+                &format!("{}/api/graphql", self.server_url.trim_end_matches('/')),
+            ),
+            p("CI_PROJECT_ID", &self.project_id.to_string()),
+            p("CI_PROJECT_NAME", project_name),
+            p("CI_PROJECT_TITLE", project_name),
+            p("CI_PROJECT_PATH", &self.project_path),
+            p("CI_PROJECT_PATH_SLUG", &ref_slug(&self.project_path)),
+            p("CI_PROJECT_NAMESPACE", namespace),
+            p(
+                "CI_PROJECT_ROOT_NAMESPACE",
+                namespace.split('/').next().unwrap_or(""),
+            ),
+            p("CI_PROJECT_URL", &project_url),
+            p("CI_PROJECT_VISIBILITY", "private"),
+            p("CI_PROJECT_REPOSITORY_LANGUAGES", ""),
+            p("CI_PROJECT_CLASSIFICATION_LABEL", ""),
+            p("CI_DEFAULT_BRANCH", &self.default_branch),
+            p("CI_CONFIG_PATH", ".gitlab-ci.yml"),
+            p("CI_PIPELINE_ID", &self.pipeline_id.to_string()),
+            p("CI_PIPELINE_IID", &self.pipeline_iid.to_string()),
+            p("CI_PIPELINE_SOURCE", &self.source),
+            p(
+                "CI_PIPELINE_URL",
+                &format!("{project_url}/-/pipelines/{}", self.pipeline_id),
+            ),
+            p("CI_PIPELINE_CREATED_AT", &self.commit_timestamp),
+            p("CI_COMMIT_SHA", &self.sha),
+            p("CI_COMMIT_SHORT_SHA", self.sha.get(..8).unwrap_or(&self.sha)),
+            p("CI_COMMIT_BEFORE_SHA", &self.before_sha),
+            p("CI_COMMIT_REF_NAME", &self.ref_name),
+            p("CI_COMMIT_REF_SLUG", &ref_slug(&self.ref_name)),
+            p(
+                "CI_COMMIT_REF_PROTECTED",
+                if self.protected_ref { "true" } else { "false" },
+            ),
+            p("CI_COMMIT_MESSAGE", &self.commit_message),
+            p("CI_COMMIT_TITLE", title),
+            p("CI_COMMIT_DESCRIPTION", description),
+            p("CI_COMMIT_AUTHOR", &self.commit_author),
+            p("CI_COMMIT_TIMESTAMP", &self.commit_timestamp),
+            p("CI_REGISTRY", &format!("registry.{server_host}")),
+            p(
+                "CI_REGISTRY_IMAGE",
+                &format!("registry.{server_host}/{}", self.project_path.to_lowercase()),
+            ),
+            p("CI_DEPENDENCY_PROXY_SERVER", &format!("{server_host}:{port}")),
+            p(
+                "CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX",
+                &format!("{server_host}:{port}/{namespace}/dependency_proxy/containers"),
+            ),
+            p("CI_PAGES_DOMAIN", &format!("pages.{server_host}")),
+        ];
+        if self.tag {
+            v.push(p("CI_COMMIT_TAG", &self.ref_name));
+            v.push(p("CI_COMMIT_TAG_MESSAGE", ""));
+        }
+        if let Some(b) = self.branch() {
+            v.push(p("CI_COMMIT_BRANCH", b));
+        }
+        if let Some((source, target)) = &self.merge_request {
+            v.push(p("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", source));
+            v.push(p("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", target));
+            v.push(p("CI_MERGE_REQUEST_EVENT_TYPE", "detached"));
+            v.push(p("CI_OPEN_MERGE_REQUESTS", &format!("{}!1", self.project_path)));
+        }
+        v
+    }
+}
+
+/// What a list of rules decides (GitLab's `Gitlab::Ci::Build::Rules::Result`).
+struct RuleResult {
+    index: Option<usize>,
+    when: String,
+    allow_failure: Option<bool>,
+    start_in: Option<u64>,
+    variables: Vec<Variable>,
+    needs: Option<Node>,
+}
+
+fn rule_matches(rule: &Mapping, vars: &[(String, String)], ctx: &PipelineContext) -> bool {
+    if let Some(cond) = rule.get("if").and_then(Node::as_str)
+        && !crate::expr_eval(cond, vars)
+    {
+        return false;
+    }
+    if let Some(ch) = rule.get("changes") {
+        // Without a push diff (web, schedule, first push of a branch), `changes` holds.
+        if let Some(files) = &ctx.changed_files {
+            let pats = match &ch.value {
+                Value::Map(m) => strings(m.get("paths")),
+                _ => strings(Some(ch)),
+            };
+            let pats: Vec<String> = pats
+                .iter()
+                .map(|p| crate::compose::expand_simple(p, vars))
+                .collect();
+            if !any_matches(&pats, files) {
+                return false;
+            }
+        }
+    }
+    if let Some(ex) = rule.get("exists") {
+        let pats = match &ex.value {
+            Value::Map(m) => strings(m.get("paths")),
+            _ => strings(Some(ex)),
+        };
+        let pats: Vec<String> = pats
+            .iter()
+            .map(|p| crate::compose::expand_simple(p, vars))
+            .collect();
+        if !any_matches(&pats, &ctx.existing_files) {
+            return false;
+        }
+    }
+    true
+}
+
+fn evaluate_rules(
+    rules: &[Node],
+    vars: &[(String, String)],
+    ctx: &PipelineContext,
+    default_when: &str,
+) -> RuleResult {
+    for (i, r) in rules.iter().enumerate() {
+        let Some(m) = r.as_map() else { continue };
+        if rule_matches(m, vars, ctx) {
+            return RuleResult {
+                index: Some(i),
+                when: m
+                    .get("when")
+                    .and_then(Node::scalar_to_string)
+                    .unwrap_or_else(|| default_when.to_string()),
+                allow_failure: m.get("allow_failure").and_then(Node::as_bool),
+                start_in: m
+                    .get("start_in")
+                    .and_then(Node::scalar_to_string)
+                    .and_then(|s| crate::parse_duration(&s)),
+                variables: yaml_variables(m.get("variables"), VariableLevel::Job),
+                needs: m.get("needs").cloned(),
+            };
+        }
+    }
+    RuleResult {
+        index: None,
+        when: "never".into(),
+        allow_failure: None,
+        start_in: None,
+        variables: Vec::new(),
+        needs: None,
+    }
+}
+
+/// One `only:`/`except:` policy: does it match this pipeline?
+fn policy_matches(policy: &Node, vars: &[(String, String)], ctx: &PipelineContext) -> bool {
+    let (refs, variables, changes) = match &policy.value {
+        Value::Map(m) => (
+            m.get("refs").map(|n| strings(Some(n))),
+            m.get("variables").map(|n| strings(Some(n))),
+            m.get("changes").map(|n| strings(Some(n))),
+        ),
+        _ => (Some(strings(Some(policy))), None, None),
+    };
+    if let Some(refs) = refs
+        && !refs.iter().any(|r| ref_matches(r, ctx))
+    {
+        return false;
+    }
+    if let Some(exprs) = variables
+        && !exprs.iter().any(|e| crate::expr_eval(e, vars))
+    {
+        return false;
+    }
+    if let (Some(pats), Some(files)) = (changes, &ctx.changed_files)
+        && !any_matches(&pats, files)
+    {
+        return false;
+    }
+    true
+}
+
+/// `only:refs` entries: keywords, `/regex/`, or a ref name (`name@namespace` too).
+fn ref_matches(r: &str, ctx: &PipelineContext) -> bool {
+    let src = ctx.source.as_str();
+    match r {
+        "branches" => !ctx.tag && ctx.merge_request.is_none(),
+        "tags" => ctx.tag,
+        "api" => src == "api",
+        "external" => src == "external",
+        "pipelines" => src == "pipeline" || src == "parent_pipeline",
+        "pushes" => src == "push",
+        "schedules" => src == "schedule",
+        "triggers" => src == "trigger",
+        "web" => src == "web",
+        "merge_requests" => src == "merge_request_event",
+        "external_pull_requests" => src == "external_pull_request_event",
+        "chat" => src == "chat",
+        _ => {
+            let r = match r.split_once('@') {
+                Some((name, ns)) if ctx.project_path.starts_with(ns) => name,
+                Some(_) => return false,
+                None => r,
+            };
+            if r.starts_with('/') && r.len() > 1 {
+                return crate::expr::ruby_syntax_regexp(r).is_ok_and(|re| re.is_match(&ctx.ref_name));
+            }
+            r == ctx.ref_name
+        }
+    }
+}
+
+impl Pipeline {
+    /// Decides, as GitLab would when creating the pipeline, which jobs run and with what.
+    pub fn evaluate(&self, ctx: &PipelineContext) -> Evaluation {
+        let mut eval = Evaluation {
+            created: true,
+            name: None,
+            jobs: Vec::new(),
+            decisions: Vec::new(),
+            errors: Vec::new(),
+        };
+        let root = self.config.as_map();
+        let user_vars: Vec<Variable> = {
+            let mut u: Vec<Variable> = ctx
+                .variables
+                .iter()
+                .filter(|v| !v.protected || ctx.protected_ref)
+                .cloned()
+                .collect();
+            u.sort_by_key(|v| v.level);
+            u
+        };
+        let mut global = ctx.predefined();
+        for v in yaml_variables(root.and_then(|r| r.get("variables")), VariableLevel::Global) {
+            upsert(&mut global, v);
+        }
+        let pairs = |vars: &[Variable], user: &[Variable]| -> Vec<(String, String)> {
+            vars.iter()
+                .chain(user.iter())
+                .map(|v| (v.key.clone(), v.value.clone()))
+                .collect()
+        };
+
+        // workflow:rules
+        if let Some(wf) = root.and_then(|r| r.get("workflow")).and_then(Node::as_map) {
+            if let Some(rules) = wf.get("rules").and_then(Node::as_seq) {
+                let r = evaluate_rules(rules, &pairs(&global, &user_vars), ctx, "always");
+                if r.index.is_none() || r.when == "never" {
+                    eval.created = false;
+                    return eval;
+                }
+                for v in r.variables {
+                    upsert(
+                        &mut global,
+                        Variable {
+                            level: VariableLevel::Global,
+                            ..v
+                        },
+                    );
+                }
+            }
+            if let Some(name) = wf.get("name").and_then(Node::scalar_to_string) {
+                eval.name = Some(crate::compose::expand_simple(&name, &pairs(&global, &user_vars)));
+            }
+        }
+
+        let mut next_id = ctx.first_job_id;
+        let mut pending: Vec<EvaluatedJob> = Vec::new();
+        for job in &self.jobs {
+            let decision = self.decide(job, &global, &user_vars, ctx, &mut pending, &mut next_id);
+            eval.decisions.push((job.name.clone(), decision));
+        }
+
+        // Needs on jobs that are not in the pipeline (Seed::Build#needs_errors).
+        let present: std::collections::HashSet<String> = pending.iter().map(|j| j.name.clone()).collect();
+        let mut errors = Vec::new();
+        for j in &pending {
+            for (need, _, optional) in j.needs.iter().flatten() {
+                if !present.contains(need) && !optional {
+                    errors.push(Diagnostic::error(
+                        format!(
+                            "'{}' job needs '{need}' job, but '{need}' does not exist in the pipeline. This might be because of the only, except, or rules keywords. To need a job that sometimes does not exist in the pipeline, use needs:optional.",
+                            j.name
+                        ),
+                        self.job(&j.job).map(|x| x.span),
+                    ));
+                }
+            }
+        }
+        for j in &mut pending {
+            if let Some(n) = &mut j.needs {
+                n.retain(|(name, _, _)| present.contains(name));
+            }
+        }
+        pending.sort_by_key(|j| j.stage_index);
+        eval.jobs = pending;
+        eval.errors = errors;
+        eval
+    }
+
+    fn decide(
+        &self,
+        job: &Job,
+        global: &[Variable],
+        user_vars: &[Variable],
+        ctx: &PipelineContext,
+        out: &mut Vec<EvaluatedJob>,
+        next_id: &mut u64,
+    ) -> Decision {
+        let cfg = &job.config;
+        // Job variables: global ones unless `inherit:variables` says otherwise, then the job's.
+        let inherit = cfg
+            .get("inherit")
+            .and_then(Node::as_map)
+            .and_then(|m| m.get("variables"));
+        let mut vars: Vec<Variable> = global
+            .iter()
+            .filter(|v| {
+                v.level == VariableLevel::Predefined
+                    || match inherit.map(|n| &n.value) {
+                        Some(Value::Bool(false)) => false,
+                        Some(Value::Seq(list)) => list.iter().any(|i| i.as_str() == Some(v.key.as_str())),
+                        _ => true,
+                    }
+            })
+            .cloned()
+            .collect();
+        for (k, v) in [
+            ("CI_JOB_NAME", job.name.as_str()),
+            ("CI_JOB_NAME_SLUG", &ref_slug(&job.name)),
+            ("CI_JOB_STAGE", job.stage.as_str()),
+        ] {
+            upsert(&mut vars, Variable::plain(k, v, VariableLevel::Predefined));
+        }
+        for v in yaml_variables(cfg.get("variables"), VariableLevel::Job) {
+            upsert(&mut vars, v);
+        }
+        let all_pairs: Vec<(String, String)> = vars
+            .iter()
+            .chain(user_vars.iter())
+            .map(|v| (v.key.clone(), v.value.clone()))
+            .collect();
+
+        let job_when = cfg.get("when").and_then(Node::scalar_to_string);
+        let job_allow_failure = cfg.get("allow_failure");
+        let (when, allow_failure, start_in, rule_needs, decision) =
+            if let Some(rules) = cfg.get("rules").and_then(Node::as_seq) {
+                let r = evaluate_rules(
+                    rules,
+                    &all_pairs,
+                    ctx,
+                    job_when.as_deref().unwrap_or("on_success"),
+                );
+                match r.index {
+                    None => return Decision::NoRuleMatched,
+                    Some(i) if r.when == "never" => return Decision::Never { rule: i },
+                    Some(i) => {
+                        for v in r.variables {
+                            upsert(&mut vars, v);
+                        }
+                        // A rule's `when: manual` without allow_failure means allow_failure false.
+                        let af = r
+                            .allow_failure
+                            .unwrap_or_else(|| job_allow_failure.and_then(Node::as_bool).unwrap_or(false));
+                        let start_in = r.start_in.or_else(|| {
+                            cfg.get("start_in")
+                                .and_then(Node::scalar_to_string)
+                                .and_then(|s| crate::parse_duration(&s))
+                        });
+                        (r.when, af, start_in, r.needs, Decision::Created { rule: Some(i) })
+                    }
+                }
+            } else {
+                let only = cfg.get("only");
+                let except = cfg.get("except");
+                let default_only = Node::synthetic(Value::Seq(vec![
+                    Node::synthetic(Value::Str("branches".into())),
+                    Node::synthetic(Value::Str("tags".into())),
+                ]));
+                let only_ok = policy_matches(only.unwrap_or(&default_only), &all_pairs, ctx);
+                let except_hit = except.is_some_and(|e| policy_matches(e, &all_pairs, ctx));
+                if !only_ok || except_hit {
+                    return Decision::OnlyExcept;
+                }
+                let start_in = cfg
+                    .get("start_in")
+                    .and_then(Node::scalar_to_string)
+                    .and_then(|s| crate::parse_duration(&s));
+                (
+                    job.when.clone(),
+                    job.allow_failure,
+                    start_in,
+                    None,
+                    Decision::Created { rule: None },
+                )
+            };
+        let exit_codes: Vec<i64> = match job_allow_failure
+            .and_then(Node::as_map)
+            .and_then(|m| m.get("exit_codes"))
+        {
+            Some(n) => match &n.value {
+                Value::Int(i) => vec![*i],
+                Value::Seq(s) => s.iter().filter_map(Node::as_int).collect(),
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let needs_node = rule_needs.or_else(|| cfg.get("needs").cloned());
+        let needs: Option<Vec<(String, bool, bool)>> = needs_node.map(|n| {
+            crate::pipeline::parse_needs(&n)
+                .into_iter()
+                .filter(|n| !n.external)
+                .flat_map(|n| {
+                    let expanded = self
+                        .job(&n.job)
+                        .filter(|j| j.instances.len() > 1)
+                        .map(|j| j.instances.clone())
+                        .unwrap_or_else(|| vec![n.job.clone()]);
+                    expanded.into_iter().map(move |e| (e, n.artifacts, n.optional))
+                })
+                .collect()
+        });
+        let stage_index = self.stages.iter().position(|s| *s == job.stage).unwrap_or(0);
+
+        // parallel instances, with matrix variables.
+        let parallel = cfg.get("parallel");
+        let names = instance_names(&job.name, parallel);
+        let matrix_vars = matrix_variables(parallel);
+        let total = names.len();
+        for (i, inst) in names.iter().enumerate() {
+            let mut v = vars.clone();
+            upsert(
+                &mut v,
+                Variable::plain("CI_JOB_NAME", inst, VariableLevel::Predefined),
+            );
+            upsert(
+                &mut v,
+                Variable::plain("CI_JOB_NAME_SLUG", &ref_slug(inst), VariableLevel::Predefined),
+            );
+            if total > 1 {
+                upsert(
+                    &mut v,
+                    Variable::plain("CI_NODE_INDEX", &(i + 1).to_string(), VariableLevel::Predefined),
+                );
+                upsert(
+                    &mut v,
+                    Variable::plain("CI_NODE_TOTAL", &total.to_string(), VariableLevel::Predefined),
+                );
+            }
+            if let Some(mv) = matrix_vars.get(i) {
+                for (k, val) in mv {
+                    upsert(&mut v, Variable::plain(k, val, VariableLevel::Job));
+                }
+            }
+            upsert(
+                &mut v,
+                Variable::plain("CI_JOB_ID", &next_id.to_string(), VariableLevel::Predefined),
+            );
+            for u in user_vars {
+                upsert(&mut v, u.clone());
+            }
+            out.push(EvaluatedJob {
+                name: inst.clone(),
+                job: job.name.clone(),
+                stage: job.stage.clone(),
+                stage_index,
+                when: when.clone(),
+                start_in,
+                allow_failure,
+                allow_failure_exit_codes: exit_codes.clone(),
+                needs: needs.clone(),
+                variables: v,
+                id: *next_id,
+            });
+            *next_id += 1;
+        }
+        decision
+    }
+}
+
+/// The variables of each `parallel:matrix` combination, in instance order.
+fn matrix_variables(parallel: Option<&Node>) -> Vec<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let Some(list) = parallel
+        .and_then(Node::as_map)
+        .and_then(|m| m.get("matrix"))
+        .and_then(Node::as_seq)
+    else {
+        return out;
+    };
+    for entry in list {
+        let Some(m) = entry.as_map() else { continue };
+        let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        for (k, v) in m.iter() {
+            let values: Vec<String> = strings(Some(v));
+            let mut next = Vec::new();
+            for c in &combos {
+                for val in &values {
+                    let mut c2 = c.clone();
+                    c2.push((k.to_string(), val.clone()));
+                    next.push(c2);
+                }
+            }
+            combos = next;
+        }
+        out.extend(combos);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LoadOptions, MemorySource, load};
+
+    fn eval(y: &str, ctx: &PipelineContext) -> Evaluation {
+        let p = load(".gitlab-ci.yml", y, &MemorySource::new(), &LoadOptions::default());
+        assert!(p.is_valid(), "{:?}", p.diagnostics);
+        p.evaluate(ctx)
+    }
+
+    fn names(e: &Evaluation) -> Vec<&str> {
+        e.jobs.iter().map(|j| j.name.as_str()).collect()
+    }
+
+    fn branch(b: &str) -> PipelineContext {
+        PipelineContext {
+            ref_name: b.into(),
+            ..PipelineContext::default()
+        }
+    }
+
+    #[test]
+    fn rules_first_match_wins() {
+        let y = "a:\n  script: x\n  rules:\n    - if: $CI_COMMIT_BRANCH == \"main\"\n      when: manual\n    - when: always\nb:\n  script: x\n  rules:\n    - if: $CI_COMMIT_TAG\n";
+        let e = eval(y, &branch("main"));
+        assert_eq!(names(&e), vec!["a"]);
+        let a = e.job("a").unwrap();
+        assert_eq!(a.when, "manual");
+        assert!(
+            !a.allow_failure,
+            "when: manual from a rule means allow_failure false"
+        );
+        assert_eq!(e.decisions[1].1, Decision::NoRuleMatched);
+        let e = eval(y, &branch("dev"));
+        assert_eq!(e.job("a").unwrap().when, "always");
+    }
+
+    #[test]
+    fn manual_job_without_rules_allows_failure() {
+        let e = eval("a: {script: x, when: manual}\n", &branch("main"));
+        assert!(e.job("a").unwrap().allow_failure);
+    }
+
+    #[test]
+    fn workflow_rules_and_variables() {
+        let y = "workflow:\n  name: 'Pipeline for $CI_COMMIT_BRANCH ($MODE)'\n  rules:\n    - if: $CI_COMMIT_BRANCH == \"main\"\n      variables: {MODE: prod}\n    - if: $CI_COMMIT_BRANCH\n      variables: {MODE: dev}\nvariables: {MODE: none}\na:\n  script: x\n  rules:\n    - if: $MODE == \"prod\"\n";
+        let e = eval(y, &branch("main"));
+        assert!(e.created);
+        assert_eq!(e.name.as_deref(), Some("Pipeline for main (prod)"));
+        assert_eq!(names(&e), vec!["a"]);
+        let e = eval(y, &branch("dev"));
+        assert!(e.jobs.is_empty());
+        let e = eval(
+            y,
+            &PipelineContext {
+                tag: true,
+                ref_name: "v1".into(),
+                ..PipelineContext::default()
+            },
+        );
+        assert!(!e.created);
+    }
+
+    #[test]
+    fn changes_and_exists() {
+        let y = "a:\n  script: x\n  rules:\n    - changes: ['src/**/*.rs']\nb:\n  script: x\n  rules:\n    - exists: [Dockerfile]\n";
+        let mut ctx = branch("main");
+        ctx.changed_files = Some(vec!["docs/readme.md".into()]);
+        ctx.existing_files = vec!["Dockerfile".into()];
+        assert_eq!(names(&eval(y, &ctx)), vec!["b"]);
+        ctx.changed_files = Some(vec!["src/a/b.rs".into()]);
+        assert_eq!(names(&eval(y, &ctx)), vec!["a", "b"]);
+        ctx.changed_files = None; // no push diff: changes holds
+        ctx.existing_files.clear();
+        assert_eq!(names(&eval(y, &ctx)), vec!["a"]);
+    }
+
+    #[test]
+    fn only_except_and_mr_default() {
+        let y = "a: {script: x}\nb: {script: x, only: [tags]}\nc: {script: x, except: [main]}\nd: {script: x, only: ['/^rel-/']}\ne: {script: x, only: {refs: [branches], variables: ['$X == \"1\"']}}\nf: {script: x, rules: [{if: '$CI_PIPELINE_SOURCE == \"merge_request_event\"'}]}\n";
+        let e = eval(y, &branch("main"));
+        assert_eq!(names(&e), vec!["a"]);
+        let e = eval(y, &branch("rel-1"));
+        assert_eq!(names(&e), vec!["a", "c", "d"]);
+        let mut ctx = branch("main");
+        ctx.variables
+            .push(Variable::plain("X", "1", VariableLevel::Project));
+        assert_eq!(names(&eval(y, &ctx)), vec!["a", "e"]);
+        let mr = PipelineContext {
+            source: "merge_request_event".into(),
+            ref_name: "feature".into(),
+            merge_request: Some(("feature".into(), "main".into())),
+            ..PipelineContext::default()
+        };
+        // Jobs without rules do not run in merge request pipelines.
+        assert_eq!(names(&eval(y, &mr)), vec!["f"]);
+    }
+
+    #[test]
+    fn needs_on_absent_job() {
+        let y = "a: {script: x, rules: [{if: $NOPE}]}\nb: {script: x, needs: [a]}\nc: {script: x, needs: [{job: a, optional: true}]}\n";
+        let e = eval(y, &branch("main"));
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(
+            e.errors[0].message,
+            "'b' job needs 'a' job, but 'a' does not exist in the pipeline. This might be because of the only, except, or rules keywords. To need a job that sometimes does not exist in the pipeline, use needs:optional."
+        );
+        assert_eq!(e.job("c").unwrap().needs.as_ref().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn variables_precedence_and_matrix() {
+        let y = "variables: {G: global, J: global}\na:\n  script: x\n  variables: {J: job}\n  parallel:\n    matrix:\n      - P: [x, y]\n";
+        let mut ctx = branch("main");
+        ctx.variables
+            .push(Variable::plain("G", "project", VariableLevel::Project));
+        let e = eval(y, &ctx);
+        assert_eq!(names(&e), vec!["a: [x]", "a: [y]"]);
+        let get = |j: &EvaluatedJob, k: &str| {
+            j.variables
+                .iter()
+                .rev()
+                .find(|v| v.key == k)
+                .map(|v| v.value.clone())
+        };
+        let j = &e.jobs[1];
+        assert_eq!(get(j, "G").as_deref(), Some("project"));
+        assert_eq!(get(j, "J").as_deref(), Some("job"));
+        assert_eq!(get(j, "P").as_deref(), Some("y"));
+        assert_eq!(get(j, "CI_JOB_NAME").as_deref(), Some("a: [y]"));
+        assert_eq!(get(j, "CI_NODE_INDEX").as_deref(), Some("2"));
+        assert_eq!(get(j, "CI_COMMIT_BRANCH").as_deref(), Some("main"));
+        assert_eq!(get(j, "CI_COMMIT_REF_SLUG").as_deref(), Some("main"));
+        assert_eq!(e.jobs[0].id + 1, e.jobs[1].id);
+    }
+
+    #[test]
+    fn protected_variables_only_on_protected_refs() {
+        let y = "a: {script: x, rules: [{if: $SECRET}]}\n";
+        let mut ctx = branch("main");
+        let mut s = Variable::plain("SECRET", "s3cr3t-value", VariableLevel::Project);
+        s.protected = true;
+        s.masked = true;
+        s.public = false;
+        ctx.variables.push(s);
+        assert!(eval(y, &ctx).jobs.is_empty());
+        ctx.protected_ref = true;
+        assert_eq!(names(&eval(y, &ctx)), vec!["a"]);
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(ref_slug("Feature/Foo_Bar"), "feature-foo-bar");
+        assert_eq!(ref_slug("-x-"), "x");
+        assert_eq!(ref_slug(&"a".repeat(100)).len(), 63);
+    }
+}
