@@ -160,9 +160,8 @@ pub struct Image {
     pub name: String,
     /// `entrypoint` override, `null` when not set.
     pub entrypoint: Option<Vec<String>>,
-    /// `docker:`/`kubernetes:` options.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub executor_opts: Option<serde_json::Value>,
+    /// `docker:`/`kubernetes:` options (`{}` when none).
+    pub executor_opts: serde_json::Value,
     /// Ports.
     pub ports: Vec<Port>,
     /// Pull policies, `null` when not set.
@@ -188,7 +187,6 @@ pub struct Service {
     /// Pull policies.
     pub pull_policy: Option<Vec<String>>,
     /// Service variables.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub variables: Vec<ServiceVariable>,
 }
 
@@ -291,4 +289,518 @@ pub struct Features {
     pub token_mask_prefixes: Vec<String>,
     /// Failure reasons the server accepts.
     pub failure_reasons: Vec<String>,
+}
+
+/// Token prefixes GitLab asks runners to mask (`features.token_mask_prefixes`).
+pub const TOKEN_MASK_PREFIXES: &[&str] = &[
+    "glpat-",
+    "gloas-",
+    "gldt-",
+    "glrt-",
+    "glcbt-",
+    "glptt-",
+    "glft-",
+    "glimt-",
+    "glagent-",
+    "glsoat-",
+    "glffct-",
+    "GR1348941",
+];
+
+/// Failure reasons a runner may send (`features.failure_reasons`).
+pub const FAILURE_REASONS: &[&str] = &[
+    "unknown_failure",
+    "script_failure",
+    "runner_system_failure",
+    "job_execution_timeout",
+    "image_pull_failure",
+    "runner_configuration_error",
+    "runner_external_dependency_failure",
+    "runner_interrupted",
+];
+
+/// GitLab's default job timeout (project setting), in seconds.
+pub const DEFAULT_TIMEOUT: u64 = 3600;
+
+mod build {
+    use super::*;
+    use crate::eval::{EvaluatedJob, Evaluation, PipelineContext, VariableLevel};
+    use crate::pipeline::Pipeline;
+    use crate::yaml::{Mapping, Node, Value};
+
+    fn flatten(n: Option<&Node>, out: &mut Vec<String>) {
+        match n.map(|n| &n.value) {
+            Some(Value::Seq(items)) => {
+                for i in items {
+                    flatten(Some(i), out);
+                }
+            }
+            Some(Value::Null) | None => {}
+            Some(_) => {
+                if let Some(s) = n.and_then(Node::scalar_to_string) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+
+    fn strings(n: Option<&Node>) -> Vec<String> {
+        let mut v = Vec::new();
+        flatten(n, &mut v);
+        v
+    }
+
+    fn opt_strings(n: Option<&Node>) -> Option<Vec<String>> {
+        n.filter(|n| !n.is_null()).map(|n| strings(Some(n)))
+    }
+
+    fn ports(n: Option<&Node>) -> Vec<Port> {
+        let Some(items) = n.and_then(Node::as_seq) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|p| match &p.value {
+                Value::Int(i) => u16::try_from(*i).ok().map(|number| Port {
+                    number,
+                    ..Port::default()
+                }),
+                Value::Map(m) => Some(Port {
+                    number: m
+                        .get("number")
+                        .and_then(Node::as_int)
+                        .and_then(|i| u16::try_from(i).ok())?,
+                    protocol: m.get("protocol").and_then(Node::scalar_to_string),
+                    name: m.get("name").and_then(Node::scalar_to_string),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn executor_opts(m: Option<&Mapping>) -> serde_json::Value {
+        let mut o = serde_json::Map::new();
+        if let Some(m) = m {
+            for k in ["docker", "kubernetes"] {
+                if let Some(v) = m.get(k).filter(|v| !v.is_null()) {
+                    o.insert(k.to_string(), v.to_json());
+                }
+            }
+        }
+        serde_json::Value::Object(o)
+    }
+
+    fn image(n: &Node) -> Option<Image> {
+        match &n.value {
+            Value::Str(s) => Some(Image {
+                name: s.clone(),
+                executor_opts: executor_opts(None),
+                ..Image::default()
+            }),
+            Value::Map(m) => Some(Image {
+                name: m.get("name").and_then(Node::scalar_to_string)?,
+                entrypoint: opt_strings(m.get("entrypoint")),
+                executor_opts: executor_opts(Some(m)),
+                ports: ports(m.get("ports")),
+                pull_policy: opt_strings(m.get("pull_policy")),
+            }),
+            _ => None,
+        }
+    }
+
+    fn service(n: &Node) -> Option<Service> {
+        match &n.value {
+            Value::Str(s) => Some(Service {
+                name: s.clone(),
+                executor_opts: executor_opts(None),
+                ..Service::default()
+            }),
+            Value::Map(m) => Some(Service {
+                name: m.get("name").and_then(Node::scalar_to_string)?,
+                alias: m.get("alias").and_then(Node::scalar_to_string),
+                command: opt_strings(m.get("command")),
+                entrypoint: opt_strings(m.get("entrypoint")),
+                executor_opts: executor_opts(Some(m)),
+                ports: ports(m.get("ports")),
+                pull_policy: opt_strings(m.get("pull_policy")),
+                variables: m
+                    .get("variables")
+                    .and_then(Node::as_map)
+                    .map(|vm| {
+                        vm.iter()
+                            .map(|(k, v)| ServiceVariable {
+                                key: k.to_string(),
+                                value: match &v.value {
+                                    Value::Map(x) => x
+                                        .get("value")
+                                        .and_then(Node::scalar_to_string)
+                                        .unwrap_or_default(),
+                                    _ => v.scalar_to_string().unwrap_or_default(),
+                                },
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn caches(n: Option<&Node>, protected: bool) -> Vec<Cache> {
+        let items: Vec<&Node> = match n.map(|n| &n.value) {
+            Some(Value::Seq(s)) => s.iter().collect(),
+            Some(Value::Map(_)) => n.into_iter().collect(),
+            _ => Vec::new(),
+        };
+        items
+            .into_iter()
+            .filter_map(Node::as_map)
+            .map(|m| {
+                let unprotect = m.get("unprotect").and_then(Node::as_bool).unwrap_or(false);
+                let suffix = if protected && !unprotect {
+                    "protected"
+                } else {
+                    "non_protected"
+                };
+                let key = match m.get("key").map(|k| &k.value) {
+                    Some(Value::Map(km)) => {
+                        let prefix = km.get("prefix").and_then(Node::scalar_to_string);
+                        match prefix {
+                            Some(p) => format!("{p}-default"),
+                            None => "default".to_string(),
+                        }
+                    }
+                    Some(Value::Null) | None => "default".to_string(),
+                    Some(_) => m
+                        .get("key")
+                        .and_then(Node::scalar_to_string)
+                        .unwrap_or_else(|| "default".into()),
+                };
+                Cache {
+                    key: format!("{key}-{suffix}"),
+                    untracked: m.get("untracked").and_then(Node::as_bool).unwrap_or(false),
+                    policy: m
+                        .get("policy")
+                        .and_then(Node::scalar_to_string)
+                        .unwrap_or_else(|| "pull-push".into()),
+                    paths: strings(m.get("paths")),
+                    when: m
+                        .get("when")
+                        .and_then(Node::scalar_to_string)
+                        .unwrap_or_else(|| "on_success".into()),
+                    fallback_keys: strings(m.get("fallback_keys"))
+                        .into_iter()
+                        .map(|k| format!("{k}-{suffix}"))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn artifacts(n: Option<&Node>) -> Vec<Artifact> {
+        let Some(m) = n.and_then(Node::as_map) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let paths = strings(m.get("paths"));
+        let untracked = m.get("untracked").and_then(Node::as_bool).unwrap_or(false);
+        let expire_in = m.get("expire_in").and_then(Node::scalar_to_string);
+        if !paths.is_empty() || untracked {
+            out.push(Artifact {
+                name: m.get("name").and_then(Node::scalar_to_string),
+                untracked,
+                paths,
+                exclude: strings(m.get("exclude")),
+                when: m
+                    .get("when")
+                    .and_then(Node::scalar_to_string)
+                    .unwrap_or_else(|| "on_success".into()),
+                artifact_type: "archive".into(),
+                artifact_format: "zip".into(),
+                expire_in: expire_in.clone(),
+            });
+        }
+        if let Some(reports) = m.get("reports").and_then(Node::as_map) {
+            for (kind, v) in reports.iter() {
+                let paths = match kind {
+                    "coverage_report" => strings(v.as_map().and_then(|c| c.get("path"))),
+                    _ => strings(Some(v)),
+                };
+                if paths.is_empty() {
+                    continue;
+                }
+                let (artifact_type, name) = match kind {
+                    "coverage_report" => (
+                        v.as_map()
+                            .and_then(|c| c.get("coverage_format"))
+                            .and_then(Node::scalar_to_string)
+                            .unwrap_or_else(|| "cobertura".into()),
+                        "cobertura-coverage.xml".to_string(),
+                    ),
+                    k => (k.to_string(), format!("{k}.xml")),
+                };
+                let format = match artifact_type.as_str() {
+                    "dotenv" | "junit" | "cobertura" | "metrics" | "requirements" => "gzip",
+                    _ => "raw",
+                };
+                out.push(Artifact {
+                    name: Some(name),
+                    untracked: false,
+                    paths,
+                    exclude: Vec::new(),
+                    when: "always".into(),
+                    artifact_type,
+                    artifact_format: format.into(),
+                    expire_in: expire_in.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    impl Pipeline {
+        /// The `/api/v4/jobs/request` payload GitLab would send for `name` (an instance of
+        /// the evaluation). `token` is the job token the caller issues.
+        pub fn payload(
+            &self,
+            eval: &Evaluation,
+            name: &str,
+            ctx: &PipelineContext,
+            token: &str,
+        ) -> Option<JobPayload> {
+            let ej = eval.job(name)?;
+            let job = self.job(&ej.job)?;
+            let cfg = &job.config;
+            let timeout = cfg
+                .get("timeout")
+                .and_then(Node::scalar_to_string)
+                .and_then(|t| crate::parse_duration(&t))
+                .unwrap_or(DEFAULT_TIMEOUT);
+            let mut script = strings(cfg.get("before_script"));
+            script.extend(strings(cfg.get("script")));
+            let mut steps = Vec::new();
+            if cfg.contains_key("script") {
+                steps.push(Step {
+                    name: "script".into(),
+                    script,
+                    timeout,
+                    when: "on_success".into(),
+                    allow_failure: false,
+                });
+            }
+            let after = strings(cfg.get("after_script"));
+            if !after.is_empty() {
+                steps.push(Step {
+                    name: "after_script".into(),
+                    script: after,
+                    timeout,
+                    when: "always".into(),
+                    allow_failure: true,
+                });
+            }
+            let run = cfg.get("run").filter(|n| !n.is_null()).map(|n| run_json(n));
+            let mut variables: Vec<JobVariable> = Vec::new();
+            let mut put = |key: &str, value: &str, public: bool, masked: bool, file: bool, raw: bool| {
+                variables.retain(|v| v.key != key);
+                variables.push(JobVariable {
+                    key: key.into(),
+                    value: value.into(),
+                    public,
+                    file,
+                    masked,
+                    raw,
+                });
+            };
+            put("CI_JOB_TOKEN", token, false, true, false, false);
+            put("CI_REGISTRY_USER", "gitlab-ci-token", true, false, false, false);
+            put("CI_REGISTRY_PASSWORD", token, false, true, false, false);
+            put(
+                "CI_JOB_URL",
+                &format!(
+                    "{}/{}/-/jobs/{}",
+                    ctx.server_url.trim_end_matches('/'),
+                    ctx.project_path,
+                    ej.id
+                ),
+                true,
+                false,
+                false,
+                false,
+            );
+            for v in &ej.variables {
+                let public = v.public && v.level <= VariableLevel::Job;
+                put(&v.key, &v.value, public, v.masked, v.file, v.raw);
+            }
+            let dependencies = dependencies(eval, ej, cfg);
+            Some(JobPayload {
+                id: ej.id,
+                token: token.to_string(),
+                allow_git_fetch: true,
+                job_info: JobInfo {
+                    id: ej.id,
+                    name: ej.name.clone(),
+                    stage: ej.stage.clone(),
+                    project_id: ctx.project_id,
+                    project_name: ctx
+                        .project_path
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                    pipeline_id: Some(ctx.pipeline_id),
+                    time_in_queue_seconds: None,
+                },
+                git_info: GitInfo {
+                    repo_url: format!(
+                        "{}/{}.git",
+                        ctx.server_url.trim_end_matches('/'),
+                        ctx.project_path
+                    ),
+                    reference: ctx.ref_name.clone(),
+                    sha: ctx.sha.clone(),
+                    before_sha: ctx.before_sha.clone(),
+                    ref_type: if ctx.tag { "tag".into() } else { "branch".into() },
+                    refspecs: vec![if ctx.tag {
+                        format!("+refs/tags/{0}:refs/tags/{0}", ctx.ref_name)
+                    } else {
+                        format!("+refs/heads/{0}:refs/remotes/origin/{0}", ctx.ref_name)
+                    }],
+                    depth: 20,
+                },
+                runner_info: RunnerInfo {
+                    timeout,
+                    runner_session_url: None,
+                },
+                variables,
+                steps,
+                image: cfg.get("image").and_then(image),
+                services: cfg
+                    .get("services")
+                    .and_then(Node::as_seq)
+                    .map(|s| s.iter().filter_map(service).collect())
+                    .unwrap_or_default(),
+                artifacts: artifacts(cfg.get("artifacts")),
+                cache: caches(cfg.get("cache"), ctx.protected_ref),
+                credentials: Vec::new(),
+                dependencies,
+                features: Features {
+                    trace_sections: true,
+                    token_mask_prefixes: TOKEN_MASK_PREFIXES.iter().map(|s| s.to_string()).collect(),
+                    failure_reasons: FAILURE_REASONS.iter().map(|s| s.to_string()).collect(),
+                },
+                run,
+            })
+        }
+    }
+
+    /// `run:` as GitLab sends it: a JSON string whose step keys come in GitLab's order
+    /// (`env`, `name`, `script`/`step`, `inputs`, then any others), as the
+    /// `run_steps.yml` payload fixture shows.
+    fn run_json(n: &Node) -> String {
+        const ORDER: &[&str] = &["env", "name", "script", "step", "inputs"];
+        let steps: Vec<serde_json::Value> = n
+            .as_seq()
+            .unwrap_or_default()
+            .iter()
+            .map(|step| match step.as_map() {
+                Some(m) => {
+                    let mut o = serde_json::Map::new();
+                    for k in ORDER {
+                        if let Some(v) = m.get(k) {
+                            o.insert(k.to_string(), v.to_json());
+                        }
+                    }
+                    for (k, v) in m.iter() {
+                        if !ORDER.contains(&k) {
+                            o.insert(k.to_string(), v.to_json());
+                        }
+                    }
+                    serde_json::Value::Object(o)
+                }
+                None => step.to_json(),
+            })
+            .collect();
+        serde_json::to_string(&steps).unwrap_or_default()
+    }
+
+    /// Jobs whose artifacts `ej` downloads: its `dependencies:` list, else its needs with
+    /// artifacts, else every job of earlier stages.
+    fn dependencies(eval: &Evaluation, ej: &EvaluatedJob, cfg: &Mapping) -> Vec<Dependency> {
+        let dep = |j: &EvaluatedJob| Dependency {
+            id: j.id,
+            name: j.name.clone(),
+            token: String::new(),
+            artifacts_file: None,
+        };
+        if let Some(list) = cfg.get("dependencies").and_then(Node::as_seq) {
+            let names: Vec<String> = list.iter().filter_map(Node::scalar_to_string).collect();
+            return eval
+                .jobs
+                .iter()
+                .filter(|j| names.iter().any(|n| *n == j.name || *n == j.job))
+                .map(dep)
+                .collect();
+        }
+        match &ej.needs {
+            Some(needs) => needs
+                .iter()
+                .filter(|(_, artifacts, _)| *artifacts)
+                .filter_map(|(n, _, _)| eval.job(n))
+                .map(dep)
+                .collect(),
+            None => eval
+                .jobs
+                .iter()
+                .filter(|j| j.stage_index < ej.stage_index)
+                .map(dep)
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::{PipelineContext, Variable, VariableLevel};
+    use crate::{LoadOptions, MemorySource, load};
+
+    #[test]
+    fn payload_fields() {
+        let y = "stages: [build, test]\ndefault:\n  before_script: [echo before]\nvariables: {G: g}\nbuild:\n  stage: build\n  script: [make, [nested]]\n  artifacts: {paths: [out/], expire_in: 1 week, reports: {dotenv: build.env}}\n  cache: {key: deps, paths: [.m2/], fallback_keys: [main]}\ntest:\n  stage: test\n  script: make test\n  after_script: [echo done]\n  timeout: 10m\nlint:\n  stage: test\n  needs: []\n  script: x\n";
+        let p = load(".gitlab-ci.yml", y, &MemorySource::new(), &LoadOptions::default());
+        assert!(p.is_valid(), "{:?}", p.diagnostics);
+        let mut ctx = PipelineContext {
+            protected_ref: true,
+            ..PipelineContext::default()
+        };
+        let mut secret = Variable::plain("DEPLOY_KEY", "very-secret-value", VariableLevel::Project);
+        secret.masked = true;
+        secret.public = false;
+        ctx.variables.push(secret);
+        let e = p.evaluate(&ctx);
+        let b = p.payload(&e, "build", &ctx, "tok").unwrap();
+        assert_eq!(b.steps[0].script, vec!["echo before", "make", "nested"]);
+        assert_eq!(b.cache[0].key, "deps-protected");
+        assert_eq!(b.cache[0].fallback_keys, vec!["main-protected"]);
+        assert_eq!(b.artifacts[0].paths, vec!["out/"]);
+        assert_eq!(b.artifacts[1].artifact_type, "dotenv");
+        let var = |name: &str| b.variables.iter().find(|v| v.key == name).cloned().unwrap();
+        assert!(!var("CI_JOB_TOKEN").public && var("CI_JOB_TOKEN").masked);
+        assert!(!var("DEPLOY_KEY").public && var("DEPLOY_KEY").masked);
+        assert!(var("G").public);
+        assert_eq!(var("CI_JOB_NAME").value, "build");
+        let t = p.payload(&e, "test", &ctx, "tok").unwrap();
+        assert_eq!(t.steps[1].name, "after_script");
+        assert_eq!(t.steps[1].when, "always");
+        assert_eq!(t.runner_info.timeout, 600);
+        assert_eq!(
+            t.dependencies.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            vec!["build"]
+        );
+        let l = p.payload(&e, "lint", &ctx, "tok").unwrap();
+        assert!(l.dependencies.is_empty());
+        // The same types read a payload back.
+        let json = serde_json::to_string(&b).unwrap();
+        let back: super::JobPayload = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, b);
+    }
 }
