@@ -598,7 +598,7 @@ mod build {
                     allow_failure: true,
                 });
             }
-            let run = cfg.get("run").filter(|n| !n.is_null()).map(|n| run_json(n));
+            let run = cfg.get("run").filter(|n| !n.is_null()).map(run_json);
             let mut variables: Vec<JobVariable> = Vec::new();
             let mut put = |key: &str, value: &str, public: bool, masked: bool, file: bool, raw: bool| {
                 variables.retain(|v| v.key != key);
