@@ -80,6 +80,26 @@ pub enum PushOutcome {
     Uploaded,
 }
 
+enum Cached {
+    None,
+    Token(String),
+    Challenge(Challenge),
+}
+
+/// True if the space-separated scope set `have` grants every action of `want`.
+fn scopes_cover(have: &str, want: &[String]) -> bool {
+    let granted: Vec<(&str, Vec<&str>)> = have
+        .split(' ')
+        .filter_map(|s| s.rsplit_once(':').map(|(res, acts)| (res, acts.split(',').collect())))
+        .collect();
+    want.iter().all(|w| match w.rsplit_once(':') {
+        Some((res, acts)) => acts
+            .split(',')
+            .all(|a| granted.iter().any(|(r, g)| *r == res && g.contains(&a))),
+        None => false,
+    })
+}
+
 #[derive(Default)]
 struct RegistryAuth {
     challenge: Option<Challenge>,
@@ -92,6 +112,7 @@ struct Inner {
     opts: ClientOptions,
     auth: Mutex<HashMap<String, RegistryAuth>>,
     token_fetches: std::sync::atomic::AtomicU64,
+    fetch_lock: tokio::sync::Mutex<()>,
 }
 
 /// An OCI registry client; cheap to clone, share one per process so tokens are reused.
@@ -166,6 +187,7 @@ impl Client {
                 opts,
                 auth: Mutex::new(HashMap::new()),
                 token_fetches: Default::default(),
+                fetch_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -206,28 +228,25 @@ impl Client {
     /// The Authorization value to send to `registry` for `scopes`, fetching a token if
     /// the registry uses Bearer auth and none is cached.
     async fn auth_header(&self, registry: &str, scopes: &[String]) -> Result<Option<String>> {
-        let key = Self::scope_key(scopes);
-        let challenge = {
-            let map = self.lock_auth();
-            let Some(state) = map.get(registry) else { return Ok(None) };
-            let Some(ch) = state.challenge.clone() else { return Ok(None) };
-            if ch.scheme == "bearer"
-                && let Some((tok, exp)) = state.tokens.get(&key)
-                && *exp > Instant::now()
-            {
-                return Ok(Some(format!("Bearer {tok}")));
-            }
-            ch
+        let challenge = match self.cached_auth(registry, scopes) {
+            Cached::None => return Ok(None),
+            Cached::Token(t) => return Ok(Some(format!("Bearer {t}"))),
+            Cached::Challenge(ch) => ch,
         };
         match challenge.scheme.as_str() {
             "basic" => Ok(self.inner.creds.lookup(registry)?.and_then(|c| c.basic_header())),
             "bearer" => {
+                // One fetch at a time, so parallel uploads starting together share a token.
+                let _guard = self.inner.fetch_lock.lock().await;
+                if let Cached::Token(t) = self.cached_auth(registry, scopes) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
                 let (tok, ttl) = self.fetch_token(registry, &challenge, scopes).await?;
                 let mut map = self.lock_auth();
                 map.entry(registry.to_string())
                     .or_default()
                     .tokens
-                    .insert(key, (tok.clone(), Instant::now() + ttl));
+                    .insert(Self::scope_key(scopes), (tok.clone(), Instant::now() + ttl));
                 Ok(Some(format!("Bearer {tok}")))
             }
             other => Err(Error::Auth {
@@ -235,6 +254,23 @@ impl Client {
                 reason: format!("unsupported authentication scheme {other:?}"),
             }),
         }
+    }
+
+    /// A cached token whose scope set covers `scopes` (a push token also serves pulls of
+    /// the same repository), or the registry's challenge if none does.
+    fn cached_auth(&self, registry: &str, scopes: &[String]) -> Cached {
+        let map = self.lock_auth();
+        let Some(state) = map.get(registry) else { return Cached::None };
+        let Some(ch) = state.challenge.clone() else { return Cached::None };
+        if ch.scheme == "bearer" {
+            let now = Instant::now();
+            for (key, (tok, exp)) in &state.tokens {
+                if *exp > now && scopes_cover(key, scopes) {
+                    return Cached::Token(tok.clone());
+                }
+            }
+        }
+        Cached::Challenge(ch)
     }
 
     async fn fetch_token(&self, registry: &str, ch: &Challenge, scopes: &[String]) -> Result<(String, Duration)> {
@@ -479,12 +515,21 @@ impl Client {
 
     /// Authenticates ahead of parallel work so that concurrent requests share one token.
     pub async fn authorize(&self, registry: &str, scopes: &[String]) -> Result<()> {
-        let known = self.lock_auth().get(registry).is_some_and(|s| s.challenge.is_some());
+        let known = self.lock_auth().get(registry).is_some();
         if !known {
+            // A bare ping to learn the challenge, without fetching a scope-less token.
             let url = self.url(registry, "/v2/")?;
-            let (resp, _) = self.execute(registry, &[], "ping", Method::GET, url, HeaderMap::new(), ReqBody::Empty).await?;
+            let resp = self
+                .inner
+                .http
+                .get(url.clone())
+                .send()
+                .await
+                .map_err(|source| Error::Http { url: url.to_string(), source })?;
             if resp.status() == StatusCode::UNAUTHORIZED {
                 self.remember_challenge(registry, &resp, scopes);
+            } else {
+                self.lock_auth().entry(registry.to_string()).or_default();
             }
         }
         self.auth_header(registry, scopes).await.map(|_| ())
@@ -864,6 +909,16 @@ mod tests {
             Some("/v2/a/tags/list?n=2&last=b")
         );
         assert_eq!(parse_next_link(r#"</x>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn scope_cover() {
+        let have = "repository:a:pull,push repository:b:pull";
+        assert!(scopes_cover(have, &["repository:a:pull".into()]));
+        assert!(scopes_cover(have, &["repository:a:pull,push".into(), "repository:b:pull".into()]));
+        assert!(!scopes_cover(have, &["repository:b:push".into()]));
+        assert!(!scopes_cover(have, &["repository:c:pull".into()]));
+        assert!(scopes_cover(have, &[]));
     }
 
     #[test]
