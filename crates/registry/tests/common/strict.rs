@@ -23,7 +23,7 @@ pub struct StrictConfig {
     pub chunk_min: Option<u64>,
     /// Answer this many blob PUTs with 429 + `Retry-After: 1` first.
     pub throttle_puts: u32,
-    /// Silently drop the data of the n-th PATCH (1-based), so the next one is out of order.
+    /// Acknowledge but drop the data of the n-th PATCH (1-based): the next one is out of order.
     pub lose_patch: Option<u32>,
     /// Repositories (prefix) for which every push is DENIED.
     pub denied_prefix: Option<String>,
@@ -240,10 +240,12 @@ fn upload(st: &Strict, method: &Method, uri: &Uri, headers: &HeaderMap, id: &str
             }
             let n = st.patches.fetch_add(1, Ordering::Relaxed) + 1;
             let mut data = data;
+            // A lost chunk is still acknowledged with the Range it would have made, so
+            // the client only learns of the loss from the 416 on its next chunk.
+            let len = data.len() + body.len();
             if st.cfg.lose_patch != Some(n) {
                 data.extend_from_slice(&body);
             }
-            let len = data.len();
             s.uploads.insert(id.to_string(), (repo, data));
             (StatusCode::ACCEPTED, [("location", location(st, id)), ("range", range(len))]).into_response()
         }
