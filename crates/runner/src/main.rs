@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_image;
+
 #[derive(Parser)]
 #[command(
     name = "podci",
@@ -19,11 +21,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Build, copy, inspect images and log in to registries, without a container engine.
+    Image(cmd_image::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Image(args) => cmd_image::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(err) => {
