@@ -62,23 +62,49 @@ pub fn scratch(platform: &Platform) -> Result<Image> {
     let config_desc = Descriptor::new(media::OCI_CONFIG, Digest::of(&config), config.len() as u64);
     let manifest = json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": config_desc, "layers": []});
     let bytes = serde_json::to_vec(&manifest).map_err(invalid("manifest"))?;
-    Ok(Image { manifest: RawManifest::new(bytes.into(), Some(media::OCI_MANIFEST))?, config_desc, config, layers: vec![] })
+    Ok(Image {
+        manifest: RawManifest::new(bytes.into(), Some(media::OCI_MANIFEST))?,
+        config_desc,
+        config,
+        layers: vec![],
+    })
 }
 
 fn invalid(what: &'static str) -> impl Fn(serde_json::Error) -> Error {
-    move |e| Error::InvalidContent { what: what.into(), reason: e.to_string() }
+    move |e| Error::InvalidContent {
+        what: what.into(),
+        reason: e.to_string(),
+    }
 }
 
 /// Loads `base` (or scratch when `None`), builds the layers in a temporary directory
 /// under `work_dir`, and returns the new image.
-pub async fn append(client: &Client, base: Option<&Location>, opts: &AppendOptions, work_dir: &Path) -> Result<Appended> {
+pub async fn append(
+    client: &Client,
+    base: Option<&Location>,
+    opts: &AppendOptions,
+    work_dir: &Path,
+) -> Result<Appended> {
     let base = match base {
         Some(l) => load(client, l).await?,
         None => scratch(&client.options().platform)?,
     };
-    let work = tempfile::Builder::new().prefix(".podci-append-").tempdir_in(work_dir).map_err(Error::io(work_dir))?;
-    let (specs, lopts, dir) = (opts.layers.clone(), opts.layer_options.clone(), work.path().to_path_buf());
-    let built = blocking(move || specs.iter().map(|s| build_layer(s, &dir, &lopts)).collect::<Result<Vec<_>>>()).await?;
+    let work = tempfile::Builder::new()
+        .prefix(".podci-append-")
+        .tempdir_in(work_dir)
+        .map_err(Error::io(work_dir))?;
+    let (specs, lopts, dir) = (
+        opts.layers.clone(),
+        opts.layer_options.clone(),
+        work.path().to_path_buf(),
+    );
+    let built = blocking(move || {
+        specs
+            .iter()
+            .map(|s| build_layer(s, &dir, &lopts))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await?;
     let image = apply(base, &built, opts)?;
     Ok(Appended { image, _work: work })
 }
@@ -90,17 +116,30 @@ fn apply(base: Image, built: &[crate::layer::BuiltLayer], opts: &AppendOptions) 
     } else {
         (media::OCI_LAYER_GZIP, media::OCI_CONFIG)
     };
-    let created = opts.created.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
+    let created = opts
+        .created
+        .clone()
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
 
     let mut config = base.config_json()?;
-    let cfg = config.as_object_mut().ok_or_else(|| Error::InvalidContent { what: "image config".into(), reason: "not a JSON object".into() })?;
+    let cfg = config
+        .as_object_mut()
+        .ok_or_else(|| Error::InvalidContent {
+            what: "image config".into(),
+            reason: "not a JSON object".into(),
+        })?;
     cfg.insert("created".into(), created.clone().into());
-    let rootfs = cfg.entry("rootfs").or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
+    let rootfs = cfg
+        .entry("rootfs")
+        .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
     let diff_ids = rootfs
         .as_object_mut()
         .map(|r| r.entry("diff_ids").or_insert_with(|| json!([])))
         .and_then(|d| d.as_array_mut())
-        .ok_or_else(|| Error::InvalidContent { what: "image config".into(), reason: "rootfs.diff_ids is not a list".into() })?;
+        .ok_or_else(|| Error::InvalidContent {
+            what: "image config".into(),
+            reason: "rootfs.diff_ids is not a list".into(),
+        })?;
     for b in built {
         diff_ids.push(b.diff_id.to_string().into());
     }
@@ -114,25 +153,49 @@ fn apply(base: Image, built: &[crate::layer::BuiltLayer], opts: &AppendOptions) 
     if c.is_null() {
         *c = json!({});
     }
-    let c = c.as_object_mut().ok_or_else(|| Error::InvalidContent { what: "image config".into(), reason: "config is not an object".into() })?;
+    let c = c.as_object_mut().ok_or_else(|| Error::InvalidContent {
+        what: "image config".into(),
+        reason: "config is not an object".into(),
+    })?;
     apply_changes(c, &opts.changes);
     let config = Bytes::from(serde_json::to_vec(&config).map_err(invalid("config"))?);
     let config_desc = Descriptor::new(config_mt, Digest::of(&config), config.len() as u64);
 
-    let mut manifest: Value = serde_json::from_slice(&base.manifest.bytes).map_err(invalid("manifest"))?;
-    let m = manifest.as_object_mut().ok_or_else(|| Error::InvalidContent { what: "manifest".into(), reason: "not an object".into() })?;
-    m.insert("config".into(), serde_json::to_value(&config_desc).map_err(invalid("descriptor"))?);
+    let mut manifest: Value =
+        serde_json::from_slice(&base.manifest.bytes).map_err(invalid("manifest"))?;
+    let m = manifest
+        .as_object_mut()
+        .ok_or_else(|| Error::InvalidContent {
+            what: "manifest".into(),
+            reason: "not an object".into(),
+        })?;
+    m.insert(
+        "config".into(),
+        serde_json::to_value(&config_desc).map_err(invalid("descriptor"))?,
+    );
     let mut layers = base.layers.clone();
     for b in built {
         layers.push(Layer {
             desc: Descriptor::new(layer_mt, b.digest.clone(), b.size),
-            source: BlobSource::File { path: b.path.clone(), offset: 0 },
+            source: BlobSource::File {
+                path: b.path.clone(),
+                offset: 0,
+            },
         });
     }
-    m.insert("layers".into(), serde_json::to_value(layers.iter().map(|l| &l.desc).collect::<Vec<_>>()).map_err(invalid("layers"))?);
+    m.insert(
+        "layers".into(),
+        serde_json::to_value(layers.iter().map(|l| &l.desc).collect::<Vec<_>>())
+            .map_err(invalid("layers"))?,
+    );
     let bytes = serde_json::to_vec(&manifest).map_err(invalid("manifest"))?;
     let manifest = RawManifest::new(bytes.into(), Some(&base.manifest.media_type))?;
-    Ok(Image { manifest, config_desc, config, layers })
+    Ok(Image {
+        manifest,
+        config_desc,
+        config,
+        layers,
+    })
 }
 
 fn apply_changes(c: &mut Map<String, Value>, ch: &ConfigChanges) {
@@ -149,7 +212,11 @@ fn apply_changes(c: &mut Map<String, Value>, ch: &ConfigChanges) {
         let mut env: Vec<String> = c
             .get("Env")
             .and_then(|e| e.as_array())
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         for kv in &ch.env {
             let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
@@ -182,7 +249,11 @@ fn apply_changes(c: &mut Map<String, Value>, ch: &ConfigChanges) {
         }
         if let Some(p) = ports.as_object_mut() {
             for port in &ch.exposed_ports {
-                let key = if port.contains('/') { port.clone() } else { format!("{port}/tcp") };
+                let key = if port.contains('/') {
+                    port.clone()
+                } else {
+                    format!("{port}/tcp")
+                };
                 p.insert(key, json!({}));
             }
         }
@@ -195,7 +266,10 @@ mod tests {
 
     #[test]
     fn changes_merge_into_base_config() {
-        let mut c = json!({"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "Labels": {"x": "1"}}).as_object().cloned().unwrap_or_default();
+        let mut c = json!({"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "Labels": {"x": "1"}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         apply_changes(
             &mut c,
             &ConfigChanges {

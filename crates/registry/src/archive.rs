@@ -27,7 +27,10 @@ struct Entry {
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> Error {
-    Error::InvalidContent { what: format!("docker archive {}", path.display()), reason: reason.into() }
+    Error::InvalidContent {
+        what: format!("docker archive {}", path.display()),
+        reason: reason.into(),
+    }
 }
 
 fn normalize(p: &str) -> String {
@@ -49,7 +52,10 @@ pub fn read(path: &Path, tag: Option<&str>) -> Result<Image> {
                 if let Ok(Some(t)) = e.link_name() {
                     let t = t.to_string_lossy().into_owned();
                     let resolved = if e.header().entry_type() == tar::EntryType::Symlink {
-                        let base = Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                        let base = Path::new(&name)
+                            .parent()
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .unwrap_or_default();
                         resolve_rel(&base, &t)
                     } else {
                         normalize(&t)
@@ -70,15 +76,37 @@ pub fn read(path: &Path, tag: Option<&str>) -> Result<Image> {
             _ => {}
         }
     }
-    let manifest = small.get("manifest.json").ok_or_else(|| invalid(path, "no manifest.json (is this a `docker save` tarball?)"))?;
-    let entries: Vec<Entry> = serde_json::from_slice(manifest).map_err(|e| invalid(path, format!("manifest.json: {e}")))?;
-    let all_tags = || entries.iter().flat_map(|e| e.repo_tags.clone().unwrap_or_default()).collect::<Vec<_>>().join(", ");
+    let manifest = small
+        .get("manifest.json")
+        .ok_or_else(|| invalid(path, "no manifest.json (is this a `docker save` tarball?)"))?;
+    let entries: Vec<Entry> = serde_json::from_slice(manifest)
+        .map_err(|e| invalid(path, format!("manifest.json: {e}")))?;
+    let all_tags = || {
+        entries
+            .iter()
+            .flat_map(|e| e.repo_tags.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let entry = match tag {
-        Some(t) => entries.iter().find(|e| e.repo_tags.as_ref().is_some_and(|ts| ts.iter().any(|x| x == t || x.ends_with(&format!("/{t}"))))),
+        Some(t) => entries.iter().find(|e| {
+            e.repo_tags
+                .as_ref()
+                .is_some_and(|ts| ts.iter().any(|x| x == t || x.ends_with(&format!("/{t}"))))
+        }),
         None if entries.len() == 1 => entries.first(),
         None => None,
     }
-    .ok_or_else(|| invalid(path, format!("no image {} (present: {})", tag.unwrap_or("without a tag"), all_tags())))?;
+    .ok_or_else(|| {
+        invalid(
+            path,
+            format!(
+                "no image {} (present: {})",
+                tag.unwrap_or("without a tag"),
+                all_tags()
+            ),
+        )
+    })?;
     let lookup = |name: &str| -> Option<(String, u64, u64)> {
         let mut n = normalize(name);
         for _ in 0..8 {
@@ -89,7 +117,9 @@ pub fn read(path: &Path, tag: Option<&str>) -> Result<Image> {
         }
         None
     };
-    let config_name = lookup(&entry.config).map(|x| x.0).ok_or_else(|| invalid(path, format!("config {} missing", entry.config)))?;
+    let config_name = lookup(&entry.config)
+        .map(|x| x.0)
+        .ok_or_else(|| invalid(path, format!("config {} missing", entry.config)))?;
     let config = match small.get(&config_name) {
         Some(c) => Bytes::from(c.clone()),
         None => {
@@ -100,7 +130,8 @@ pub fn read(path: &Path, tag: Option<&str>) -> Result<Image> {
     let mut layers = Vec::new();
     let mut f = File::open(path).map_err(Error::io(path))?;
     for l in &entry.layers {
-        let (_, offset, size) = lookup(l).ok_or_else(|| invalid(path, format!("layer {l} missing")))?;
+        let (_, offset, size) =
+            lookup(l).ok_or_else(|| invalid(path, format!("layer {l} missing")))?;
         f.seek(SeekFrom::Start(offset)).map_err(Error::io(path))?;
         let mut head = [0u8; 2];
         let mut limited = (&mut f).take(size);
@@ -109,8 +140,18 @@ pub fn read(path: &Path, tag: Option<&str>) -> Result<Image> {
         std::io::Write::write_all(&mut w, &head[..n]).map_err(Error::io(path))?;
         std::io::copy(&mut limited, &mut w).map_err(Error::io(path))?;
         let (_, digest, _) = w.finish();
-        let mt = if n == 2 && head == [0x1f, 0x8b] { media::OCI_LAYER_GZIP } else { media::OCI_LAYER_TAR };
-        layers.push(Layer { desc: Descriptor::new(mt, digest, size), source: BlobSource::File { path: path.to_path_buf(), offset } });
+        let mt = if n == 2 && head == [0x1f, 0x8b] {
+            media::OCI_LAYER_GZIP
+        } else {
+            media::OCI_LAYER_TAR
+        };
+        layers.push(Layer {
+            desc: Descriptor::new(mt, digest, size),
+            source: BlobSource::File {
+                path: path.to_path_buf(),
+                offset,
+            },
+        });
     }
     let config_desc = Descriptor::new(media::OCI_CONFIG, Digest::of(&config), config.len() as u64);
     let doc = serde_json::json!({
@@ -120,11 +161,20 @@ pub fn read(path: &Path, tag: Option<&str>) -> Result<Image> {
         "layers": layers.iter().map(|l| &l.desc).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec(&doc).map_err(|e| invalid(path, e.to_string()))?;
-    Ok(Image { manifest: RawManifest::new(bytes.into(), Some(media::OCI_MANIFEST))?, config_desc, config, layers })
+    Ok(Image {
+        manifest: RawManifest::new(bytes.into(), Some(media::OCI_MANIFEST))?,
+        config_desc,
+        config,
+        layers,
+    })
 }
 
 fn resolve_rel(base: &str, target: &str) -> String {
-    let mut parts: Vec<&str> = if target.starts_with('/') { Vec::new() } else { base.split('/').filter(|p| !p.is_empty()).collect() };
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        base.split('/').filter(|p| !p.is_empty()).collect()
+    };
     for p in target.split('/') {
         match p {
             "" | "." => {}
@@ -141,19 +191,35 @@ fn read_range(path: &Path, offset: u64, size: u64) -> Result<Vec<u8>> {
     let mut f = File::open(path).map_err(Error::io(path))?;
     f.seek(SeekFrom::Start(offset)).map_err(Error::io(path))?;
     let mut buf = Vec::new();
-    f.take(size).read_to_end(&mut buf).map_err(Error::io(path))?;
+    f.take(size)
+        .read_to_end(&mut buf)
+        .map_err(Error::io(path))?;
     Ok(buf)
 }
 
 /// Writes an image as a `docker save` tarball that `docker load` accepts.
-pub async fn write(client: &Client, image: &Image, path: &Path, tags: &[String]) -> Result<WriteReport> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let scratch = tempfile::Builder::new().prefix(".podci-archive-").tempdir_in(&parent).map_err(Error::io(&parent))?;
+pub async fn write(
+    client: &Client,
+    image: &Image,
+    path: &Path,
+    tags: &[String],
+) -> Result<WriteReport> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let scratch = tempfile::Builder::new()
+        .prefix(".podci-archive-")
+        .tempdir_in(&parent)
+        .map_err(Error::io(&parent))?;
     // Remote layers are fetched to scratch files first; local ones are read in place.
     let mut parts: Vec<(PathBuf, u64, Descriptor)> = Vec::new();
     for l in &image.layers {
         match &l.source {
-            BlobSource::File { path, offset } => parts.push((path.clone(), *offset, l.desc.clone())),
+            BlobSource::File { path, offset } => {
+                parts.push((path.clone(), *offset, l.desc.clone()))
+            }
             _ => {
                 let p = scratch.path().join(l.desc.digest.hex());
                 materialize(client, l, &p).await?;
@@ -179,18 +245,36 @@ pub async fn write(client: &Client, image: &Image, path: &Path, tags: &[String])
             let name = format!("{}.tar", desc.digest.hex());
             let mut f = File::open(src).map_err(Error::io(src))?;
             f.seek(SeekFrom::Start(*offset)).map_err(Error::io(src))?;
-            tar.append_data(&mut header(desc.size), &name, f.take(desc.size)).map_err(Error::io(&tmp))?;
+            tar.append_data(&mut header(desc.size), &name, f.take(desc.size))
+                .map_err(Error::io(&tmp))?;
             layer_names.push(name);
         }
         let config_name = format!("{}.json", image.config_desc.digest.hex());
-        tar.append_data(&mut header(image.config.len() as u64), &config_name, &image.config[..]).map_err(Error::io(&tmp))?;
-        let manifest = vec![Entry { config: config_name, repo_tags: Some(tags), layers: layer_names }];
+        tar.append_data(
+            &mut header(image.config.len() as u64),
+            &config_name,
+            &image.config[..],
+        )
+        .map_err(Error::io(&tmp))?;
+        let manifest = vec![Entry {
+            config: config_name,
+            repo_tags: Some(tags),
+            layers: layer_names,
+        }];
         let doc = serde_json::to_vec(&manifest).map_err(|e| invalid(&path, e.to_string()))?;
-        tar.append_data(&mut header(doc.len() as u64), "manifest.json", &doc[..]).map_err(Error::io(&tmp))?;
+        tar.append_data(&mut header(doc.len() as u64), "manifest.json", &doc[..])
+            .map_err(Error::io(&tmp))?;
         let w = tar.into_inner().map_err(Error::io(&tmp))?;
-        w.into_inner().map_err(|e| Error::Io { path: tmp.clone(), source: e.into_error() })?;
+        w.into_inner().map_err(|e| Error::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
         std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-        Ok(WriteReport { digest: Some(image.manifest.digest.clone()), blobs_uploaded: parts.len() + 1, ..Default::default() })
+        Ok(WriteReport {
+            digest: Some(image.manifest.digest.clone()),
+            blobs_uploaded: parts.len() + 1,
+            ..Default::default()
+        })
     })
     .await?;
     drop(scratch);

@@ -65,7 +65,11 @@ impl Challenge {
             Some(i) => (&header[..i], &header[i..]),
             None => (header, ""),
         };
-        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return None;
         }
         let mut params = HashMap::new();
@@ -136,7 +140,12 @@ impl Challenge {
     pub fn scopes(&self) -> Vec<String> {
         self.params
             .get("scope")
-            .map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -174,10 +183,15 @@ impl AuthEnv {
         if let Some(h) = &home {
             podman_auth_files.push(h.join(".config/containers/auth.json"));
         }
-        let vars = ["DOCKER_AUTH_CONFIG", "CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
+        let vars = [
+            "DOCKER_AUTH_CONFIG",
+            "CI_REGISTRY",
+            "CI_REGISTRY_USER",
+            "CI_REGISTRY_PASSWORD",
+        ]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
         AuthEnv {
             docker_config_dir,
             podman_auth_files,
@@ -242,10 +256,16 @@ impl AuthEntry {
                 .decode(a.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| Error::Credentials(format!("the \"auth\" entry for {host} is not base64 of user:password")))?;
-            let (u, p) = decoded
-                .split_once(':')
-                .ok_or_else(|| Error::Credentials(format!("the \"auth\" entry for {host} has no ':' between user and password")))?;
+                .ok_or_else(|| {
+                    Error::Credentials(format!(
+                        "the \"auth\" entry for {host} is not base64 of user:password"
+                    ))
+                })?;
+            let (u, p) = decoded.split_once(':').ok_or_else(|| {
+                Error::Credentials(format!(
+                    "the \"auth\" entry for {host} has no ':' between user and password"
+                ))
+            })?;
             return Ok(Some(Credential::Basic {
                 username: u.to_string(),
                 password: p.to_string(),
@@ -357,8 +377,13 @@ impl CredentialStore {
 
     /// Runs `docker-credential-<helper> get` with the server URL on stdin, as Docker does.
     fn run_helper(&self, helper: &str, host: &str) -> Result<Option<Credential>> {
-        if !helper.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-            return Err(Error::Credentials(format!("credential helper name {helper:?} is not a plain name")));
+        if !helper
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(Error::Credentials(format!(
+                "credential helper name {helper:?} is not a plain name"
+            )));
         }
         let name = format!("docker-credential-{helper}");
         let program = self
@@ -377,7 +402,11 @@ impl CredentialStore {
             .map_err(|e| Error::Credentials(format!("cannot run {name}: {e}")))?;
         if let Some(mut stdin) = child.stdin.take() {
             // Helpers are keyed by the server URL; Hub is stored under its legacy URL.
-            let server = if host == "docker.io" { "https://index.docker.io/v1/" } else { host };
+            let server = if host == "docker.io" {
+                "https://index.docker.io/v1/"
+            } else {
+                host
+            };
             stdin
                 .write_all(server.as_bytes())
                 .map_err(|e| Error::Credentials(format!("writing to {name}: {e}")))?;
@@ -390,7 +419,10 @@ impl CredentialStore {
             if msg.contains("credentials not found") {
                 return Ok(None);
             }
-            return Err(Error::Credentials(format!("{name} get failed with {}", out.status)));
+            return Err(Error::Credentials(format!(
+                "{name} get failed with {}",
+                out.status
+            )));
         }
         #[derive(serde::Deserialize)]
         struct HelperOut {
@@ -399,8 +431,9 @@ impl CredentialStore {
             #[serde(rename = "Secret", default)]
             secret: String,
         }
-        let parsed: HelperOut = serde_json::from_slice(&out.stdout)
-            .map_err(|e| Error::Credentials(format!("{name} printed something that is not JSON: {e}")))?;
+        let parsed: HelperOut = serde_json::from_slice(&out.stdout).map_err(|e| {
+            Error::Credentials(format!("{name} printed something that is not JSON: {e}"))
+        })?;
         if parsed.username == "<token>" {
             return Ok(Some(Credential::IdentityToken(parsed.secret)));
         }
@@ -424,11 +457,17 @@ fn read_config(path: &Path) -> Result<Option<DockerConfig>> {
 
 /// Stores basic credentials in a Docker `config.json` (creating it with mode 0600), as
 /// `docker login` does without a credential store.
-pub fn save_docker_login(config_dir: &Path, host: &str, username: &str, password: &str) -> Result<PathBuf> {
+pub fn save_docker_login(
+    config_dir: &Path,
+    host: &str,
+    username: &str,
+    password: &str,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(config_dir).map_err(Error::io(config_dir))?;
     let path = config_dir.join("config.json");
     let mut doc: serde_json::Value = match std::fs::read_to_string(&path) {
-        Ok(t) => serde_json::from_str(&t).map_err(|e| Error::Credentials(format!("{}: {e}", path.display())))?,
+        Ok(t) => serde_json::from_str(&t)
+            .map_err(|e| Error::Credentials(format!("{}: {e}", path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
         Err(source) => return Err(Error::Io { path, source }),
     };
@@ -436,9 +475,9 @@ pub fn save_docker_login(config_dir: &Path, host: &str, username: &str, password
         .as_object_mut()
         .ok_or_else(|| Error::Credentials(format!("{} is not a JSON object", path.display())))?;
     let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
-    let auths = auths
-        .as_object_mut()
-        .ok_or_else(|| Error::Credentials(format!("\"auths\" in {} is not an object", path.display())))?;
+    let auths = auths.as_object_mut().ok_or_else(|| {
+        Error::Credentials(format!("\"auths\" in {} is not an object", path.display()))
+    })?;
     auths.insert(
         host.to_string(),
         serde_json::json!({"auth": base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))}),
@@ -472,16 +511,29 @@ mod tests {
         );
         let c = c.unwrap_or_else(|| panic!("no challenge"));
         assert_eq!(c.scheme, "bearer");
-        assert_eq!(c.params.get("realm").map(String::as_str), Some("https://auth.docker.io/token"));
-        assert_eq!(c.params.get("service").map(String::as_str), Some("registry.docker.io"));
-        assert_eq!(c.scopes(), vec!["repository:samalba/my-app:pull,push".to_string()]);
+        assert_eq!(
+            c.params.get("realm").map(String::as_str),
+            Some("https://auth.docker.io/token")
+        );
+        assert_eq!(
+            c.params.get("service").map(String::as_str),
+            Some("registry.docker.io")
+        );
+        assert_eq!(
+            c.scopes(),
+            vec!["repository:samalba/my-app:pull,push".to_string()]
+        );
     }
 
     #[test]
     fn parses_basic_and_escapes() {
-        let c = Challenge::parse(r#"Basic realm="Registry \"Realm\"""#).unwrap_or_else(|| panic!("none"));
+        let c = Challenge::parse(r#"Basic realm="Registry \"Realm\"""#)
+            .unwrap_or_else(|| panic!("none"));
         assert_eq!(c.scheme, "basic");
-        assert_eq!(c.params.get("realm").map(String::as_str), Some("Registry \"Realm\""));
+        assert_eq!(
+            c.params.get("realm").map(String::as_str),
+            Some("Registry \"Realm\"")
+        );
         assert!(Challenge::parse(r#"Bearer realm="unterminated"#).is_none());
         assert!(Challenge::parse("").is_none());
     }
@@ -506,17 +558,24 @@ mod tests {
         AuthEnv {
             docker_config_dir: Some(dir.join("docker")),
             podman_auth_files: vec![dir.join("podman/auth.json")],
-            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             helper_dir: Some(dir.join("bin")),
         }
     }
 
     fn basic(u: &str, p: &str) -> Option<Credential> {
-        Some(Credential::Basic { username: u.into(), password: p.into() })
+        Some(Credential::Basic {
+            username: u.into(),
+            password: p.into(),
+        })
     }
 
     #[test]
-    fn docker_config_auths_identity_tokens_and_helpers() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    fn docker_config_auths_identity_tokens_and_helpers()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("docker"))?;
         std::fs::create_dir_all(dir.path().join("bin"))?;
@@ -536,20 +595,26 @@ mod tests {
             &helper,
             "#!/bin/sh\nread server\nif [ \"$server\" = helped.example ]; then echo '{\"Username\":\"h\",\"Secret\":\"hs\"}';\nelif [ \"$server\" = store.example ]; then echo '{\"Username\":\"<token>\",\"Secret\":\"idt\"}';\nelse echo 'credentials not found in native keychain'; exit 1; fi\n",
         )?;
-        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&helper)?.permissions(), 0o755);
         std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let store = CredentialStore::with_env(env_with(dir.path(), &[]));
         assert_eq!(store.lookup("reg.example:5000")?, basic("alice", "s3cret"));
-        assert_eq!(store.lookup("tok.example")?, Some(Credential::IdentityToken("refresh-me".into())));
+        assert_eq!(
+            store.lookup("tok.example")?,
+            Some(Credential::IdentityToken("refresh-me".into()))
+        );
         assert_eq!(store.lookup("docker.io")?, basic("hub", "hubpw"));
         assert_eq!(store.lookup("helped.example")?, basic("h", "hs"));
-        assert_eq!(store.lookup("store.example")?, Some(Credential::IdentityToken("idt".into())));
+        assert_eq!(
+            store.lookup("store.example")?,
+            Some(Credential::IdentityToken("idt".into()))
+        );
         assert_eq!(store.lookup("nothing.example")?, None);
         Ok(())
     }
 
     #[test]
-    fn gitlab_variables_and_podman_and_precedence() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    fn gitlab_variables_and_podman_and_precedence()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("podman"))?;
         std::fs::write(
@@ -567,25 +632,44 @@ mod tests {
             ],
         ));
         assert_eq!(store.lookup("dac.example")?, basic("d", "dp"));
-        assert_eq!(store.lookup("gitlab.example:5050")?, basic("gitlab-ci-token", "jobtoken"));
+        assert_eq!(
+            store.lookup("gitlab.example:5050")?,
+            basic("gitlab-ci-token", "jobtoken")
+        );
         assert_eq!(store.lookup("other.example")?, None);
         assert_eq!(store.lookup("pod.example")?, basic("p", "pw"));
-        store.insert("pod.example", Credential::Basic { username: "x".into(), password: "y".into() });
+        store.insert(
+            "pod.example",
+            Credential::Basic {
+                username: "x".into(),
+                password: "y".into(),
+            },
+        );
         assert_eq!(store.lookup("pod.example")?, basic("x", "y"));
         Ok(())
     }
 
     #[test]
     fn secrets_are_not_in_debug_or_errors() -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let c = Credential::Basic { username: "u".into(), password: "hunter2".into() };
+        let c = Credential::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
         let env = AuthEnv {
-            vars: [("DOCKER_AUTH_CONFIG".to_string(), r#"{"auths":{"h":{"auth":"hunter2-not-b64!"}}}"#.to_string())]
-                .into_iter()
-                .collect(),
+            vars: [(
+                "DOCKER_AUTH_CONFIG".to_string(),
+                r#"{"auths":{"h":{"auth":"hunter2-not-b64!"}}}"#.to_string(),
+            )]
+            .into_iter()
+            .collect(),
             ..Default::default()
         };
-        let e = CredentialStore::with_env(env).lookup("h").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = CredentialStore::with_env(env)
+            .lookup("h")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("not base64"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         Ok(())
@@ -595,9 +679,13 @@ mod tests {
     fn login_saves_a_private_config() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = save_docker_login(dir.path(), "reg.example", "u", "pw")?;
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path)?.permissions());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path)?.permissions());
         assert_eq!(mode & 0o777, 0o600);
-        let store = CredentialStore::with_env(AuthEnv { docker_config_dir: Some(dir.path().into()), ..Default::default() });
+        let store = CredentialStore::with_env(AuthEnv {
+            docker_config_dir: Some(dir.path().into()),
+            ..Default::default()
+        });
         assert_eq!(store.lookup("reg.example")?, basic("u", "pw"));
         Ok(())
     }

@@ -43,7 +43,9 @@ impl FromStr for Digest {
             .ok_or_else(|| Error::InvalidDigest(s.to_string()))?;
         let ok = alg == "sha256"
             && hex.len() == 64
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ok {
             Ok(Digest(s.to_string()))
         } else {

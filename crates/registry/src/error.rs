@@ -71,7 +71,9 @@ pub enum Error {
     },
 
     /// Retries were exhausted on a transient failure.
-    #[error("{operation} on {registry} still failing after {attempts} attempts (last: HTTP {status})")]
+    #[error(
+        "{operation} on {registry} still failing after {attempts} attempts (last: HTTP {status})"
+    )]
     RetriesExhausted {
         registry: String,
         operation: String,

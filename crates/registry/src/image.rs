@@ -29,7 +29,9 @@ pub enum Location {
 fn split_tag(s: &str) -> (&str, Option<String>) {
     // A suffix is a tag only if it cannot be part of a path.
     match s.rsplit_once(':') {
-        Some((p, t)) if !t.is_empty() && !t.contains('/') && !p.is_empty() => (p, Some(t.to_string())),
+        Some((p, t)) if !t.is_empty() && !t.contains('/') && !p.is_empty() => {
+            (p, Some(t.to_string()))
+        }
         _ => (s, None),
     }
 }
@@ -39,7 +41,10 @@ impl FromStr for Location {
     fn from_str(s: &str) -> Result<Location> {
         if let Some(rest) = s.strip_prefix("oci:") {
             let (dir, tag) = split_tag(rest);
-            return Ok(Location::OciLayout { dir: dir.into(), tag });
+            return Ok(Location::OciLayout {
+                dir: dir.into(),
+                tag,
+            });
         }
         if let Some(rest) = s.strip_prefix("docker-archive:") {
             // The reference in an archive may itself contain ':' (a registry port).
@@ -47,7 +52,10 @@ impl FromStr for Location {
                 Some((p, t)) if !t.is_empty() => (p, Some(t.to_string())),
                 _ => (rest, None),
             };
-            return Ok(Location::DockerArchive { path: path.into(), tag });
+            return Ok(Location::DockerArchive {
+                path: path.into(),
+                tag,
+            });
         }
         let r = s.strip_prefix("docker://").unwrap_or(s);
         Ok(Location::Registry(r.parse()?))
@@ -89,7 +97,10 @@ pub struct Image {
 impl Image {
     /// Parses the config JSON.
     pub fn config_json(&self) -> Result<serde_json::Value> {
-        serde_json::from_slice(&self.config).map_err(|e| Error::InvalidContent { what: "image config".into(), reason: e.to_string() })
+        serde_json::from_slice(&self.config).map_err(|e| Error::InvalidContent {
+            what: "image config".into(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -104,12 +115,23 @@ pub async fn load(client: &Client, loc: &Location) -> Result<Image> {
             let layers = m
                 .layers
                 .into_iter()
-                .map(|desc| Layer { desc, source: BlobSource::Registry { repo: pinned.clone() } })
+                .map(|desc| Layer {
+                    desc,
+                    source: BlobSource::Registry {
+                        repo: pinned.clone(),
+                    },
+                })
                 .collect();
-            Ok(Image { manifest, config_desc: m.config, config, layers })
+            Ok(Image {
+                manifest,
+                config_desc: m.config,
+                config,
+                layers,
+            })
         }
         Location::OciLayout { dir, tag } => {
-            let (dir, tag, platform) = (dir.clone(), tag.clone(), client.options().platform.clone());
+            let (dir, tag, platform) =
+                (dir.clone(), tag.clone(), client.options().platform.clone());
             blocking(move || crate::layout::read(&dir, tag.as_deref(), &platform)).await
         }
         Location::DockerArchive { path, tag } => {
@@ -119,8 +141,12 @@ pub async fn load(client: &Client, loc: &Location) -> Result<Image> {
     }
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Task(e.to_string()))?
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
 }
 
 /// What writing an image did.
@@ -134,7 +160,12 @@ pub struct WriteReport {
 }
 
 /// Writes an image to a location under its tag plus `extra_tags`.
-pub async fn write(client: &Client, image: &Image, loc: &Location, extra_tags: &[String]) -> Result<WriteReport> {
+pub async fn write(
+    client: &Client,
+    image: &Image,
+    loc: &Location,
+    extra_tags: &[String],
+) -> Result<WriteReport> {
     match loc {
         Location::Registry(r) => push(client, image, r, extra_tags).await,
         Location::OciLayout { dir, tag } => {
@@ -151,7 +182,12 @@ pub async fn write(client: &Client, image: &Image, loc: &Location, extra_tags: &
 }
 
 /// Pushes layers (a few at a time), then the config, then the manifest under each tag.
-pub async fn push(client: &Client, image: &Image, target: &Reference, extra_tags: &[String]) -> Result<WriteReport> {
+pub async fn push(
+    client: &Client,
+    image: &Image,
+    target: &Reference,
+    extra_tags: &[String],
+) -> Result<WriteReport> {
     let sources: Vec<&Reference> = image
         .layers
         .iter()
@@ -168,7 +204,13 @@ pub async fn push(client: &Client, image: &Image, target: &Reference, extra_tags
         .buffer_unordered(client.options().parallel.max(1))
         .try_collect()
         .await?;
-    let cfg = client.push_blob(target, &image.config_desc, &BlobSource::Bytes(image.config.clone())).await?;
+    let cfg = client
+        .push_blob(
+            target,
+            &image.config_desc,
+            &BlobSource::Bytes(image.config.clone()),
+        )
+        .await?;
     let mut report = WriteReport::default();
     for o in outcomes.iter().chain(std::iter::once(&cfg)) {
         match o {
@@ -187,15 +229,28 @@ pub async fn push(client: &Client, image: &Image, target: &Reference, extra_tags
 }
 
 /// Copies one image between locations (resolving an index to the client's platform).
-pub async fn copy(client: &Client, src: &Location, dst: &Location, extra_tags: &[String]) -> Result<WriteReport> {
+pub async fn copy(
+    client: &Client,
+    src: &Location,
+    dst: &Location,
+    extra_tags: &[String],
+) -> Result<WriteReport> {
     let image = load(client, src).await?;
     write(client, &image, dst, extra_tags).await
 }
 
 /// Streams a blob from its source into a file (verifying the digest) unless the file
 /// already exists with the right size.
-pub(crate) async fn materialize(client: &Client, layer: &Layer, path: &std::path::Path) -> Result<()> {
-    if tokio::fs::metadata(path).await.map(|m| m.len() == layer.desc.size).unwrap_or(false) {
+pub(crate) async fn materialize(
+    client: &Client,
+    layer: &Layer,
+    path: &std::path::Path,
+) -> Result<()> {
+    if tokio::fs::metadata(path)
+        .await
+        .map(|m| m.len() == layer.desc.size)
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     match &layer.source {
@@ -203,18 +258,28 @@ pub(crate) async fn materialize(client: &Client, layer: &Layer, path: &std::path
         BlobSource::Bytes(b) => {
             let got = Digest::of(b);
             if got != layer.desc.digest {
-                return Err(Error::DigestMismatch { what: "blob".into(), expected: layer.desc.digest.to_string(), actual: got.to_string() });
+                return Err(Error::DigestMismatch {
+                    what: "blob".into(),
+                    expected: layer.desc.digest.to_string(),
+                    actual: got.to_string(),
+                });
             }
             tokio::fs::write(path, b).await.map_err(Error::io(path))
         }
         BlobSource::File { path: src, offset } => {
-            let (src, offset, dst, desc) = (src.clone(), *offset, path.to_path_buf(), layer.desc.clone());
+            let (src, offset, dst, desc) =
+                (src.clone(), *offset, path.to_path_buf(), layer.desc.clone());
             blocking(move || copy_range_verified(&src, offset, &desc, &dst)).await
         }
     }
 }
 
-fn copy_range_verified(src: &std::path::Path, offset: u64, desc: &Descriptor, dst: &std::path::Path) -> Result<()> {
+fn copy_range_verified(
+    src: &std::path::Path,
+    offset: u64,
+    desc: &Descriptor,
+    dst: &std::path::Path,
+) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(src).map_err(Error::io(src))?;
     f.seek(SeekFrom::Start(offset)).map_err(Error::io(src))?;
@@ -223,10 +288,17 @@ fn copy_range_verified(src: &std::path::Path, offset: u64, desc: &Descriptor, ds
     let mut w = crate::digest::HashingWriter::new(std::io::BufWriter::new(out));
     std::io::copy(&mut f.take(desc.size), &mut w).map_err(Error::io(&tmp))?;
     let (buf, digest, n) = w.finish();
-    buf.into_inner().map_err(|e| Error::Io { path: tmp.clone(), source: e.into_error() })?;
+    buf.into_inner().map_err(|e| Error::Io {
+        path: tmp.clone(),
+        source: e.into_error(),
+    })?;
     if digest != desc.digest || n != desc.size {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::DigestMismatch { what: format!("blob read from {}", src.display()), expected: desc.digest.to_string(), actual: digest.to_string() });
+        return Err(Error::DigestMismatch {
+            what: format!("blob read from {}", src.display()),
+            expected: desc.digest.to_string(),
+            actual: digest.to_string(),
+        });
     }
     std::fs::rename(&tmp, dst).map_err(Error::io(dst))
 }
@@ -239,14 +311,28 @@ mod tests {
     fn parses_locations() -> Result<()> {
         assert_eq!(
             "oci:/tmp/lay:v1".parse::<Location>()?,
-            Location::OciLayout { dir: "/tmp/lay".into(), tag: Some("v1".into()) }
+            Location::OciLayout {
+                dir: "/tmp/lay".into(),
+                tag: Some("v1".into())
+            }
         );
-        assert_eq!("oci:./dir".parse::<Location>()?, Location::OciLayout { dir: "./dir".into(), tag: None });
+        assert_eq!(
+            "oci:./dir".parse::<Location>()?,
+            Location::OciLayout {
+                dir: "./dir".into(),
+                tag: None
+            }
+        );
         assert_eq!(
             "docker-archive:/x.tar:127.0.0.1:5000/a:b".parse::<Location>()?,
-            Location::DockerArchive { path: "/x.tar".into(), tag: Some("127.0.0.1:5000/a:b".into()) }
+            Location::DockerArchive {
+                path: "/x.tar".into(),
+                tag: Some("127.0.0.1:5000/a:b".into())
+            }
         );
-        assert!(matches!("docker://127.0.0.1:5000/a:b".parse::<Location>()?, Location::Registry(r) if r.repository == "a"));
+        assert!(
+            matches!("docker://127.0.0.1:5000/a:b".parse::<Location>()?, Location::Registry(r) if r.repository == "a")
+        );
         assert!("docker://UPPER".parse::<Location>().is_err());
         Ok(())
     }

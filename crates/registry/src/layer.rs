@@ -33,14 +33,23 @@ impl LayerSpec {
             _ => (s, None),
         };
         if src.is_empty() {
-            return Err(Error::InvalidContent { what: "layer".into(), reason: format!("{s:?} has no source path") });
+            return Err(Error::InvalidContent {
+                what: "layer".into(),
+                reason: format!("{s:?} has no source path"),
+            });
         }
         let source = PathBuf::from(src);
         let dest = dest.unwrap_or_else(|| {
             if source.is_dir() {
                 "/".to_string()
             } else {
-                format!("/{}", source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+                format!(
+                    "/{}",
+                    source
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                )
             }
         });
         Ok(LayerSpec { source, dest })
@@ -60,7 +69,12 @@ pub struct LayerOptions {
 
 impl Default for LayerOptions {
     fn default() -> Self {
-        LayerOptions { mtime: 0, uid: 0, gid: 0, gzip_level: 6 }
+        LayerOptions {
+            mtime: 0,
+            uid: 0,
+            gid: 0,
+            gzip_level: 6,
+        }
     }
 }
 
@@ -98,38 +112,69 @@ pub fn build_layer(spec: &LayerSpec, out_dir: &Path, opts: &LayerOptions) -> Res
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
 
-    let mut w = Writer { tar: &mut tar, opts };
+    let mut w = Writer {
+        tar: &mut tar,
+        opts,
+    };
     if meta.is_dir() {
         w.parents(&dest, true)?;
         w.dir_contents(&spec.source, &dest)?;
     } else {
         let target = if spec.dest.ends_with('/') {
-            let name = spec.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if dest.is_empty() { name } else { format!("{dest}/{name}") }
+            let name = spec
+                .source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if dest.is_empty() {
+                name
+            } else {
+                format!("{dest}/{name}")
+            }
         } else {
             dest.clone()
         };
         if target.is_empty() {
-            return Err(Error::InvalidContent { what: "layer destination".into(), reason: "a file cannot be placed at /".into() });
+            return Err(Error::InvalidContent {
+                what: "layer destination".into(),
+                reason: "a file cannot be placed at /".into(),
+            });
         }
         w.parents(&target, false)?;
         w.entry(&spec.source, &target)?;
     }
-    let io = |e| Error::Io { path: path.clone(), source: e };
+    let io = |e| Error::Io {
+        path: path.clone(),
+        source: e,
+    };
     let inner = tar.into_inner().map_err(io)?;
     let (gz, diff_id, _) = inner.finish();
     let outer = gz.finish().map_err(io)?;
     let (buf, digest, size) = outer.finish();
-    let file = buf.into_inner().map_err(|e| Error::Io { path: path.clone(), source: e.into_error() })?;
+    let file = buf.into_inner().map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
     file.sync_all().map_err(io)?;
-    Ok(BuiltLayer { path, digest, size, diff_id })
+    Ok(BuiltLayer {
+        path,
+        digest,
+        size,
+        diff_id,
+    })
 }
 
 /// `/a/b/` -> `a/b`, refusing `..` so a layer cannot write outside its root.
 fn clean_dest(d: &str) -> Result<String> {
-    let parts: Vec<&str> = d.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = d
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     if parts.contains(&"..") {
-        return Err(Error::InvalidContent { what: "layer destination".into(), reason: format!("{d:?} contains ..") });
+        return Err(Error::InvalidContent {
+            what: "layer destination".into(),
+            reason: format!("{d:?} contains .."),
+        });
     }
     Ok(parts.join("/"))
 }
@@ -158,7 +203,11 @@ impl<W: Write> Writer<'_, W> {
     /// Emits directory entries for each parent of `path` (and `path` itself if `incl`).
     fn parents(&mut self, path: &str, incl: bool) -> Result<()> {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let n = if incl { parts.len() } else { parts.len().saturating_sub(1) };
+        let n = if incl {
+            parts.len()
+        } else {
+            parts.len().saturating_sub(1)
+        };
         for i in 1..=n {
             let dir = format!("{}/", parts[..i].join("/"));
             let mut h = self.header(tar::EntryType::Directory, 0o755, 0);
@@ -178,7 +227,11 @@ impl<W: Write> Writer<'_, W> {
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name().to_string_lossy().into_owned();
-            let target = if dest.is_empty() { name } else { format!("{dest}/{name}") };
+            let target = if dest.is_empty() {
+                name
+            } else {
+                format!("{dest}/{name}")
+            };
             self.entry(&e.path(), &target)?;
         }
         Ok(())
@@ -191,16 +244,22 @@ impl<W: Write> Writer<'_, W> {
         let ft = meta.file_type();
         if ft.is_dir() {
             let mut h = self.header(tar::EntryType::Directory, mode, 0);
-            self.tar.append_data(&mut h, format!("{target}/"), std::io::empty()).map_err(self.io(src))?;
+            self.tar
+                .append_data(&mut h, format!("{target}/"), std::io::empty())
+                .map_err(self.io(src))?;
             self.dir_contents(src, target)
         } else if ft.is_symlink() {
             let link = std::fs::read_link(src).map_err(self.io(src))?;
             let mut h = self.header(tar::EntryType::Symlink, 0o777, 0);
-            self.tar.append_link(&mut h, target, &link).map_err(self.io(src))
+            self.tar
+                .append_link(&mut h, target, &link)
+                .map_err(self.io(src))
         } else if ft.is_file() {
             let f = File::open(src).map_err(self.io(src))?;
             let mut h = self.header(tar::EntryType::Regular, mode, meta.len());
-            self.tar.append_data(&mut h, target, f).map_err(self.io(src))
+            self.tar
+                .append_data(&mut h, target, f)
+                .map_err(self.io(src))
         } else {
             tracing::warn!(path = %src.display(), "skipping special file (device, socket or fifo)");
             Ok(())
@@ -216,7 +275,10 @@ mod tests {
     fn tree(root: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(root.join("bin"))?;
         std::fs::write(root.join("bin/tool"), b"#!/bin/sh\necho hi\n")?;
-        std::fs::set_permissions(root.join("bin/tool"), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        std::fs::set_permissions(
+            root.join("bin/tool"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         std::fs::write(root.join("b.txt"), b"b")?;
         std::fs::write(root.join("a.txt"), b"a")?;
         std::os::unix::fs::symlink("a.txt", root.join("link"))?;
@@ -231,7 +293,9 @@ mod tests {
             let e = e.unwrap_or_else(|e| panic!("{e}"));
             let h = e.header();
             out.push((
-                e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+                e.path()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 h.mode().unwrap_or(0),
                 h.mtime().unwrap_or(1),
                 h.uid().unwrap_or(1),
@@ -245,7 +309,10 @@ mod tests {
         let src = tempfile::tempdir()?;
         tree(src.path())?;
         let out = tempfile::tempdir()?;
-        let spec = LayerSpec { source: src.path().to_path_buf(), dest: "/app".into() };
+        let spec = LayerSpec {
+            source: src.path().to_path_buf(),
+            dest: "/app".into(),
+        };
         let a = build_layer(&spec, out.path(), &LayerOptions::default())?;
         // Touch a file: mtimes must not matter.
         std::fs::write(src.path().join("a.txt"), b"a")?;
@@ -279,13 +346,27 @@ mod tests {
         let src = tempfile::tempdir()?;
         tree(src.path())?;
         let out = tempfile::tempdir()?;
-        let spec = LayerSpec { source: src.path().join("bin/tool"), dest: "/usr/local/bin/".into() };
-        let opts = LayerOptions { mtime: 1_700_000_000, uid: 1000, gid: 1000, gzip_level: 1 };
+        let spec = LayerSpec {
+            source: src.path().join("bin/tool"),
+            dest: "/usr/local/bin/".into(),
+        };
+        let opts = LayerOptions {
+            mtime: 1_700_000_000,
+            uid: 1000,
+            gid: 1000,
+            gzip_level: 1,
+        };
         let l = build_layer(&spec, out.path(), &opts)?;
         let e = entries(&l.path);
-        assert_eq!(e.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), vec!["usr/", "usr/local/", "usr/local/bin/", "usr/local/bin/tool"]);
+        assert_eq!(
+            e.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            vec!["usr/", "usr/local/", "usr/local/bin/", "usr/local/bin/tool"]
+        );
         assert!(e.iter().all(|e| e.2 == 1_700_000_000 && e.3 == 1000));
-        let bad = LayerSpec { source: src.path().join("a.txt"), dest: "/../etc/x".into() };
+        let bad = LayerSpec {
+            source: src.path().join("a.txt"),
+            dest: "/../etc/x".into(),
+        };
         assert!(build_layer(&bad, out.path(), &opts).is_err());
         Ok(())
     }

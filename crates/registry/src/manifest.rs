@@ -83,7 +83,11 @@ impl Platform {
     pub fn parse(s: &str) -> Result<Platform> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
-            [os, arch] => Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None }),
+            [os, arch] => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
             [os, arch, v] => Ok(Platform {
                 os: os.to_string(),
                 architecture: arch.to_string(),
@@ -177,7 +181,11 @@ impl RawManifest {
 
     /// A descriptor pointing at this manifest.
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(&self.media_type, self.digest.clone(), self.bytes.len() as u64)
+        Descriptor::new(
+            &self.media_type,
+            self.digest.clone(),
+            self.bytes.len() as u64,
+        )
     }
 }
 
@@ -191,10 +199,11 @@ pub fn is_manifest_type(t: &str) -> bool {
 
 /// Finds the media type of a manifest from its own fields.
 pub fn sniff_media_type(bytes: &[u8]) -> Result<String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidContent {
-        what: "manifest".into(),
-        reason: e.to_string(),
-    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidContent {
+            what: "manifest".into(),
+            reason: e.to_string(),
+        })?;
     if let Some(mt) = v.get("mediaType").and_then(|m| m.as_str())
         && is_manifest_type(mt)
     {
@@ -213,7 +222,11 @@ pub fn sniff_media_type(bytes: &[u8]) -> Result<String> {
 }
 
 /// Picks the manifest for `want` from an index.
-pub fn select_platform(index: &IndexManifest, want: &Platform, reference: &str) -> Result<Descriptor> {
+pub fn select_platform(
+    index: &IndexManifest,
+    want: &Platform,
+    reference: &str,
+) -> Result<Descriptor> {
     index
         .manifests
         .iter()
@@ -244,14 +257,21 @@ mod tests {
     #[test]
     fn sniffs_types() {
         let idx = br#"{"schemaVersion":2,"manifests":[]}"#;
-        assert_eq!(sniff_media_type(idx).ok().as_deref(), Some(media::OCI_INDEX));
+        assert_eq!(
+            sniff_media_type(idx).ok().as_deref(),
+            Some(media::OCI_INDEX)
+        );
         let d = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"x","digest":"sha256:{}","size":1}},"layers":[]}}"#,
             media::DOCKER_MANIFEST,
             "0".repeat(64)
         );
-        let raw = RawManifest::new(d.into_bytes().into(), Some("text/plain")).map_err(|e| e.to_string());
-        assert_eq!(raw.map(|r| r.media_type), Ok(media::DOCKER_MANIFEST.to_string()));
+        let raw =
+            RawManifest::new(d.into_bytes().into(), Some("text/plain")).map_err(|e| e.to_string());
+        assert_eq!(
+            raw.map(|r| r.media_type),
+            Ok(media::DOCKER_MANIFEST.to_string())
+        );
         assert!(sniff_media_type(br#"{"schemaVersion":1}"#).is_err());
     }
 
@@ -267,11 +287,20 @@ mod tests {
         ))
         .unwrap_or_else(|e| panic!("{e}"));
         let amd = Platform::parse("linux/amd64").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(select_platform(&idx, &amd, "r").map(|d| d.size).ok(), Some(2));
+        assert_eq!(
+            select_platform(&idx, &amd, "r").map(|d| d.size).ok(),
+            Some(2)
+        );
         let arm = Platform::parse("linux/arm64").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(select_platform(&idx, &arm, "r").map(|d| d.size).ok(), Some(1));
+        assert_eq!(
+            select_platform(&idx, &arm, "r").map(|d| d.size).ok(),
+            Some(1)
+        );
         let s390 = Platform::parse("linux/s390x").unwrap_or_else(|e| panic!("{e}"));
-        let e = select_platform(&idx, &s390, "r").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = select_platform(&idx, &s390, "r")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("linux/arm64/v8, linux/amd64"), "{e}");
     }
 }

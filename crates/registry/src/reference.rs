@@ -73,8 +73,9 @@ fn err(input: &str, reason: &str) -> Error {
 fn valid_component(c: &str) -> bool {
     let b = c.as_bytes();
     !b.is_empty()
-        && b.iter()
-            .all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'.' | b'_' | b'-'))
+        && b.iter().all(|&x| {
+            x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'.' | b'_' | b'-')
+        })
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -84,7 +85,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b'-'))
+        && b.iter()
+            .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b'-'))
 }
 
 fn valid_host(h: &str) -> bool {
@@ -93,7 +95,10 @@ fn valid_host(h: &str) -> bool {
         _ => (h, None),
     };
     let host_ok = if host.starts_with('[') && host.ends_with(']') {
-        host.len() > 2 && host[1..host.len() - 1].bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
+        host.len() > 2
+            && host[1..host.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':')
     } else {
         !host.is_empty()
             && host.split('.').all(|l| {
@@ -103,7 +108,8 @@ fn valid_host(h: &str) -> bool {
                     && !l.ends_with('-')
             })
     };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     host_ok && port_ok
 }
 
@@ -124,7 +130,10 @@ impl FromStr for Reference {
             Some(i) => {
                 let t = &rest[last_slash + i + 1..];
                 if !valid_tag(t) {
-                    return Err(err(input, "tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
+                    return Err(err(
+                        input,
+                        "tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+                    ));
                 }
                 (&rest[..last_slash + i], Some(t.to_string()))
             }
@@ -214,14 +223,25 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("v1"));
         assert_eq!(r.manifest_ref(), d);
         let r = p("localhost:5000/app");
-        assert_eq!((r.registry.as_str(), r.tag.as_deref()), ("localhost:5000", Some("latest")));
+        assert_eq!(
+            (r.registry.as_str(), r.tag.as_deref()),
+            ("localhost:5000", Some("latest"))
+        );
         let r = p("localhost/app");
         assert_eq!(r.registry, "localhost");
     }
 
     #[test]
     fn rejects_bad_input() {
-        for bad in ["", "UPPER/case", "a:", "host:5000/a:-x", "a@sha256:zz", "a//b", "reg.io/"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "a:",
+            "host:5000/a:-x",
+            "a@sha256:zz",
+            "a//b",
+            "reg.io/",
+        ] {
             assert!(bad.parse::<Reference>().is_err(), "{bad} should fail");
         }
     }

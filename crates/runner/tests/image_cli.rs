@@ -6,7 +6,12 @@ use std::process::{Child, Command, Stdio};
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn require(bin: &str) -> bool {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !ok {
         if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
             panic!("{bin} is required in CI (see .ci/setup.d/40-registry.sh)");
@@ -35,31 +40,56 @@ fn registry(user: Option<(&str, &str)>) -> Option<Registry> {
         return None;
     }
     let dir = tempfile::tempdir().ok()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).ok()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .ok()?
+        .port();
     let mut auth = String::new();
     if let Some((u, p)) = user {
-        let mut c = Command::new("htpasswd").args(["-Bin", u]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().ok()?;
+        let mut c = Command::new("htpasswd")
+            .args(["-Bin", u])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
         c.stdin.take()?.write_all(p.as_bytes()).ok()?;
         let out = c.wait_with_output().ok()?;
         std::fs::write(dir.path().join("htpasswd"), out.stdout).ok()?;
-        auth = format!("auth:\n  htpasswd:\n    realm: t\n    path: {}\n", dir.path().join("htpasswd").display());
+        auth = format!(
+            "auth:\n  htpasswd:\n    realm: t\n    path: {}\n",
+            dir.path().join("htpasswd").display()
+        );
     }
     let cfg = format!(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
         dir.path().join("data").display()
     );
     std::fs::write(dir.path().join("c.yml"), cfg).ok()?;
-    let child = Command::new("docker-registry").arg("serve").arg(dir.path().join("c.yml")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.path().join("c.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     for _ in 0..400 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Some(Registry { child, host: format!("127.0.0.1:{port}"), _dir: dir })
+    Some(Registry {
+        child,
+        host: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    })
 }
 
-fn podci(args: &[&str], docker_config: &std::path::Path, stdin: Option<&str>) -> (bool, String, String) {
+fn podci(
+    args: &[&str],
+    docker_config: &std::path::Path,
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_podci"))
         .args(args)
         .env("DOCKER_CONFIG", docker_config)
@@ -74,12 +104,18 @@ fn podci(args: &[&str], docker_config: &std::path::Path, stdin: Option<&str>) ->
         let _ = i.write_all(s.as_bytes());
     }
     let out = c.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn append_copy_inspect_with_login() -> TestResult {
-    let Some(reg) = registry(Some(("ci", "s3cr3t-pw"))) else { return Ok(()) };
+    let Some(reg) = registry(Some(("ci", "s3cr3t-pw"))) else {
+        return Ok(());
+    };
     let work = tempfile::tempdir()?;
     let cfg = work.path().join("docker");
     let app = work.path().join("app");
@@ -89,29 +125,79 @@ fn append_copy_inspect_with_login() -> TestResult {
     // Without login the push is refused with a clear message.
     let target = format!("{}/team/app:v1", reg.host);
     let layer = format!("{}:/app", app.display());
-    let append = ["image", "append", "--layer", &layer, "--entrypoint", "/app/bin/run", "--env", "A=1", "--tag", &target, "--tag", &format!("{}/team/app:latest", reg.host)];
+    let append = [
+        "image",
+        "append",
+        "--layer",
+        &layer,
+        "--entrypoint",
+        "/app/bin/run",
+        "--env",
+        "A=1",
+        "--tag",
+        &target,
+        "--tag",
+        &format!("{}/team/app:latest", reg.host),
+    ];
     let (ok, _, err) = podci(&append, &cfg, None);
     assert!(!ok && err.contains("401"), "{err}");
 
     // Login reads the password from stdin and stores it; a wrong one is refused.
-    let (ok, _, err) = podci(&["image", "login", &reg.host, "--username", "ci", "--password-stdin"], &cfg, Some("wrong\n"));
+    let (ok, _, err) = podci(
+        &[
+            "image",
+            "login",
+            &reg.host,
+            "--username",
+            "ci",
+            "--password-stdin",
+        ],
+        &cfg,
+        Some("wrong\n"),
+    );
     assert!(!ok && !err.contains("wrong"), "{err}");
-    let (ok, out, err) = podci(&["image", "login", &reg.host, "--username", "ci", "--password-stdin"], &cfg, Some("s3cr3t-pw\n"));
+    let (ok, out, err) = podci(
+        &[
+            "image",
+            "login",
+            &reg.host,
+            "--username",
+            "ci",
+            "--password-stdin",
+        ],
+        &cfg,
+        Some("s3cr3t-pw\n"),
+    );
     assert!(ok, "{err}");
     assert!(out.contains("Login Succeeded"), "{out}");
     assert!(std::fs::read_to_string(cfg.join("config.json"))?.contains(&reg.host));
-    let (ok, _, err) = podci(&["image", "login", &reg.host, "--username", "ci"], &cfg, None);
+    let (ok, _, err) = podci(
+        &["image", "login", &reg.host, "--username", "ci"],
+        &cfg,
+        None,
+    );
     assert!(!ok && err.contains("--password-stdin"), "{err}");
 
     let (ok, out, err) = podci(&append, &cfg, None);
     assert!(ok, "{err}");
-    let digest = out.split_whitespace().find(|w| w.starts_with("sha256:")).ok_or(format!("no digest in {out}"))?.to_string();
+    let digest = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .ok_or(format!("no digest in {out}"))?
+        .to_string();
 
-    let (ok, out, err) = podci(&["image", "inspect", &format!("{}/team/app:latest", reg.host)], &cfg, None);
+    let (ok, out, err) = podci(
+        &["image", "inspect", &format!("{}/team/app:latest", reg.host)],
+        &cfg,
+        None,
+    );
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(v["digest"], digest);
-    assert_eq!(v["config"]["Entrypoint"], serde_json::json!(["/app/bin/run"]));
+    assert_eq!(
+        v["config"]["Entrypoint"],
+        serde_json::json!(["/app/bin/run"])
+    );
     assert_eq!(v["config"]["Env"], serde_json::json!(["A=1"]));
     assert_eq!(v["layers"].as_array().map(|a| a.len()), Some(1));
 
@@ -122,17 +208,69 @@ fn append_copy_inspect_with_login() -> TestResult {
     let arch = format!("docker-archive:{}", work.path().join("img.tar").display());
     let (ok, _, err) = podci(&["image", "copy", &oci, &arch], &cfg, None);
     assert!(ok, "{err}");
-    let (ok, out, err) = podci(&["image", "copy", &oci, &format!("{}/copies/app:v1", reg.host)], &cfg, None);
+    let (ok, out, err) = podci(
+        &[
+            "image",
+            "copy",
+            &oci,
+            &format!("{}/copies/app:v1", reg.host),
+        ],
+        &cfg,
+        None,
+    );
     assert!(ok, "{err}");
     assert!(out.contains(&digest), "layout copy keeps the digest: {out}");
     let (ok, out, err) = podci(&["image", "inspect", &arch], &cfg, None);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out)?;
-    assert_eq!(v["config"]["Entrypoint"], serde_json::json!(["/app/bin/run"]));
+    assert_eq!(
+        v["config"]["Entrypoint"],
+        serde_json::json!(["/app/bin/run"])
+    );
+
+    // Explicit credentials with the password in a file, no stored login needed.
+    let fresh = work.path().join("fresh-docker-config");
+    let pwfile = work.path().join("pw");
+    std::fs::write(&pwfile, "s3cr3t-pw\n")?;
+    let pw = pwfile.display().to_string();
+    let dst = format!("{}/explicit/app:v1", reg.host);
+    let (ok, _, err) = podci(&["image", "copy", &oci, &dst], &fresh, None);
+    assert!(!ok, "no credentials, no push: {err}");
+    let (ok, out, err) = podci(
+        &[
+            "image",
+            "copy",
+            &oci,
+            &dst,
+            "--username",
+            "ci",
+            "--password-file",
+            &pw,
+        ],
+        &fresh,
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains(&digest), "{out}");
 
     // Same input, same digest: the CLI build is reproducible.
     let again = format!("{}/team/again:v1", reg.host);
-    let (ok, out, err) = podci(&["image", "append", "--layer", &layer, "--entrypoint", "/app/bin/run", "--env", "A=1", "--tag", &again], &cfg, None);
+    let (ok, out, err) = podci(
+        &[
+            "image",
+            "append",
+            "--layer",
+            &layer,
+            "--entrypoint",
+            "/app/bin/run",
+            "--env",
+            "A=1",
+            "--tag",
+            &again,
+        ],
+        &cfg,
+        None,
+    );
     assert!(ok, "{err}");
     assert!(out.contains(&digest), "{out}");
     Ok(())
@@ -141,11 +279,28 @@ fn append_copy_inspect_with_login() -> TestResult {
 #[test]
 fn bad_input_gives_actionable_errors() -> TestResult {
     let work = tempfile::tempdir()?;
-    let (ok, _, err) = podci(&["image", "copy", "oci:/nonexistent/dir", "oci:/tmp/x"], work.path(), None);
+    let (ok, _, err) = podci(
+        &["image", "copy", "oci:/nonexistent/dir", "oci:/tmp/x"],
+        work.path(),
+        None,
+    );
     assert!(!ok && err.contains("/nonexistent/dir"), "{err}");
     let (ok, _, err) = podci(&["image", "inspect", "UPPER/Case"], work.path(), None);
     assert!(!ok && err.contains("invalid image reference"), "{err}");
-    let (ok, _, err) = podci(&["image", "append", "--layer", "/x", "--env", "novalue", "--tag", "oci:/tmp/y"], work.path(), None);
+    let (ok, _, err) = podci(
+        &[
+            "image",
+            "append",
+            "--layer",
+            "/x",
+            "--env",
+            "novalue",
+            "--tag",
+            "oci:/tmp/y",
+        ],
+        work.path(),
+        None,
+    );
     assert!(!ok && err.contains("KEY=VALUE"), "{err}");
     Ok(())
 }

@@ -42,8 +42,16 @@ pub fn free_port() -> u16 {
 /// How the real registry authenticates.
 pub enum RegistryAuth {
     None,
-    Htpasswd { user: String, password: String },
-    Token { realm: String, service: String, issuer: String, cert: PathBuf },
+    Htpasswd {
+        user: String,
+        password: String,
+    },
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        cert: PathBuf,
+    },
 }
 
 /// A running `docker-registry`, killed on drop.
@@ -74,9 +82,17 @@ impl RealRegistry {
                 let file = dir.path().join("htpasswd");
                 let out = run_stdin("htpasswd", &["-Bin", user], password.as_bytes());
                 std::fs::write(&file, out).unwrap_or_else(|e| panic!("{e}"));
-                format!("auth:\n  htpasswd:\n    realm: podci-test\n    path: {}\n", file.display())
+                format!(
+                    "auth:\n  htpasswd:\n    realm: podci-test\n    path: {}\n",
+                    file.display()
+                )
             }
-            RegistryAuth::Token { realm, service, issuer, cert } => format!(
+            RegistryAuth::Token {
+                realm,
+                service,
+                issuer,
+                cert,
+            } => format!(
                 "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
                 cert.display()
             ),
@@ -91,10 +107,18 @@ impl RealRegistry {
             .arg("serve")
             .arg(&cfg_path)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("registry.log")).map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(
+                std::fs::File::create(dir.path().join("registry.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .spawn()
             .unwrap_or_else(|e| panic!("docker-registry: {e}"));
-        let reg = RealRegistry { child, host: format!("127.0.0.1:{port}"), dir };
+        let reg = RealRegistry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+            dir,
+        };
         wait_port(port);
         Some(reg)
     }
@@ -132,7 +156,10 @@ pub fn run_stdin(bin: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
 
 /// Runs a command, panicking with its stderr if it fails.
 pub fn run(bin: &str, args: &[&str]) -> String {
-    let out = Command::new(bin).args(args).output().unwrap_or_else(|e| panic!("{bin}: {e}"));
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
     assert!(
         out.status.success(),
         "{bin} {args:?} failed: {}\n{}",
@@ -145,16 +172,27 @@ pub fn run(bin: &str, args: &[&str]) -> String {
 /// A small tree to put in layers: a script with mode 0755, a data file, a symlink.
 pub fn sample_tree(root: &Path, seed: &str) {
     std::fs::create_dir_all(root.join("bin")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(root.join("bin/hello"), format!("#!/bin/sh\necho hello {seed}\n")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(root.join("bin/hello"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+    std::fs::write(
+        root.join("bin/hello"),
+        format!("#!/bin/sh\necho hello {seed}\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(
+        root.join("bin/hello"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(root.join("data.txt"), format!("data {seed}\n").repeat(1000))
         .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(root.join("data.txt"), format!("data {seed}\n").repeat(1000)).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::os::unix::fs::symlink("data.txt", root.join("link"));
 }
 
 /// Random-ish incompressible bytes without pulling in a RNG crate.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;

@@ -70,15 +70,26 @@ impl StrictHandle {
         self.state.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
     pub fn has_blob(&self, repo: &str, digest: &str) -> bool {
-        self.state.store.lock().map(|s| s.repo_blobs.contains(&(repo.to_string(), digest.to_string()))).unwrap_or(false)
+        self.state
+            .store
+            .lock()
+            .map(|s| {
+                s.repo_blobs
+                    .contains(&(repo.to_string(), digest.to_string()))
+            })
+            .unwrap_or(false)
     }
 }
 
 pub async fn start(cfg: StrictConfig) -> StrictHandle {
-    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let port = l1.local_addr().map(|a| a.port()).unwrap_or(0);
     // Same port on another loopback address: a different host to the client.
-    let l2 = tokio::net::TcpListener::bind(("127.0.0.2", port)).await.ok();
+    let l2 = tokio::net::TcpListener::bind(("127.0.0.2", port))
+        .await
+        .ok();
     let state = Arc::new(Strict {
         cfg,
         store: Mutex::new(Store::default()),
@@ -90,7 +101,9 @@ pub async fn start(cfg: StrictConfig) -> StrictHandle {
         host: format!("127.0.0.1:{port}"),
         other_host: format!("127.0.0.2:{port}"),
     });
-    let app = axum::Router::new().fallback(handle).with_state(state.clone());
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(state.clone());
     let app2 = app.clone();
     tokio::spawn(async move {
         let _ = axum::serve(l1, app).await;
@@ -104,7 +117,12 @@ pub async fn start(cfg: StrictConfig) -> StrictHandle {
 }
 
 fn err(status: StatusCode, code: &str, msg: &str) -> Response {
-    (status, [("content-type", "application/json")], serde_json::json!({"errors": [{"code": code, "message": msg}]}).to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        serde_json::json!({"errors": [{"code": code, "message": msg}]}).to_string(),
+    )
+        .into_response()
 }
 
 fn sha(b: &[u8]) -> String {
@@ -118,11 +136,24 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-    let auth = headers.get("authorization").and_then(|h| h.to_str().ok()).map(str::to_string);
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let auth = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
     let resp = route(&st, &method, &uri, &headers, &host, auth.as_deref(), body);
     if let Ok(mut l) = st.log.lock() {
-        l.push(Logged { method: method.to_string(), uri: uri.to_string(), host, auth: auth.is_some(), status: resp.status().as_u16() });
+        l.push(Logged {
+            method: method.to_string(),
+            uri: uri.to_string(),
+            host,
+            auth: auth.is_some(),
+            status: resp.status().as_u16(),
+        });
     }
     resp
 }
@@ -136,7 +167,15 @@ fn query(uri: &Uri) -> HashMap<String, String> {
         .collect()
 }
 
-fn route(st: &Strict, method: &Method, uri: &Uri, headers: &HeaderMap, host: &str, auth: Option<&str>, body: Bytes) -> Response {
+fn route(
+    st: &Strict,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    host: &str,
+    auth: Option<&str>,
+    body: Bytes,
+) -> Response {
     let path = uri.path();
     let on_other_host = host == st.other_host;
     if on_other_host && !path.starts_with("/upload/") {
@@ -146,9 +185,17 @@ fn route(st: &Strict, method: &Method, uri: &Uri, headers: &HeaderMap, host: &st
     if let Some((u, p)) = &st.cfg.basic
         && !on_other_host
     {
-        let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        );
         if auth != Some(want.as_str()) {
-            return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Basic realm=\"strict\"")], "").into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Basic realm=\"strict\"")],
+                "",
+            )
+                .into_response();
         }
     }
     if path == "/v2/" {
@@ -157,7 +204,9 @@ fn route(st: &Strict, method: &Method, uri: &Uri, headers: &HeaderMap, host: &st
     if let Some(id) = path.strip_prefix("/upload/") {
         return upload(st, method, uri, headers, id, body);
     }
-    let Some(rest) = path.strip_prefix("/v2/") else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     for kind in ["/blobs/uploads/", "/blobs/", "/manifests/", "/tags/list"] {
         if let Some(i) = rest.find(kind) {
             let repo = &rest[..i];
@@ -166,7 +215,11 @@ fn route(st: &Strict, method: &Method, uri: &Uri, headers: &HeaderMap, host: &st
                 && repo.starts_with(pre.as_str())
                 && (*method == Method::POST || *method == Method::PUT)
             {
-                return err(StatusCode::FORBIDDEN, "DENIED", "requested access to the resource is denied");
+                return err(
+                    StatusCode::FORBIDDEN,
+                    "DENIED",
+                    "requested access to the resource is denied",
+                );
             }
             return match kind {
                 "/blobs/uploads/" => start_upload(st, uri, repo, body),
@@ -190,25 +243,49 @@ fn location(st: &Strict, id: &str) -> String {
 
 fn start_upload(st: &Strict, uri: &Uri, repo: &str, body: Bytes) -> Response {
     let q = query(uri);
-    let Ok(mut s) = st.store.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let Ok(mut s) = st.store.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     if let (Some(d), Some(from)) = (q.get("mount"), q.get("from"))
         && s.repo_blobs.contains(&(from.clone(), d.clone()))
     {
         s.repo_blobs.insert((repo.to_string(), d.clone()));
-        return (StatusCode::CREATED, [("location", format!("/v2/{repo}/blobs/{d}")), ("docker-content-digest", d.clone())]).into_response();
+        return (
+            StatusCode::CREATED,
+            [
+                ("location", format!("/v2/{repo}/blobs/{d}")),
+                ("docker-content-digest", d.clone()),
+            ],
+        )
+            .into_response();
     }
     if let Some(d) = q.get("digest") {
         // Single POST: the whole blob in the POST body; a strict registry answers 201.
         if sha(&body) != *d {
-            return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "provided digest did not match uploaded content");
+            return err(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                "provided digest did not match uploaded content",
+            );
         }
         s.blobs.insert(d.clone(), body);
         s.repo_blobs.insert((repo.to_string(), d.clone()));
-        return (StatusCode::CREATED, [("location", format!("/v2/{repo}/blobs/{d}"))]).into_response();
+        return (
+            StatusCode::CREATED,
+            [("location", format!("/v2/{repo}/blobs/{d}"))],
+        )
+            .into_response();
     }
     let id = st.next_id.fetch_add(1, Ordering::Relaxed).to_string();
     s.uploads.insert(id.clone(), (repo.to_string(), Vec::new()));
-    let mut r = (StatusCode::ACCEPTED, [("location", location(st, &id)), ("range", "0-0".to_string())]).into_response();
+    let mut r = (
+        StatusCode::ACCEPTED,
+        [
+            ("location", location(st, &id)),
+            ("range", "0-0".to_string()),
+        ],
+    )
+        .into_response();
     if let Some(m) = st.cfg.chunk_min
         && let Ok(v) = m.to_string().parse()
     {
@@ -217,23 +294,59 @@ fn start_upload(st: &Strict, uri: &Uri, repo: &str, body: Bytes) -> Response {
     r
 }
 
-fn upload(st: &Strict, method: &Method, uri: &Uri, headers: &HeaderMap, id: &str, body: Bytes) -> Response {
+fn upload(
+    st: &Strict,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    id: &str,
+    body: Bytes,
+) -> Response {
     let q = query(uri);
     if q.get("state").map(String::as_str) != Some(&format!("s{id}")) {
-        return err(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", "the upload state query was lost");
+        return err(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            "the upload state query was lost",
+        );
     }
-    let Ok(mut s) = st.store.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    let Some((repo, data)) = s.uploads.get(id).cloned() else {
-        return err(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown");
+    let Ok(mut s) = st.store.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let range = |len: usize| if len == 0 { "0-0".to_string() } else { format!("0-{}", len - 1) };
+    let Some((repo, data)) = s.uploads.get(id).cloned() else {
+        return err(
+            StatusCode::NOT_FOUND,
+            "BLOB_UPLOAD_UNKNOWN",
+            "blob upload unknown",
+        );
+    };
+    let range = |len: usize| {
+        if len == 0 {
+            "0-0".to_string()
+        } else {
+            format!("0-{}", len - 1)
+        }
+    };
     match *method {
-        Method::GET => (StatusCode::NO_CONTENT, [("location", location(st, id)), ("range", range(data.len()))]).into_response(),
+        Method::GET => (
+            StatusCode::NO_CONTENT,
+            [("location", location(st, id)), ("range", range(data.len()))],
+        )
+            .into_response(),
         Method::PATCH => {
-            let cr = headers.get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
-            let start = cr.split_once('-').and_then(|(a, _)| a.parse::<usize>().ok());
+            let cr = headers
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let start = cr
+                .split_once('-')
+                .and_then(|(a, _)| a.parse::<usize>().ok());
             if start != Some(data.len()) {
-                return (StatusCode::RANGE_NOT_SATISFIABLE, [("location", location(st, id)), ("range", range(data.len()))]).into_response();
+                return (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [("location", location(st, id)), ("range", range(data.len()))],
+                )
+                    .into_response();
             }
             if let Ok(mut sizes) = st.patch_sizes.lock() {
                 sizes.push(body.len());
@@ -247,7 +360,11 @@ fn upload(st: &Strict, method: &Method, uri: &Uri, headers: &HeaderMap, id: &str
                 data.extend_from_slice(&body);
             }
             s.uploads.insert(id.to_string(), (repo, data));
-            (StatusCode::ACCEPTED, [("location", location(st, id)), ("range", range(len))]).into_response()
+            (
+                StatusCode::ACCEPTED,
+                [("location", location(st, id)), ("range", range(len))],
+            )
+                .into_response()
         }
         Method::PUT => {
             if st.puts_throttled.load(Ordering::Relaxed) < st.cfg.throttle_puts {
@@ -260,73 +377,174 @@ fn upload(st: &Strict, method: &Method, uri: &Uri, headers: &HeaderMap, id: &str
             let mut data = data;
             data.extend_from_slice(&body);
             if sha(&data) != d {
-                return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "provided digest did not match uploaded content");
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    "provided digest did not match uploaded content",
+                );
             }
             s.uploads.remove(id);
             s.blobs.insert(d.clone(), Bytes::from(data));
             s.repo_blobs.insert((repo.clone(), d.clone()));
-            (StatusCode::CREATED, [("location", format!("/v2/{repo}/blobs/{d}")), ("docker-content-digest", d)]).into_response()
+            (
+                StatusCode::CREATED,
+                [
+                    ("location", format!("/v2/{repo}/blobs/{d}")),
+                    ("docker-content-digest", d),
+                ],
+            )
+                .into_response()
         }
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
     }
 }
 
 fn blob(st: &Strict, method: &Method, repo: &str, digest: &str) -> Response {
-    let Ok(s) = st.store.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    if !s.repo_blobs.contains(&(repo.to_string(), digest.to_string())) {
-        return err(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry");
+    let Ok(s) = st.store.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if !s
+        .repo_blobs
+        .contains(&(repo.to_string(), digest.to_string()))
+    {
+        return err(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            "blob unknown to registry",
+        );
     }
-    let Some(b) = s.blobs.get(digest).cloned() else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(b) = s.blobs.get(digest).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let len = b.len().to_string();
     if *method == Method::HEAD {
-        return (StatusCode::OK, [("content-length", len), ("docker-content-digest", digest.to_string())]).into_response();
+        return (
+            StatusCode::OK,
+            [
+                ("content-length", len),
+                ("docker-content-digest", digest.to_string()),
+            ],
+        )
+            .into_response();
     }
-    (StatusCode::OK, [("docker-content-digest", digest.to_string())], b).into_response()
+    (
+        StatusCode::OK,
+        [("docker-content-digest", digest.to_string())],
+        b,
+    )
+        .into_response()
 }
 
-fn manifest(st: &Strict, method: &Method, headers: &HeaderMap, repo: &str, reference: &str, body: Bytes) -> Response {
-    let Ok(mut s) = st.store.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+fn manifest(
+    st: &Strict,
+    method: &Method,
+    headers: &HeaderMap,
+    repo: &str,
+    reference: &str,
+    body: Bytes,
+) -> Response {
+    let Ok(mut s) = st.store.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     match *method {
         Method::PUT => {
-            let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let ct = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
             let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
-                return err(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", "manifest invalid");
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "MANIFEST_INVALID",
+                    "manifest invalid",
+                );
             };
-            if doc.get("mediaType").and_then(|m| m.as_str()).is_some_and(|m| m != ct) {
-                return err(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", "mediaType does not match Content-Type");
+            if doc
+                .get("mediaType")
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| m != ct)
+            {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "MANIFEST_INVALID",
+                    "mediaType does not match Content-Type",
+                );
             }
-            let mut refs: Vec<String> = doc.get("layers").and_then(|l| l.as_array()).into_iter().flatten().filter_map(|l| l.get("digest")?.as_str().map(str::to_string)).collect();
-            if let Some(c) = doc.get("config").and_then(|c| c.get("digest")).and_then(|d| d.as_str()) {
+            let mut refs: Vec<String> = doc
+                .get("layers")
+                .and_then(|l| l.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.get("digest")?.as_str().map(str::to_string))
+                .collect();
+            if let Some(c) = doc
+                .get("config")
+                .and_then(|c| c.get("digest"))
+                .and_then(|d| d.as_str())
+            {
                 refs.push(c.to_string());
             }
             for r in refs {
                 if !s.repo_blobs.contains(&(repo.to_string(), r.clone())) {
-                    return err(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", &format!("blob unknown to registry: {r}"));
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "MANIFEST_BLOB_UNKNOWN",
+                        &format!("blob unknown to registry: {r}"),
+                    );
                 }
             }
             let d = sha(&body);
-            s.manifests.insert((repo.to_string(), reference.to_string()), (ct.clone(), body.clone()));
-            s.manifests.insert((repo.to_string(), d.clone()), (ct, body));
+            s.manifests.insert(
+                (repo.to_string(), reference.to_string()),
+                (ct.clone(), body.clone()),
+            );
+            s.manifests
+                .insert((repo.to_string(), d.clone()), (ct, body));
             (StatusCode::CREATED, [("docker-content-digest", d)]).into_response()
         }
-        Method::GET | Method::HEAD => match s.manifests.get(&(repo.to_string(), reference.to_string())) {
-            Some((ct, b)) => (StatusCode::OK, [("content-type", ct.clone()), ("docker-content-digest", sha(b))], b.clone()).into_response(),
-            None => err(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown"),
-        },
+        Method::GET | Method::HEAD => {
+            match s.manifests.get(&(repo.to_string(), reference.to_string())) {
+                Some((ct, b)) => (
+                    StatusCode::OK,
+                    [
+                        ("content-type", ct.clone()),
+                        ("docker-content-digest", sha(b)),
+                    ],
+                    b.clone(),
+                )
+                    .into_response(),
+                None => err(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    "manifest unknown",
+                ),
+            }
+        }
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
     }
 }
 
 fn tags(st: &Strict, uri: &Uri, repo: &str) -> Response {
     let q = query(uri);
-    let Ok(s) = st.store.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    let mut all: Vec<String> = s.manifests.keys().filter(|(r, t)| r == repo && !t.starts_with("sha256:")).map(|(_, t)| t.clone()).collect();
+    let Ok(s) = st.store.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut all: Vec<String> = s
+        .manifests
+        .keys()
+        .filter(|(r, t)| r == repo && !t.starts_with("sha256:"))
+        .map(|(_, t)| t.clone())
+        .collect();
     all.sort();
     let after: Vec<String> = match q.get("last") {
         Some(l) => all.into_iter().filter(|t| t > l).collect(),
         None => all,
     };
-    let n = q.get("n").and_then(|n| n.parse::<usize>().ok()).unwrap_or(usize::MAX);
+    let n = q
+        .get("n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
     let page: Vec<String> = after.iter().take(n).cloned().collect();
     let mut r = axum::Json(serde_json::json!({"name": repo, "tags": page})).into_response();
     if after.len() > page.len()

@@ -52,31 +52,74 @@ impl TokenServer {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let key_pem = dir.path().join("key.pem");
         let cert = dir.path().join("cert.pem");
-        let ec = super::run("openssl", &["ecparam", "-name", "prime256v1", "-genkey", "-noout"]);
+        let ec = super::run(
+            "openssl",
+            &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        );
         let pk8 = super::run_stdin("openssl", &["pkcs8", "-topk8", "-nocrypt"], ec.as_bytes());
         std::fs::write(&key_pem, &pk8).unwrap_or_else(|e| panic!("{e}"));
         let kp = key_pem.display().to_string();
         let cp = cert.display().to_string();
-        super::run("openssl", &["req", "-new", "-x509", "-key", &kp, "-out", &cp, "-days", "2", "-subj", "/CN=podci-test-token"]);
+        super::run(
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-x509",
+                "-key",
+                &kp,
+                "-out",
+                &cp,
+                "-days",
+                "2",
+                "-subj",
+                "/CN=podci-test-token",
+            ],
+        );
         let der = dir.path().join("cert.der");
         let dp = der.display().to_string();
-        super::run("openssl", &["x509", "-in", &cp, "-outform", "DER", "-out", &dp]);
-        let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&String::from_utf8_lossy(&pk8)).unwrap_or_else(|e| panic!("{e}"));
+        super::run(
+            "openssl",
+            &["x509", "-in", &cp, "-outform", "DER", "-out", &dp],
+        );
+        let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&String::from_utf8_lossy(&pk8))
+            .unwrap_or_else(|e| panic!("{e}"));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let st = Arc::new(St {
             key,
-            cert_der_b64: base64::engine::general_purpose::STANDARD.encode(std::fs::read(&der).unwrap_or_default()),
-            users: users.iter().map(|(u, p, a)| (u.to_string(), (p.to_string(), a.iter().map(|s| s.to_string()).collect()))).collect(),
-            refresh: refresh.iter().map(|(t, u)| (t.to_string(), u.to_string())).collect(),
+            cert_der_b64: base64::engine::general_purpose::STANDARD
+                .encode(std::fs::read(&der).unwrap_or_default()),
+            users: users
+                .iter()
+                .map(|(u, p, a)| {
+                    (
+                        u.to_string(),
+                        (p.to_string(), a.iter().map(|s| s.to_string()).collect()),
+                    )
+                })
+                .collect(),
+            refresh: refresh
+                .iter()
+                .map(|(t, u)| (t.to_string(), u.to_string()))
+                .collect(),
             requests: requests.clone(),
         });
-        let app = axum::Router::new().route("/token", get(get_token).post(post_token)).with_state(st);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let app = axum::Router::new()
+            .route("/token", get(get_token).post(post_token))
+            .with_state(st);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        TokenServer { realm: format!("http://127.0.0.1:{port}/token"), cert, requests, _dir: dir }
+        TokenServer {
+            realm: format!("http://127.0.0.1:{port}/token"),
+            cert,
+            requests,
+            _dir: dir,
+        }
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -92,25 +135,47 @@ fn issue(st: &St, user: Option<&str>, scopes: &[String]) -> Response {
     let mut access = Vec::new();
     for s in scopes {
         let mut parts = s.splitn(3, ':');
-        let (Some(t), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let granted: Vec<&str> = actions.split(',').filter(|a| allowed.iter().any(|x| x == a)).collect();
+        let (Some(t), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let granted: Vec<&str> = actions
+            .split(',')
+            .filter(|a| allowed.iter().any(|x| x == a))
+            .collect();
         access.push(serde_json::json!({"type": t, "name": name, "actions": granted}));
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [st.cert_der_b64]});
     let claims = serde_json::json!({
         "iss": ISSUER, "sub": user.unwrap_or(""), "aud": SERVICE,
         "exp": now + 300, "nbf": now - 10, "iat": now - 10, "jti": format!("{now}-{}", scopes.len()),
         "access": access,
     });
-    let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
     let sig: p256::ecdsa::Signature = st.key.sign(signing_input.as_bytes());
     let token = format!("{signing_input}.{}", b64url(&sig.to_bytes()));
-    axum::Json(serde_json::json!({"token": token, "access_token": token, "expires_in": 300})).into_response()
+    axum::Json(serde_json::json!({"token": token, "access_token": token, "expires_in": 300}))
+        .into_response()
 }
 
-async fn get_token(State(st): State<Arc<St>>, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
-    let scopes: Vec<String> = q.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
+async fn get_token(
+    State(st): State<Arc<St>>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    let scopes: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.clone())
+        .collect();
     let user = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         None => None,
         Some(h) => {
@@ -129,7 +194,11 @@ async fn get_token(State(st): State<Arc<St>>, headers: HeaderMap, Query(q): Quer
         }
     };
     if let Ok(mut r) = st.requests.lock() {
-        r.push(Request { user: user.clone(), scopes: scopes.clone(), refresh: false });
+        r.push(Request {
+            user: user.clone(),
+            scopes: scopes.clone(),
+            refresh: false,
+        });
     }
     issue(&st, user.as_deref(), &scopes)
 }
@@ -138,17 +207,41 @@ async fn post_token(State(st): State<Arc<St>>, body: String) -> Response {
     let form: HashMap<String, String> = body
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace('+', " ").replace("%3A", ":").replace("%2C", ",").replace("%2F", "/")))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.replace('+', " ")
+                    .replace("%3A", ":")
+                    .replace("%2C", ",")
+                    .replace("%2F", "/"),
+            )
+        })
         .collect();
     if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return StatusCode::BAD_REQUEST.into_response();
     }
-    let Some(user) = form.get("refresh_token").and_then(|t| st.refresh.get(t)).cloned() else {
+    let Some(user) = form
+        .get("refresh_token")
+        .and_then(|t| st.refresh.get(t))
+        .cloned()
+    else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let scopes: Vec<String> = form.get("scope").map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
+    let scopes: Vec<String> = form
+        .get("scope")
+        .map(|s| {
+            s.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     if let Ok(mut r) = st.requests.lock() {
-        r.push(Request { user: Some(user.clone()), scopes: scopes.clone(), refresh: true });
+        r.push(Request {
+            user: Some(user.clone()),
+            scopes: scopes.clone(),
+            refresh: true,
+        });
     }
     issue(&st, Some(&user), &scopes)
 }
