@@ -19,9 +19,10 @@ reg_pid=""
 cleanup() { [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# --- the image: uncompressed tar layers of random data, so compression does not matter --
+# --- the image: gzip'd tar layers of random data (already compressed, as in real images,
+# so neither tool recompresses; skopeo would gzip plain tar layers on the way) ----------
 python3 - "$work/layout" "$LAYERS" "$LAYER_MIB" <<'PY'
-import hashlib, io, json, os, sys, tarfile
+import hashlib, io, json, os, subprocess, sys, tarfile
 out, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 blobs = os.path.join(out, "blobs", "sha256"); os.makedirs(blobs)
 def put(data_path=None, data=None):
@@ -34,7 +35,7 @@ def put(data_path=None, data=None):
         h.update(data); size = len(data)
         with open(os.path.join(blobs, h.hexdigest()), "wb") as f: f.write(data)
     return "sha256:" + h.hexdigest(), size
-layers = []
+layers, diff_ids = [], []
 for i in range(n):
     tmp = os.path.join(out, f"layer{i}.tar")
     with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as t:
@@ -46,10 +47,15 @@ for i in range(n):
             while left: b = r.read(min(left, 1 << 20)); w.write(b); left -= len(b)
         with open(src, "rb") as f: t.addfile(ti, f)
         os.remove(src)
-    d, s = put(tmp)
-    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s})
+    h = hashlib.sha256()
+    with open(tmp, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+    diff_ids.append("sha256:" + h.hexdigest())
+    subprocess.run(["gzip", "-1", "-n", tmp], check=True)
+    d, s = put(tmp + ".gz")
+    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s})
 config = {"architecture": "amd64", "os": "linux", "config": {},
-          "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}
+          "rootfs": {"type": "layers", "diff_ids": diff_ids}}
 cd, cs = put(data=json.dumps(config).encode())
 manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
