@@ -327,7 +327,7 @@ impl CredentialStore {
         }
         if let Some(text) = self.env.vars.get("DOCKER_AUTH_CONFIG") {
             let cfg = DockerConfig::parse(text, "DOCKER_AUTH_CONFIG")?;
-            if let Some(c) = self.from_config(&cfg, &host)? {
+            if let Some(c) = self.lookup_in_config(&cfg, &host)? {
                 return Ok(Some(c));
             }
         }
@@ -345,14 +345,14 @@ impl CredentialStore {
         if let Some(dir) = &self.env.docker_config_dir {
             let path = dir.join("config.json");
             if let Some(cfg) = read_config(&path)?
-                && let Some(c) = self.from_config(&cfg, &host)?
+                && let Some(c) = self.lookup_in_config(&cfg, &host)?
             {
                 return Ok(Some(c));
             }
         }
         for path in &self.env.podman_auth_files {
             if let Some(cfg) = read_config(path)?
-                && let Some(c) = self.from_config(&cfg, &host)?
+                && let Some(c) = self.lookup_in_config(&cfg, &host)?
             {
                 return Ok(Some(c));
             }
@@ -360,7 +360,7 @@ impl CredentialStore {
         Ok(None)
     }
 
-    fn from_config(&self, cfg: &DockerConfig, host: &str) -> Result<Option<Credential>> {
+    fn lookup_in_config(&self, cfg: &DockerConfig, host: &str) -> Result<Option<Credential>> {
         for (k, helper) in &cfg.cred_helpers {
             if normalize_host(k) == host {
                 return self.run_helper(helper, host);

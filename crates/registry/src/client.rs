@@ -132,10 +132,8 @@ enum ReqBody {
         offset: u64,
         len: u64,
     },
-    Remote {
-        repo: Reference,
-        desc: Descriptor,
-    },
+    /// Streamed from another registry; boxed, it is much larger than the others.
+    Remote(Box<(Reference, Descriptor)>),
 }
 
 type SharedHasher = Arc<Mutex<Sha256>>;
@@ -469,7 +467,8 @@ impl Client {
                     });
                 Ok((reqwest::Body::wrap_stream(stream), Some(hasher), *len))
             }
-            ReqBody::Remote { repo, desc } => {
+            ReqBody::Remote(remote) => {
+                let (repo, desc) = &**remote;
                 // Boxed: fetching the source goes through `execute` again.
                 let resp = Box::pin(self.blob_response(repo, &desc.digest)).await?;
                 let hasher: SharedHasher = Arc::new(Mutex::new(Sha256::new()));
@@ -489,6 +488,8 @@ impl Client {
     /// Sends one request with authentication, retries on 429/5xx (honouring
     /// `Retry-After`) and one re-authentication on 401. Returns the final response,
     /// whatever its status, plus the hasher of a streamed body.
+    // The request's parts are passed separately because the body is rebuilt per attempt.
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         registry: &str,
@@ -1038,10 +1039,9 @@ impl Client {
                 len: desc.size,
             },
             BlobSource::Bytes(b) => ReqBody::Bytes(b.clone()),
-            BlobSource::Registry { repo } => ReqBody::Remote {
-                repo: repo.clone(),
-                desc: desc.clone(),
-            },
+            BlobSource::Registry { repo } => {
+                ReqBody::Remote(Box::new((repo.clone(), desc.clone())))
+            }
         }
     }
 

@@ -31,3 +31,8 @@ pub use image::{Image, Location, WriteReport, copy};
 pub use layer::{LayerOptions, LayerSpec};
 pub use manifest::{Descriptor, Platform, RawManifest};
 pub use reference::Reference;
+
+/// Compiles the README's example so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -259,7 +259,7 @@ mod tests {
             tag in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}",
         ) {
             let s = format!("{host}/{repo}:{tag}");
-            let r: Reference = s.parse().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let r: Reference = s.parse::<Reference>().map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(r.to_string(), s);
             prop_assert_eq!(r.registry, host);
             prop_assert_eq!(r.repository, repo);
