@@ -317,7 +317,7 @@ impl CredentialStore {
         self.explicit.insert(normalize_host(host), cred);
     }
 
-    /// Finds credentials for `host` (a registry host[:port]). Order: explicit,
+    /// Finds credentials for `host` (a registry `host[:port]`). Order: explicit,
     /// `DOCKER_AUTH_CONFIG`, `CI_REGISTRY_*` (only for `$CI_REGISTRY`), Docker's
     /// `credHelpers`, `auths`, `credsStore`, then podman's `auth.json`.
     pub fn lookup(&self, host: &str) -> Result<Option<Credential>> {

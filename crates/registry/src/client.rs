@@ -27,7 +27,7 @@ use crate::reference::Reference;
 /// Tunables of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Registries (host[:port]) reached over plain HTTP. Loopback hosts always are.
+    /// Registries (`host[:port]`) reached over plain HTTP. Loopback hosts always are.
     pub insecure_registries: Vec<String>,
     /// How many blobs move at once.
     pub parallel: usize,

@@ -5,7 +5,7 @@
 //!   or chunked uploads streamed from disk, manifest push/pull, tag listing.
 //! - [`image`]: images in a registry, an OCI layout directory or a `docker save` tarball,
 //!   and copies between them.
-//! - [`append`]: add deterministic layers and config changes to a base image without a
+//! - [`mod@append`]: add deterministic layers and config changes to a base image without a
 //!   container engine.
 //!
 //! This crate knows the distribution protocol and image formats, nothing of CI.
