@@ -405,3 +405,85 @@ async fn identity_token_and_cross_repo_mount() -> TestResult {
     assert!(two, "a two-scope token for the mount: {:?}", ts.requests());
     pull_and_compare(&fresh, &target, &app.image).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_and_manifest_list_resolve_to_platform() -> TestResult {
+    let Some(reg) = RealRegistry::start(RegistryAuth::None) else {
+        return Ok(());
+    };
+    let work = tempfile::tempdir()?;
+    let amd = client_with(
+        &[],
+        ClientOptions {
+            platform: podci_registry::Platform::parse("linux/amd64")?,
+            ..Default::default()
+        },
+    );
+    let arm = client_with(
+        &[],
+        ClientOptions {
+            platform: podci_registry::Platform::parse("linux/arm64/v8")?,
+            ..Default::default()
+        },
+    );
+    let a = sample_image(&amd, work.path(), "amd").await;
+    let b = sample_image(&amd, work.path(), "armmm").await;
+    let repo = reference(&reg.host, "multi/app:amd");
+    image::push(&amd, &a.image, &repo, &[]).await?;
+    image::push(&amd, &b.image, &repo.with_tag("arm"), &[]).await?;
+    for (index_type, entry_type, tag) in [
+        (media::OCI_INDEX, media::OCI_MANIFEST, "oci"),
+        (media::DOCKER_LIST, media::DOCKER_MANIFEST, "list"),
+    ] {
+        let (am, bm) = if entry_type == media::OCI_MANIFEST {
+            (a.image.manifest.clone(), b.image.manifest.clone())
+        } else {
+            // A list must point at Docker manifests: re-dress both images.
+            let mut out = Vec::new();
+            for img in [&a.image, &b.image] {
+                let mut doc: serde_json::Value = serde_json::from_slice(&img.manifest.bytes)?;
+                doc["mediaType"] = media::DOCKER_MANIFEST.into();
+                let m = RawManifest::new(
+                    serde_json::to_vec(&doc)?.into(),
+                    Some(media::DOCKER_MANIFEST),
+                )?;
+                amd.put_manifest(&repo.with_digest(m.digest.clone()), &m)
+                    .await?;
+                out.push(m);
+            }
+            (out[0].clone(), out[1].clone())
+        };
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": index_type,
+            "manifests": [
+                {"mediaType": entry_type, "digest": am.digest, "size": am.bytes.len(), "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": entry_type, "digest": bm.digest, "size": bm.bytes.len(), "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            ]
+        });
+        // Pretty-printed on purpose: the registry must get (and give back) these exact bytes.
+        let raw = RawManifest::new(serde_json::to_vec_pretty(&index)?.into(), Some(index_type))?;
+        let r = repo.with_tag(tag);
+        amd.put_manifest(&r, &raw).await?;
+        let got = amd.get_manifest(&r).await?;
+        assert_eq!(
+            (got.media_type.as_str(), &got.bytes),
+            (index_type, &raw.bytes)
+        );
+        let (m, pinned) = amd.resolve(&r).await?;
+        assert_eq!(m.digest, am.digest);
+        assert_eq!(pinned.digest.as_ref(), Some(&am.digest));
+        let (m, _) = arm.resolve(&r).await?;
+        assert_eq!(m.digest, bm.digest);
+        let s390 = client_with(
+            &[],
+            ClientOptions {
+                platform: podci_registry::Platform::parse("linux/s390x")?,
+                ..Default::default()
+            },
+        );
+        let e = s390.resolve(&r).await.err().ok_or("s390x resolved")?;
+        assert!(e.to_string().contains("linux/arm64/v8"), "{e}");
+    }
+    Ok(())
+}

@@ -336,3 +336,54 @@ async fn registry_to_registry_streams_and_same_registry_mounts() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn no_credentials_follow_a_blob_redirect_to_another_host() -> TestResult {
+    let reg = strict::start(StrictConfig {
+        basic: Some(("u".into(), "secret".into())),
+        redirect_blobs: true,
+        ..Default::default()
+    })
+    .await;
+    let work = tempfile::tempdir()?;
+    let c = client(Some((reg.host(), "u", "secret")), ClientOptions::default());
+    let img = image(&c, work.path(), 50_000).await;
+    let target = r(reg.host(), "redir/app:v1");
+    image::push(&c, &img.image, &target, &[]).await?;
+    let out = work.path().join("pulled");
+    image::copy(
+        &c,
+        &Location::Registry(target),
+        &Location::OciLayout {
+            dir: out.clone(),
+            tag: None,
+        },
+        &[],
+    )
+    .await?;
+    let blob = std::fs::read(
+        out.join("blobs/sha256")
+            .join(img.image.layers[0].desc.digest.hex()),
+    )?;
+    assert_eq!(
+        podci_registry::Digest::of(&blob),
+        img.image.layers[0].desc.digest
+    );
+    let log = reg.log();
+    let redirected: Vec<_> = log
+        .iter()
+        .filter(|l| l.uri.starts_with("/blobdata/"))
+        .collect();
+    assert!(
+        redirected.len() >= 2,
+        "config and layer fetched from storage: {log:?}"
+    );
+    assert!(
+        redirected
+            .iter()
+            .all(|l| !l.auth && l.host == reg.state.other_host),
+        "{redirected:?}"
+    );
+    assert!(log.iter().any(|l| l.status == 307 && l.auth), "{log:?}");
+    Ok(())
+}

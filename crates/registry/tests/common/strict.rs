@@ -25,6 +25,8 @@ pub struct StrictConfig {
     pub throttle_puts: u32,
     /// Acknowledge but drop the data of the n-th PATCH (1-based): the next one is out of order.
     pub lose_patch: Option<u32>,
+    /// Answer blob GETs with a 307 to blob storage on 127.0.0.2 (another host).
+    pub redirect_blobs: bool,
     /// Repositories (prefix) for which every push is DENIED.
     pub denied_prefix: Option<String>,
 }
@@ -178,7 +180,7 @@ fn route(
 ) -> Response {
     let path = uri.path();
     let on_other_host = host == st.other_host;
-    if on_other_host && !path.starts_with("/upload/") {
+    if on_other_host && !path.starts_with("/upload/") && !path.starts_with("/blobdata/") {
         return StatusCode::NOT_FOUND.into_response();
     }
     // Upload URLs on the other host work without credentials, like presigned URLs.
@@ -200,6 +202,15 @@ fn route(
     }
     if path == "/v2/" {
         return StatusCode::OK.into_response();
+    }
+    if let Some(d) = path.strip_prefix("/blobdata/") {
+        let Ok(s) = st.store.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        return match s.blobs.get(d) {
+            Some(b) => (StatusCode::OK, b.clone()).into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
     }
     if let Some(id) = path.strip_prefix("/upload/") {
         return upload(st, method, uri, headers, id, body);
@@ -426,6 +437,10 @@ fn blob(st: &Strict, method: &Method, repo: &str, digest: &str) -> Response {
             ],
         )
             .into_response();
+    }
+    if st.cfg.redirect_blobs {
+        let to = format!("http://{}/blobdata/{digest}", st.other_host);
+        return (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response();
     }
     (
         StatusCode::OK,
