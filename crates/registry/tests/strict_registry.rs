@@ -221,6 +221,20 @@ async fn retries_429_after_retry_after() -> TestResult {
         start.elapsed()
     );
 
+    // 5xx without Retry-After: exponential backoff, then success.
+    let reg = strict::start(StrictConfig {
+        fail_manifest_puts: 2,
+        ..Default::default()
+    })
+    .await;
+    image::push(&c, &img.image, &r(reg.host(), "flaky/app:v1"), &[]).await?;
+    let log = reg.log();
+    assert_eq!(log.iter().filter(|l| l.status == 503).count(), 2, "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.method == "PUT" && l.uri.contains("/manifests/") && l.status == 201)
+    );
+
     let reg = strict::start(StrictConfig {
         throttle_puts: 100,
         ..Default::default()

@@ -25,6 +25,8 @@ pub struct StrictConfig {
     pub throttle_puts: u32,
     /// Acknowledge but drop the data of the n-th PATCH (1-based): the next one is out of order.
     pub lose_patch: Option<u32>,
+    /// Answer this many manifest PUTs with 503 (no Retry-After) first.
+    pub fail_manifest_puts: u32,
     /// Answer blob GETs with a 307 to blob storage on 127.0.0.2 (another host).
     pub redirect_blobs: bool,
     /// Repositories (prefix) for which every push is DENIED.
@@ -54,6 +56,7 @@ pub struct Strict {
     pub log: Mutex<Vec<Logged>>,
     next_id: AtomicU64,
     puts_throttled: AtomicU32,
+    manifest_fails: AtomicU32,
     patches: AtomicU32,
     pub patch_sizes: Mutex<Vec<usize>>,
     pub host: String,
@@ -98,6 +101,7 @@ pub async fn start(cfg: StrictConfig) -> StrictHandle {
         log: Mutex::new(Vec::new()),
         next_id: AtomicU64::new(1),
         puts_throttled: AtomicU32::new(0),
+        manifest_fails: AtomicU32::new(0),
         patches: AtomicU32::new(0),
         patch_sizes: Mutex::new(Vec::new()),
         host: format!("127.0.0.1:{port}"),
@@ -462,6 +466,10 @@ fn manifest(
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     match *method {
+        Method::PUT if st.manifest_fails.load(Ordering::Relaxed) < st.cfg.fail_manifest_puts => {
+            st.manifest_fails.fetch_add(1, Ordering::Relaxed);
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
         Method::PUT => {
             let ct = headers
                 .get("content-type")
