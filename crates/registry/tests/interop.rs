@@ -416,5 +416,56 @@ async fn docker_runs_the_appended_image() -> TestResult {
     docker(&["pull", &r]);
     let out = docker(&["run", "--rm", "--network", "none", &r]);
     assert_eq!(out.trim(), "hello from-docker");
+
+    // A real `docker save` tarball is a base podci reads in place ...
+    let saved = work.path().join("saved.tar");
+    docker(&["save", "-o", &saved.display().to_string(), &r]);
+    let base = Location::DockerArchive {
+        path: saved,
+        tag: Some(r.clone()),
+    };
+    let loaded = image::load(&c, &base).await?;
+    let diff_ids = loaded.config_json()?["rootfs"]["diff_ids"].clone();
+    let digests: Vec<String> = loaded
+        .layers
+        .iter()
+        .map(|l| l.desc.digest.to_string())
+        .collect();
+    assert_eq!(
+        diff_ids,
+        serde_json::json!(digests),
+        "docker save layers are the uncompressed diffs"
+    );
+    // ... and what podci writes as a docker archive, `docker load` accepts and runs.
+    let extra = work.path().join("extra");
+    std::fs::create_dir_all(&extra)?;
+    std::fs::write(extra.join("note"), "loaded")?;
+    let opts = AppendOptions {
+        layers: vec![LayerSpec {
+            source: extra,
+            dest: "/note".into(),
+        }],
+        changes: ConfigChanges {
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), "cat /note/note".into()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let next = podci_registry::append(&c, Some(&base), &opts, work.path()).await?;
+    let tar = work.path().join("podci.tar");
+    let tag = "podci.test/loaded:v1".to_string();
+    image::write(
+        &c,
+        &next.image,
+        &Location::DockerArchive {
+            path: tar.clone(),
+            tag: Some(tag.clone()),
+        },
+        &[],
+    )
+    .await?;
+    docker(&["load", "-i", &tar.display().to_string()]);
+    let out = docker(&["run", "--rm", "--network", "none", &tag]);
+    assert_eq!(out.trim(), "loaded");
     Ok(())
 }
