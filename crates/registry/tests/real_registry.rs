@@ -487,3 +487,25 @@ async fn index_and_manifest_list_resolve_to_platform() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lax_202_to_single_post_falls_back_to_put() -> TestResult {
+    let Some(reg) = RealRegistry::start(RegistryAuth::None) else {
+        return Ok(());
+    };
+    let work = tempfile::tempdir()?;
+    // docker-registry ignores a body on POST ?digest= and answers 202: the client must
+    // then PUT the blob to the (absolute, ?_state=) Location.
+    let client = client_with(
+        &[],
+        ClientOptions {
+            single_post_limit: 1 << 20,
+            ..Default::default()
+        },
+    );
+    let img = sample_image(&client, work.path(), "lax").await;
+    let r = reference(&reg.host, "lax/app:v1");
+    let rep = image::push(&client, &img.image, &r, &[]).await?;
+    assert_eq!(rep.blobs_uploaded, 3);
+    pull_and_compare(&client, &r, &img.image).await
+}
