@@ -307,6 +307,19 @@ fn copy_range_verified(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn location_parser_never_panics(s in ".{0,120}") {
+            let _ = s.parse::<Location>();
+        }
+        #[test]
+        fn oci_locations_roundtrip(dir in "/[a-z0-9_/.-]{1,30}", tag in "[a-z0-9][a-z0-9._-]{0,10}") {
+            let s = format!("oci:{dir}:{tag}");
+            let l: Location = s.parse().map_err(|e: Error| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert_eq!(l.to_string(), s);
+        }
+    }
+
     #[test]
     fn parses_locations() -> Result<()> {
         assert_eq!(

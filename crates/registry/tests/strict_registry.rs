@@ -401,3 +401,45 @@ async fn no_credentials_follow_a_blob_redirect_to_another_host() -> TestResult {
     assert!(log.iter().any(|l| l.status == 307 && l.auth), "{log:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn corrupted_blobs_are_refused_on_pull() -> TestResult {
+    let reg = strict::start(StrictConfig {
+        corrupt_blobs: true,
+        ..Default::default()
+    })
+    .await;
+    let work = tempfile::tempdir()?;
+    let c = client(None, ClientOptions::default());
+    let img = image(&c, work.path(), 20_000).await;
+    let target = r(reg.host(), "bad/app:v1");
+    image::push(&c, &img.image, &target, &[]).await?;
+    let out = work.path().join("pulled");
+    let e = image::copy(
+        &c,
+        &Location::Registry(target),
+        &Location::OciLayout {
+            dir: out.clone(),
+            tag: None,
+        },
+        &[],
+    )
+    .await
+    .err()
+    .ok_or("a corrupted blob was accepted")?;
+    assert!(
+        matches!(e, podci_registry::Error::DigestMismatch { .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains(img.image.config_desc.digest.as_str()),
+        "{e}"
+    );
+    assert!(
+        !out.join("blobs/sha256")
+            .join(img.image.layers[0].desc.digest.hex())
+            .exists()
+    );
+    Ok(())
+}

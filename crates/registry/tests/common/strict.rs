@@ -25,6 +25,8 @@ pub struct StrictConfig {
     pub throttle_puts: u32,
     /// Acknowledge but drop the data of the n-th PATCH (1-based): the next one is out of order.
     pub lose_patch: Option<u32>,
+    /// Serve blobs with their last byte flipped (a corrupting cache or disk).
+    pub corrupt_blobs: bool,
     /// Answer this many manifest PUTs with 503 (no Retry-After) first.
     pub fail_manifest_puts: u32,
     /// Answer blob GETs with a 307 to blob storage on 127.0.0.2 (another host).
@@ -446,6 +448,15 @@ fn blob(st: &Strict, method: &Method, repo: &str, digest: &str) -> Response {
         let to = format!("http://{}/blobdata/{digest}", st.other_host);
         return (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response();
     }
+    let b = if st.cfg.corrupt_blobs {
+        let mut v = b.to_vec();
+        if let Some(x) = v.last_mut() {
+            *x ^= 0xff;
+        }
+        Bytes::from(v)
+    } else {
+        b
+    };
     (
         StatusCode::OK,
         [("docker-content-digest", digest.to_string())],
