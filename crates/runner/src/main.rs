@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cmd_image;
 mod cmd_lint;
 mod files;
 
@@ -30,12 +31,15 @@ struct Cli {
 enum Command {
     /// Check a .gitlab-ci.yml as GitLab would; list its jobs or show the merged configuration.
     Lint(cmd_lint::Args),
+    /// Build, copy, inspect images and log in to registries, without a container engine.
+    Image(cmd_image::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Lint(args) => cmd_lint::run(args),
+        Command::Image(args) => cmd_image::run(args),
     };
     match result {
         Ok(code) => code,
