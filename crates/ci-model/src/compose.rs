@@ -308,7 +308,7 @@ impl State<'_> {
     }
 
     fn expand_vars(&self, s: &str) -> String {
-        expand_simple(s, &self.options.variables)
+        crate::expand::expand_existing(s, &self.options.variables)
     }
 
     /// Fetches one target: `(display name, content, span of the include)`.
@@ -485,54 +485,6 @@ pub(crate) fn wildcard_regex(pattern: &str) -> regex::Regex {
     // The pattern is built from escaped literals and fixed fragments, so it always compiles;
     // fall back to a never-matching regex rather than panicking.
     regex::Regex::new(&re).unwrap_or_else(|_| regex::Regex::new("$^").unwrap_or_else(|_| unreachable!()))
-}
-
-/// `$VAR` and `${VAR}` expansion with unknown variables kept (GitLab's
-/// `ExpandVariables.expand_existing`).
-pub(crate) fn expand_simple(s: &str, vars: &[(String, String)]) -> String {
-    if !s.contains('$') {
-        return s.to_string();
-    }
-    let lookup = |name: &str| {
-        vars.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let mut out = String::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'$' {
-            let (name, end) = if i + 1 < b.len() && b[i + 1] == b'{' {
-                match s[i + 2..].find('}') {
-                    Some(j) => (&s[i + 2..i + 2 + j], i + 3 + j),
-                    None => ("", i + 1),
-                }
-            } else {
-                let start = i + 1;
-                let mut j = start;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                    j += 1;
-                }
-                (&s[start..j], j)
-            };
-            if !name.is_empty()
-                && let Some(v) = lookup(name)
-            {
-                out.push_str(v);
-                i = end;
-                continue;
-            }
-            out.push('$');
-            i += 1;
-            continue;
-        }
-        let ch_len = s[i..].chars().next().map(char::len_utf8).unwrap_or(1);
-        out.push_str(&s[i..i + ch_len]);
-        i += ch_len;
-    }
-    out
 }
 
 /// ActiveSupport's `Hash#deep_merge!`: `over` wins; nested hashes are merged.
@@ -1007,11 +959,5 @@ mod tests {
             ("Local file `nope.yml` does not exist!".into(), 2, 5)
         );
         assert_eq!(first_pos("a: [1\n").1, 2);
-    }
-
-    #[test]
-    fn simple_expansion() {
-        let v = vec![("A".to_string(), "x".to_string())];
-        assert_eq!(expand_simple("$A/${A}/$B/$$", &v), "x/x/$B/$$");
     }
 }

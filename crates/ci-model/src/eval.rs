@@ -417,7 +417,7 @@ fn rule_matches(rule: &Mapping, vars: &[(String, String)], ctx: &PipelineContext
             };
             let pats: Vec<String> = pats
                 .iter()
-                .map(|p| crate::compose::expand_simple(p, vars))
+                .map(|p| crate::expand::expand_existing(p, vars))
                 .collect();
             if !any_matches(&pats, files) {
                 return false;
@@ -431,7 +431,7 @@ fn rule_matches(rule: &Mapping, vars: &[(String, String)], ctx: &PipelineContext
         };
         let pats: Vec<String> = pats
             .iter()
-            .map(|p| crate::compose::expand_simple(p, vars))
+            .map(|p| crate::expand::expand_existing(p, vars))
             .collect();
         if !any_matches(&pats, &ctx.existing_files) {
             return false;
@@ -584,7 +584,7 @@ impl Pipeline {
                 }
             }
             if let Some(name) = wf.get("name").and_then(Node::scalar_to_string) {
-                eval.name = Some(crate::compose::expand_simple(&name, &pairs(&global, &user_vars)));
+                eval.name = Some(crate::expand::expand_existing(&name, &pairs(&global, &user_vars)));
             }
         }
 

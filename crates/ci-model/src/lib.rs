@@ -7,6 +7,7 @@ pub mod compose;
 pub mod diag;
 pub mod emit;
 pub mod eval;
+pub mod expand;
 pub mod expr;
 pub mod payload;
 pub mod pipeline;
