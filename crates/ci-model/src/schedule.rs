@@ -372,8 +372,8 @@ pub struct Composite {
 }
 
 /// Folds `(status, allow_failure)` pairs exactly as `Gitlab::Ci::Status::Composite`
-/// does. `dag` is the variant used for a job's `needs`: a skipped or ignored need skips
-/// the job, an incomplete one keeps it waiting.
+/// does. `dag` is the variant used for a job's `needs`: a skipped or ignored need (an
+/// allowed manual job nobody played) skips the job.
 pub fn composite<I>(statuses: I, dag: bool) -> Composite
 where
     I: IntoIterator<Item = (JobStatus, bool)>,
@@ -399,18 +399,11 @@ where
     let only_of = |allowed: &[Part]| set.iter().all(|p| allowed.contains(p));
     let sww = Part::SuccessWithWarnings;
     let ign = Part::Ignored;
+    // A skipped or ignored need skips a DAG job. (Older GitLab also folded an incomplete
+    // need into `pending`; newer GitLab reports the plain composite, which is just as
+    // incomplete, so the processing decision is the same.)
     let status = if dag && (has(J::Skipped) || set.contains(&ign)) {
         P::Skipped
-    } else if dag
-        && !only_of(&[
-            Part::Job(J::Success),
-            Part::Job(J::Failed),
-            Part::Job(J::Canceled),
-            Part::Job(J::Skipped),
-            sww,
-        ])
-    {
-        P::Pending
     } else if only_of(&[Part::Job(J::Skipped), ign]) {
         P::Skipped
     } else if only_of(&[Part::Job(J::Success), Part::Job(J::Skipped), sww, ign]) {
@@ -598,6 +591,10 @@ pub struct Scheduler {
     stage_status: Vec<PipelineStatus>,
     now: u64,
     started: bool,
+    /// Set by [`Event::Canceled`] until a user plays or retries something: GitLab's
+    /// `cancel` event puts the pipeline in `canceled` even while a blocking manual job
+    /// (which cancellation leaves playable) would make the composite `manual`.
+    canceled: bool,
 }
 
 impl Scheduler {
@@ -651,6 +648,7 @@ impl Scheduler {
             stage_status,
             now: 0,
             started: false,
+            canceled: false,
         })
     }
 
@@ -671,6 +669,7 @@ impl Scheduler {
                 stage_status: Vec::new(),
                 now: 0,
                 started: false,
+                canceled: false,
             },
         }
     }
@@ -733,6 +732,7 @@ impl Scheduler {
                 let i = self.index(&job)?;
                 match self.jobs[i].status {
                     JobStatus::Manual | JobStatus::Scheduled => {
+                        self.canceled = false;
                         self.enqueue(i, &mut actions);
                         self.reset_skipped_dependents(&[i]);
                     }
@@ -767,6 +767,7 @@ impl Scheduler {
                         status,
                     });
                 }
+                self.canceled = false;
                 self.user_retry(i, true, &mut actions);
                 self.reset_skipped_dependents(&[i]);
             }
@@ -774,6 +775,7 @@ impl Scheduler {
                 let failed: Vec<usize> = (0..self.jobs.len())
                     .filter(|&i| matches!(self.jobs[i].status, JobStatus::Failed | JobStatus::Canceled))
                     .collect();
+                self.canceled &= failed.is_empty();
                 for &i in &failed {
                     self.user_retry(i, false, &mut actions);
                 }
@@ -782,6 +784,7 @@ impl Scheduler {
                 }
             }
             Event::Canceled => {
+                self.canceled = true;
                 for j in &mut self.jobs {
                     // CANCELABLE_STATUSES: manual jobs stay playable, finished ones stay.
                     let was_running = j.status == JobStatus::Running;
@@ -1043,7 +1046,11 @@ impl Scheduler {
             self.stage_status[si] = transition(self.stage_status[si], c.status, false);
         }
         let c = composite(self.jobs.iter().map(|j| (j.status, j.allow_failure)), false);
-        self.status = transition(self.status, c.status, true);
+        self.status = if self.canceled {
+            PipelineStatus::Canceled
+        } else {
+            transition(self.status, c.status, true)
+        };
     }
 
     /// `Ci::ProcessBuildService`.
