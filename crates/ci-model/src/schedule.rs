@@ -1026,6 +1026,23 @@ impl Scheduler {
                     if !previous.as_job_status().is_complete() {
                         continue;
                     }
+                    // Deliberate deviation: GitLab's DAG composite answers `skipped` as
+                    // soon as one need is skipped, so a `when: always` job would start
+                    // while its other needs still run. podci lets it wait for them; the
+                    // decision (run) is the same, only the timing is safe.
+                    if dag
+                        && self.jobs[i].spec.when == When::Always
+                        && self.jobs[i].needs.as_ref().is_some_and(|needs| {
+                            needs.iter().any(|&n| {
+                                let need = &self.jobs[n];
+                                // An allowed manual need is `ignored`: nothing to wait for.
+                                !need.status.is_complete()
+                                    && !(need.status == JobStatus::Manual && need.allow_failure)
+                            })
+                        })
+                    {
+                        continue;
+                    }
                     changed = true;
                     self.decide(i, previous, dag, actions);
                 }
