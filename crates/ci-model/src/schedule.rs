@@ -402,9 +402,8 @@ where
     // A skipped or ignored need skips a DAG job. (Older GitLab also folded an incomplete
     // need into `pending`; newer GitLab reports the plain composite, which is just as
     // incomplete, so the processing decision is the same.)
-    let status = if dag && (has(J::Skipped) || set.contains(&ign)) {
-        P::Skipped
-    } else if only_of(&[Part::Job(J::Skipped), ign]) {
+    let status = if (dag && (has(J::Skipped) || set.contains(&ign))) || only_of(&[Part::Job(J::Skipped), ign])
+    {
         P::Skipped
     } else if only_of(&[Part::Job(J::Success), Part::Job(J::Skipped), sww, ign]) {
         P::Success
@@ -1036,8 +1035,8 @@ impl Scheduler {
                             needs.iter().any(|&n| {
                                 let need = &self.jobs[n];
                                 // An allowed manual need is `ignored`: nothing to wait for.
-                                !need.status.is_complete()
-                                    && !(need.status == JobStatus::Manual && need.allow_failure)
+                                !(need.status.is_complete()
+                                    || (need.status == JobStatus::Manual && need.allow_failure))
                             })
                         })
                     {
