@@ -16,6 +16,18 @@
 //! Pure: no I/O, no clock. Time is an input (`Event::TimeElapsed { now }`, seconds on any
 //! monotonic scale the caller likes), so the machine behaves the same in tests, in the
 //! runner and in a browser.
+//!
+//! ```
+//! use podci_model::schedule::{Action, Event, JobResult, JobSpec, PipelineStatus, Scheduler};
+//!
+//! let mut s = Scheduler::new(vec![JobSpec::new("build", 0), JobSpec::new("test", 1)]);
+//! assert_eq!(s.start(), vec![Action::Enqueue { job: "build".into(), attempt: 1 }]);
+//! s.on_event(Event::Started { job: "build".into() })?;
+//! let next = s.on_event(Event::Finished { job: "build".into(), result: JobResult::Success })?;
+//! assert_eq!(next, vec![Action::Enqueue { job: "test".into(), attempt: 1 }]);
+//! assert_eq!(s.status(), PipelineStatus::Running);
+//! # Ok::<(), podci_model::schedule::ScheduleError>(())
+//! ```
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
