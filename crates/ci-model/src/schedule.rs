@@ -835,8 +835,8 @@ impl Scheduler {
         self.status.is_complete()
     }
 
-    /// Whether nothing can happen without a user or the clock: no job is pending or
-    /// running and none can become so by another job finishing.
+    /// Whether no job is pending or running: nothing more happens until a user plays
+    /// a job, the clock reaches [`Scheduler::next_wakeup`], or a retry.
     pub fn is_idle(&self) -> bool {
         !self
             .jobs
@@ -1011,6 +1011,10 @@ impl Scheduler {
             let mut changed = false;
             for si in 0..self.stages.len() {
                 let stage = self.stages[si];
+                // Earlier stages do not change while this one is decided, so their
+                // composite is computed once per stage (GitLab memoizes it the same way);
+                // this keeps a pass linear in jobs times stages.
+                let mut prior: Option<PipelineStatus> = None;
                 for oi in 0..self.stage_order[si].len() {
                     let i = self.stage_order[si][oi];
                     if self.jobs[i].status != JobStatus::Created {
@@ -1023,17 +1027,21 @@ impl Scheduler {
                                 .iter()
                                 .map(|&n| (self.jobs[n].status, self.jobs[n].allow_failure)),
                             true,
-                        ),
-                        None => composite(
-                            self.jobs
-                                .iter()
-                                .filter(|j| j.spec.stage < stage)
-                                .map(|j| (j.status, j.allow_failure)),
-                            false,
-                        ),
-                    }
-                    .status
-                    .unwrap_or(PipelineStatus::Success);
+                        )
+                        .status
+                        .unwrap_or(PipelineStatus::Success),
+                        None => *prior.get_or_insert_with(|| {
+                            composite(
+                                self.jobs
+                                    .iter()
+                                    .filter(|j| j.spec.stage < stage)
+                                    .map(|j| (j.status, j.allow_failure)),
+                                false,
+                            )
+                            .status
+                            .unwrap_or(PipelineStatus::Success)
+                        }),
+                    };
                     if !previous.as_job_status().is_complete() {
                         continue;
                     }
