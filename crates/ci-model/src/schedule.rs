@@ -1175,3 +1175,122 @@ fn dag_order(jobs: &[JobState], stage: usize) -> Vec<usize> {
     }
     out
 }
+
+/// The scheduler's view of the jobs of a loaded [`Pipeline`](crate::Pipeline): one
+/// [`JobSpec`] per instance (`parallel` expanded), with `when`, `start_in`,
+/// `allow_failure` (including `exit_codes`), `retry` and `interruptible` read from the
+/// job's configuration.
+///
+/// `jobs` are the jobs that are in the pipeline after `rules` (pass all of
+/// `pipeline.jobs` when there are none); a need on a job that is not among them is
+/// dropped, as GitLab drops optional needs and validation already reported required ones.
+/// A need on a parallel job waits for every instance of it. Needs on other projects or
+/// pipelines are not jobs of this pipeline and are left out.
+pub fn job_specs(pipeline: &crate::Pipeline, jobs: &[&crate::Job]) -> Vec<JobSpec> {
+    let instances: HashMap<&str, &[String]> = jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.instances.as_slice()))
+        .collect();
+    let mut out = Vec::new();
+    for job in jobs {
+        let stage = pipeline.stages.iter().position(|s| *s == job.stage).unwrap_or(0);
+        let config = &job.config;
+        let when = match job.when.as_str() {
+            "on_failure" => When::OnFailure,
+            "always" => When::Always,
+            "manual" => When::Manual,
+            "never" => When::Never,
+            "delayed" => When::Delayed {
+                start_in: config
+                    .get("start_in")
+                    .and_then(|n| n.scalar_to_string())
+                    .and_then(|s| crate::parse_duration(&s))
+                    .unwrap_or(0),
+            },
+            _ => When::OnSuccess,
+        };
+        let allow_failure = match config.get("allow_failure").and_then(|n| n.as_map()) {
+            Some(m) => AllowFailure::ExitCodes(int_list(m.get("exit_codes"))),
+            None if job.allow_failure => AllowFailure::Yes,
+            None => AllowFailure::No,
+        };
+        let retry = match config.get("retry") {
+            Some(n) => match (n.as_int(), n.as_map()) {
+                (Some(max), _) => Retry {
+                    max: u8::try_from(max).unwrap_or(0),
+                    ..Retry::default()
+                },
+                (None, Some(m)) => Retry {
+                    max: m
+                        .get("max")
+                        .and_then(|n| n.as_int())
+                        .and_then(|i| u8::try_from(i).ok())
+                        .unwrap_or(0),
+                    when: m
+                        .get("when")
+                        .map(|w| str_list(w).into_iter().map(|s| RetryWhen::parse(&s)).collect()),
+                    exit_codes: m.get("exit_codes").map(|c| int_list(Some(c))),
+                },
+                _ => Retry::default(),
+            },
+            None => Retry::default(),
+        };
+        let interruptible = config
+            .get("interruptible")
+            .and_then(|n| n.as_bool())
+            .unwrap_or(false);
+        let needs = job.needs.as_ref().map(|needs| {
+            needs
+                .iter()
+                .filter(|n| !n.external)
+                .flat_map(|n| {
+                    let names: Vec<String> = match instances.get(n.job.as_str()) {
+                        Some(list) if !list.is_empty() => list.to_vec(),
+                        _ => vec![n.job.clone()],
+                    };
+                    names.into_iter().map(move |name| NeedRef {
+                        name,
+                        optional: n.optional,
+                    })
+                })
+                .collect()
+        });
+        let names: Vec<String> = if job.instances.is_empty() {
+            vec![job.name.clone()]
+        } else {
+            job.instances.clone()
+        };
+        for name in names {
+            out.push(JobSpec {
+                name,
+                stage,
+                needs: needs.clone(),
+                when: when.clone(),
+                allow_failure: allow_failure.clone(),
+                retry: retry.clone(),
+                interruptible,
+            });
+        }
+    }
+    out
+}
+
+/// A scalar or a list of scalars, as text.
+fn str_list(node: &crate::yaml::Node) -> Vec<String> {
+    match node.as_seq() {
+        Some(items) => items.iter().filter_map(|i| i.scalar_to_string()).collect(),
+        None => node.scalar_to_string().into_iter().collect(),
+    }
+}
+
+/// An integer or a list of integers; anything else is left out.
+fn int_list(node: Option<&crate::yaml::Node>) -> Vec<i32> {
+    let Some(node) = node else {
+        return Vec::new();
+    };
+    let one = |n: &crate::yaml::Node| n.as_int().and_then(|i| i32::try_from(i).ok());
+    match node.as_seq() {
+        Some(items) => items.iter().filter_map(one).collect(),
+        None => one(node).into_iter().collect(),
+    }
+}

@@ -568,3 +568,86 @@ fn bad_events_are_errors() {
         Some(ScheduleError::DuplicateJob("a".into()))
     );
 }
+
+#[test]
+fn job_specs_from_a_loaded_pipeline() {
+    let yaml = r#"
+stages: [build, test, deploy]
+build:
+  stage: build
+  script: make
+  parallel: 2
+  retry:
+    max: 2
+    when: [runner_system_failure, script_failure]
+    exit_codes: [137]
+lint:
+  stage: test
+  script: lint
+  allow_failure:
+    exit_codes: [3, 4]
+  interruptible: true
+  needs: [build]
+unit:
+  stage: test
+  script: test
+  retry: 1
+review:
+  stage: deploy
+  script: deploy
+  when: manual
+later:
+  stage: deploy
+  script: deploy
+  when: delayed
+  start_in: 2 minutes
+"#;
+    let files = podci_model::MemorySource::new();
+    let pipeline = podci_model::load(".gitlab-ci.yml", yaml, &files, &Default::default());
+    assert!(pipeline.is_valid(), "{:?}", pipeline.diagnostics);
+    let jobs: Vec<&podci_model::Job> = pipeline.jobs.iter().collect();
+    let specs = podci_model::schedule::job_specs(&pipeline, &jobs);
+    let by = |n: &str| {
+        specs
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no spec {n}"))
+    };
+    assert_eq!(specs.len(), 6);
+    let b1 = by("build 1/2");
+    assert_eq!(
+        b1.stage,
+        pipeline.stages.iter().position(|s| s == "build").unwrap()
+    );
+    assert_eq!(
+        b1.retry,
+        Retry {
+            max: 2,
+            when: Some(vec![
+                RetryWhen::Reason(FailureReason::RunnerSystemFailure),
+                RetryWhen::Reason(FailureReason::ScriptFailure)
+            ]),
+            exit_codes: Some(vec![137]),
+        }
+    );
+    let lint = by("lint");
+    assert_eq!(lint.allow_failure, AllowFailure::ExitCodes(vec![3, 4]));
+    assert!(lint.interruptible);
+    assert_eq!(
+        lint.needs,
+        Some(vec![NeedRef::new("build 1/2"), NeedRef::new("build 2/2")])
+    );
+    assert_eq!(by("unit").retry.max, 1);
+    assert_eq!(by("unit").retry.when, None);
+    assert_eq!(by("review").when, When::Manual);
+    assert_eq!(by("review").allow_failure, AllowFailure::Yes);
+    assert_eq!(by("later").when, When::Delayed { start_in: 120 });
+
+    // And they run: both build instances must finish before lint starts.
+    let mut s = Scheduler::new(specs.clone());
+    s.start();
+    ev(&mut s, finished("build 1/2", JobResult::Success));
+    assert_eq!(s.job_status("lint"), Some(J::Created));
+    ev(&mut s, finished("build 2/2", JobResult::Success));
+    assert_eq!(s.job_status("lint"), Some(J::Pending));
+}
