@@ -606,6 +606,8 @@ pub struct Scheduler {
     /// `cancel` event puts the pipeline in `canceled` even while a blocking manual job
     /// (which cancellation leaves playable) would make the composite `manual`.
     canceled: bool,
+    /// `workflow:auto_cancel:on_job_failure: all`.
+    auto_cancel_on_failure: bool,
 }
 
 impl Scheduler {
@@ -660,6 +662,7 @@ impl Scheduler {
             now: 0,
             started: false,
             canceled: false,
+            auto_cancel_on_failure: false,
         })
     }
 
@@ -681,12 +684,21 @@ impl Scheduler {
                 now: 0,
                 started: false,
                 canceled: false,
+                auto_cancel_on_failure: false,
             },
         }
     }
 
-    /// Sets the current time before [`Scheduler::start`], so that delayed jobs are
-    /// scheduled relative to it.
+    /// `workflow:auto_cancel:on_job_failure: all`: the first failure that is not allowed
+    /// cancels every job that has not finished (manual jobs stay playable), as GitLab's
+    /// auto-cancel does. The pipeline then shows `failed`.
+    pub fn auto_cancel_on_job_failure(mut self, on: bool) -> Scheduler {
+        self.auto_cancel_on_failure = on;
+        self
+    }
+
+    /// Sets the current time (before [`Scheduler::start`], or whenever the caller's clock
+    /// moves), so that delayed jobs are scheduled relative to it.
     pub fn set_time(&mut self, now: u64) {
         self.now = now;
     }
@@ -796,23 +808,7 @@ impl Scheduler {
             }
             Event::Canceled => {
                 self.canceled = true;
-                for j in &mut self.jobs {
-                    // CANCELABLE_STATUSES: manual jobs stay playable, finished ones stay.
-                    let was_running = j.status == JobStatus::Running;
-                    if matches!(
-                        j.status,
-                        JobStatus::Created | JobStatus::Pending | JobStatus::Running | JobStatus::Scheduled
-                    ) {
-                        if j.status != JobStatus::Created {
-                            actions.push(Action::Cancel {
-                                job: j.spec.name.clone(),
-                                was_running,
-                            });
-                        }
-                        j.status = JobStatus::Canceled;
-                        j.scheduled_at = None;
-                    }
-                }
+                self.cancel_unfinished(&mut actions);
             }
         }
         self.process(&mut actions);
@@ -888,6 +884,28 @@ impl Scheduler {
         self.jobs.iter().map(|j| (j.spec.name.as_str(), j.status))
     }
 
+    /// Cancels every job in `CANCELABLE_STATUSES`; manual jobs stay playable and
+    /// finished ones keep their result.
+    fn cancel_unfinished(&mut self, actions: &mut Vec<Action>) {
+        for j in &mut self.jobs {
+            // CANCELABLE_STATUSES: manual jobs stay playable, finished ones stay.
+            let was_running = j.status == JobStatus::Running;
+            if matches!(
+                j.status,
+                JobStatus::Created | JobStatus::Pending | JobStatus::Running | JobStatus::Scheduled
+            ) {
+                if j.status != JobStatus::Created {
+                    actions.push(Action::Cancel {
+                        job: j.spec.name.clone(),
+                        was_running,
+                    });
+                }
+                j.status = JobStatus::Canceled;
+                j.scheduled_at = None;
+            }
+        }
+    }
+
     fn index(&self, name: &str) -> Result<usize, ScheduleError> {
         self.by_name
             .get(name)
@@ -930,6 +948,10 @@ impl Scheduler {
                     AllowFailure::ExitCodes(codes) => exit_code.is_some_and(|c| codes.contains(&c)),
                 };
                 j.failure = Some((reason, exit_code));
+                let allowed = j.allow_failure;
+                if self.auto_cancel_on_failure && !allowed {
+                    self.cancel_unfinished(actions);
+                }
             }
         }
     }

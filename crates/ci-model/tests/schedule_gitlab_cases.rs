@@ -14,6 +14,7 @@ const DEFAULT_STAGES: [&str; 5] = [".pre", "build", "test", "deploy", ".post"];
 
 struct Case {
     stages: Vec<String>,
+    auto_cancel: bool,
     jobs: Vec<JobSpec>,
     doc: Json,
 }
@@ -92,7 +93,16 @@ fn load(path: &Path) -> Case {
         }
         jobs.push(spec);
     }
-    Case { stages, jobs, doc }
+    let auto_cancel = config
+        .get("workflow")
+        .and_then(|w| w["auto_cancel"]["on_job_failure"].as_str())
+        == Some("all");
+    Case {
+        stages,
+        auto_cancel,
+        jobs,
+        doc,
+    }
 }
 
 fn actual(s: &Scheduler, stages: &[String]) -> (String, BTreeMap<String, String>, BTreeMap<String, String>) {
@@ -139,7 +149,9 @@ fn check(s: &Scheduler, stages: &[String], expect: &Json, jobs_only: bool, at: &
 
 fn run_case(path: &Path) -> Vec<String> {
     let case = load(path);
-    let mut s = Scheduler::try_new(case.jobs).expect("unique names");
+    let mut s = Scheduler::try_new(case.jobs)
+        .expect("unique names")
+        .auto_cancel_on_job_failure(case.auto_cancel);
     s.start();
     let mut errs = check(&s, &case.stages, &case.doc["init"]["expect"], false, "init");
     let transitions = case.doc["transitions"].as_array().cloned().unwrap_or_default();
@@ -213,7 +225,7 @@ fn gitlab_pipeline_processing_cases() {
         .filter(|p| p.extension().is_some_and(|e| e == "yml"))
         .collect();
     paths.sort();
-    assert_eq!(paths.len(), 58, "every ported GitLab case is present");
+    assert_eq!(paths.len(), 60, "every ported GitLab case is present");
     let mut failures = Vec::new();
     for p in &paths {
         for e in run_case(p) {
