@@ -1,7 +1,7 @@
 //! Property: for random pipelines (stages and needs DAGs, every `when`, allowed failures,
-//! retries) driven by random results, plays and an occasional cancel, no job is enqueued
-//! before what it waits for is complete, every job ends in a final status, and the
-//! pipeline finishes.
+//! retries, auto-cancel on failure) driven by random results, plays and an occasional
+//! cancel, no job is enqueued before what it waits for is complete, every job ends in a
+//! final status, and the pipeline finishes.
 
 use podci_model::schedule::{
     Action, AllowFailure, Event, FailureReason, JobResult, JobSpec, JobStatus, NeedRef, Retry, Scheduler,
@@ -163,9 +163,10 @@ proptest! {
         outcomes in prop::collection::vec(gen_outcome(), 64),
         picks in prop::collection::vec(0usize..64, 64),
         cancel_at in prop::option::of(0usize..40),
+        auto_cancel in any::<bool>(),
     ) {
         let specs = specs(&jobs_in);
-        let mut s = Scheduler::new(specs.clone());
+        let mut s = Scheduler::new(specs.clone()).auto_cancel_on_job_failure(auto_cancel);
         let actions = s.start();
         check_actions(&s, &specs, &actions, None)?;
         let mut canceled = false;
