@@ -651,3 +651,33 @@ later:
     ev(&mut s, finished("build 2/2", JobResult::Success));
     assert_eq!(s.job_status("lint"), Some(J::Pending));
 }
+
+#[test]
+fn retry_failed_jobs_after_cancel_resumes_the_pipeline() {
+    let mut s = Scheduler::new(vec![job("a", 0), job("b", 0), job("c", 1)]);
+    s.start();
+    ev(&mut s, finished("a", script_failure(1)));
+    ev(&mut s, Event::Canceled);
+    assert_eq!(s.status(), PipelineStatus::Canceled);
+    assert_eq!(s.job_status("b"), Some(J::Canceled));
+    assert_eq!(s.job_status("c"), Some(J::Canceled));
+    let actions = ev(&mut s, Event::RetriedFailed);
+    // a (failed) and b (canceled) get new attempts; c is canceled too, so it is retried
+    // as well and waits for its stage.
+    assert!(actions.contains(&Action::Enqueue {
+        job: "a".into(),
+        attempt: 2
+    }));
+    assert!(actions.contains(&Action::Enqueue {
+        job: "b".into(),
+        attempt: 2
+    }));
+    assert_eq!(s.job_status("c"), Some(J::Created));
+    assert_eq!(s.status(), PipelineStatus::Running);
+    ev(&mut s, finished("a", JobResult::Success));
+    ev(&mut s, finished("b", JobResult::Success));
+    assert_eq!(s.job_status("c"), Some(J::Pending));
+    ev(&mut s, finished("c", JobResult::Success));
+    assert_eq!(s.status(), PipelineStatus::Success);
+    assert!(!s.has_warnings());
+}
