@@ -12,6 +12,7 @@ pub mod expr;
 pub mod payload;
 pub mod pipeline;
 pub(crate) mod rules;
+pub mod schedule;
 pub mod source;
 pub(crate) mod validate;
 pub mod yaml;
