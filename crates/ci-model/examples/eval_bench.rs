@@ -44,10 +44,18 @@ fn main() {
         }
     }
     let t_payload = t2.elapsed();
-    println!("jobs configured: {}, created: {}, payloads: {count} ({:.1} MiB of JSON)", p.jobs.len(), eval.jobs.len(), bytes as f64 / 1048576.0);
+    println!(
+        "jobs configured: {}, created: {}, payloads: {count} ({:.1} MiB of JSON)",
+        p.jobs.len(),
+        eval.jobs.len(),
+        bytes as f64 / 1048576.0
+    );
     println!("load+validate  {:8.1} ms", t_load.as_secs_f64() * 1000.0);
     println!("evaluate       {:8.1} ms", t_eval.as_secs_f64() * 1000.0);
     println!("payloads+json  {:8.1} ms", t_payload.as_secs_f64() * 1000.0);
     let total = (t_eval + t_payload).as_secs_f64() * 1000.0;
-    println!("evaluate + payloads: {total:.1} ms (target < 100 ms: {})", if total < 100.0 { "met" } else { "NOT met" });
+    println!(
+        "evaluate + payloads: {total:.1} ms (target < 100 ms: {})",
+        if total < 100.0 { "met" } else { "NOT met" }
+    );
 }

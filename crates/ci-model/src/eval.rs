@@ -5,6 +5,10 @@
 //! `Gitlab::Ci::Pipeline::Seed::Build` (job rules, only/except, needs on absent jobs) and
 //! `Gitlab::Ci::Build::Rules` (first matching rule wins).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use globset::{GlobBuilder, GlobMatcher};
 
 use crate::diag::Diagnostic;
@@ -181,10 +185,44 @@ pub struct EvaluatedJob {
     pub allow_failure_exit_codes: Vec<i64>,
     /// Needs (instance names); `None` for stage ordering.
     pub needs: Option<Vec<(String, bool, bool)>>,
-    /// The variables of the job, lowest precedence first (later entries win).
-    pub variables: Vec<Variable>,
+    /// Predefined and global variables this job inherits (shared between jobs).
+    pub shared: Arc<Vec<Variable>>,
+    /// The job's own variables: `CI_JOB_*`, `variables:`, matrix values, `rules:variables`.
+    pub own: Vec<Variable>,
+    /// Project, group, instance and pipeline variables (shared between jobs).
+    pub user: Arc<Vec<Variable>>,
     /// Job id in this pipeline.
     pub id: u64,
+}
+
+impl EvaluatedJob {
+    /// All variables in precedence order, lowest first, each name once (the winning
+    /// definition, at the position of its first definition).
+    pub fn variables(&self) -> Vec<&Variable> {
+        let mut out: Vec<&Variable> =
+            Vec::with_capacity(self.shared.len() + self.own.len() + self.user.len());
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(out.capacity());
+        for v in self.shared.iter().chain(self.own.iter()).chain(self.user.iter()) {
+            match index.get(v.key.as_str()) {
+                Some(&i) => out[i] = v,
+                None => {
+                    index.insert(v.key.as_str(), out.len());
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
+    /// The winning definition of `key`.
+    pub fn variable(&self, key: &str) -> Option<&Variable> {
+        fn find<'v>(l: &'v [Variable], key: &str) -> Option<&'v Variable> {
+            l.iter().rev().find(|v| v.key == key)
+        }
+        find(&self.user, key)
+            .or_else(|| find(&self.own, key))
+            .or_else(|| find(&self.shared, key))
+    }
 }
 
 /// The result of [`Pipeline::evaluate`].
@@ -392,6 +430,64 @@ impl PipelineContext {
     }
 }
 
+/// Variable lookup over the layers of one job, highest precedence first.
+struct Lookup<'a> {
+    layers: [&'a [Variable]; 3],
+    shared_index: &'a HashMap<String, usize>,
+}
+
+impl Lookup<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i == 2 {
+                return self
+                    .shared_index
+                    .get(name)
+                    .and_then(|&ix| layer.get(ix))
+                    .map(|v| v.value.as_str());
+            }
+            if let Some(v) = layer.iter().rev().find(|v| v.key == name) {
+                return Some(&v.value);
+            }
+        }
+        None
+    }
+
+    /// As `(name, value)` pairs, lowest precedence first (for text expansion).
+    fn pairs(&self) -> Vec<(String, String)> {
+        self.layers
+            .iter()
+            .rev()
+            .flat_map(|l| l.iter())
+            .map(|v| (v.key.clone(), v.value.clone()))
+            .collect()
+    }
+}
+
+impl crate::expr::Variables for Lookup<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        Lookup::get(self, name)
+    }
+}
+
+/// Parsed `if:` expressions, each parsed once per evaluation.
+#[derive(Default)]
+struct ExprCache {
+    parsed: RefCell<HashMap<String, Option<Arc<crate::expr::Expression>>>>,
+}
+
+impl ExprCache {
+    fn truthy(&self, src: &str, vars: &Lookup<'_>) -> bool {
+        let e = {
+            let mut m = self.parsed.borrow_mut();
+            m.entry(src.to_string())
+                .or_insert_with(|| crate::expr::Expression::parse(src).ok().map(Arc::new))
+                .clone()
+        };
+        e.is_some_and(|e| e.is_truthy(vars))
+    }
+}
+
 /// What a list of rules decides (GitLab's `Gitlab::Ci::Build::Rules::Result`).
 struct RuleResult {
     index: Option<usize>,
@@ -402,9 +498,9 @@ struct RuleResult {
     needs: Option<Node>,
 }
 
-fn rule_matches(rule: &Mapping, vars: &[(String, String)], ctx: &PipelineContext) -> bool {
+fn rule_matches(rule: &Mapping, vars: &Lookup<'_>, cache: &ExprCache, ctx: &PipelineContext) -> bool {
     if let Some(cond) = rule.get("if").and_then(Node::as_str)
-        && !crate::expr_eval(cond, vars)
+        && !cache.truthy(cond, vars)
     {
         return false;
     }
@@ -415,9 +511,10 @@ fn rule_matches(rule: &Mapping, vars: &[(String, String)], ctx: &PipelineContext
                 Value::Map(m) => strings(m.get("paths")),
                 _ => strings(Some(ch)),
             };
+            let pairs = vars.pairs();
             let pats: Vec<String> = pats
                 .iter()
-                .map(|p| crate::expand::expand_existing(p, vars))
+                .map(|p| crate::expand::expand_existing(p, &pairs))
                 .collect();
             if !any_matches(&pats, files) {
                 return false;
@@ -429,9 +526,10 @@ fn rule_matches(rule: &Mapping, vars: &[(String, String)], ctx: &PipelineContext
             Value::Map(m) => strings(m.get("paths")),
             _ => strings(Some(ex)),
         };
+        let pairs = vars.pairs();
         let pats: Vec<String> = pats
             .iter()
-            .map(|p| crate::expand::expand_existing(p, vars))
+            .map(|p| crate::expand::expand_existing(p, &pairs))
             .collect();
         if !any_matches(&pats, &ctx.existing_files) {
             return false;
@@ -442,13 +540,14 @@ fn rule_matches(rule: &Mapping, vars: &[(String, String)], ctx: &PipelineContext
 
 fn evaluate_rules(
     rules: &[Node],
-    vars: &[(String, String)],
+    vars: &Lookup<'_>,
+    cache: &ExprCache,
     ctx: &PipelineContext,
     default_when: &str,
 ) -> RuleResult {
     for (i, r) in rules.iter().enumerate() {
         let Some(m) = r.as_map() else { continue };
-        if rule_matches(m, vars, ctx) {
+        if rule_matches(m, vars, cache, ctx) {
             return RuleResult {
                 index: Some(i),
                 when: m
@@ -476,7 +575,7 @@ fn evaluate_rules(
 }
 
 /// One `only:`/`except:` policy: does it match this pipeline?
-fn policy_matches(policy: &Node, vars: &[(String, String)], ctx: &PipelineContext) -> bool {
+fn policy_matches(policy: &Node, vars: &Lookup<'_>, cache: &ExprCache, ctx: &PipelineContext) -> bool {
     let (refs, variables, changes) = match &policy.value {
         Value::Map(m) => (
             m.get("refs").map(|n| strings(Some(n))),
@@ -491,7 +590,7 @@ fn policy_matches(policy: &Node, vars: &[(String, String)], ctx: &PipelineContex
         return false;
     }
     if let Some(exprs) = variables
-        && !exprs.iter().any(|e| crate::expr_eval(e, vars))
+        && !exprs.iter().any(|e| cache.truthy(e, vars))
     {
         return false;
     }
@@ -533,6 +632,19 @@ fn ref_matches(r: &str, ctx: &PipelineContext) -> bool {
     }
 }
 
+/// Shared state of one evaluation.
+struct Shared<'a> {
+    ctx: &'a PipelineContext,
+    global: Arc<Vec<Variable>>,
+    global_index: HashMap<String, usize>,
+    user: Arc<Vec<Variable>>,
+    cache: ExprCache,
+}
+
+fn index_of(vars: &[Variable]) -> HashMap<String, usize> {
+    vars.iter().enumerate().map(|(i, v)| (v.key.clone(), i)).collect()
+}
+
 impl Pipeline {
     /// Decides, as GitLab would when creating the pipeline, which jobs run and with what.
     pub fn evaluate(&self, ctx: &PipelineContext) -> Evaluation {
@@ -544,31 +656,28 @@ impl Pipeline {
             errors: Vec::new(),
         };
         let root = self.config.as_map();
-        let user_vars: Vec<Variable> = {
-            let mut u: Vec<Variable> = ctx
-                .variables
-                .iter()
-                .filter(|v| !v.protected || ctx.protected_ref)
-                .cloned()
-                .collect();
-            u.sort_by_key(|v| v.level);
-            u
-        };
+        let mut user: Vec<Variable> = ctx
+            .variables
+            .iter()
+            .filter(|v| !v.protected || ctx.protected_ref)
+            .cloned()
+            .collect();
+        user.sort_by_key(|v| v.level);
         let mut global = ctx.predefined();
         for v in yaml_variables(root.and_then(|r| r.get("variables")), VariableLevel::Global) {
             upsert(&mut global, v);
         }
-        let pairs = |vars: &[Variable], user: &[Variable]| -> Vec<(String, String)> {
-            vars.iter()
-                .chain(user.iter())
-                .map(|v| (v.key.clone(), v.value.clone()))
-                .collect()
-        };
+        let cache = ExprCache::default();
 
         // workflow:rules
         if let Some(wf) = root.and_then(|r| r.get("workflow")).and_then(Node::as_map) {
+            let gi = index_of(&global);
+            let lookup = Lookup {
+                layers: [&user, &[], &global],
+                shared_index: &gi,
+            };
             if let Some(rules) = wf.get("rules").and_then(Node::as_seq) {
-                let r = evaluate_rules(rules, &pairs(&global, &user_vars), ctx, "always");
+                let r = evaluate_rules(rules, &lookup, &cache, ctx, "always");
                 if r.index.is_none() || r.when == "never" {
                     eval.created = false;
                     return eval;
@@ -584,14 +693,26 @@ impl Pipeline {
                 }
             }
             if let Some(name) = wf.get("name").and_then(Node::scalar_to_string) {
-                eval.name = Some(crate::expand::expand_existing(&name, &pairs(&global, &user_vars)));
+                let gi = index_of(&global);
+                let lookup = Lookup {
+                    layers: [&user, &[], &global],
+                    shared_index: &gi,
+                };
+                eval.name = Some(crate::expand::expand_existing(&name, &lookup.pairs()));
             }
         }
 
+        let shared = Shared {
+            ctx,
+            global_index: index_of(&global),
+            global: Arc::new(global),
+            user: Arc::new(user),
+            cache,
+        };
         let mut next_id = ctx.first_job_id;
         let mut pending: Vec<EvaluatedJob> = Vec::new();
         for job in &self.jobs {
-            let decision = self.decide(job, &global, &user_vars, ctx, &mut pending, &mut next_id);
+            let decision = self.decide(job, &shared, &mut pending, &mut next_id);
             eval.decisions.push((job.name.clone(), decision));
         }
 
@@ -622,102 +743,108 @@ impl Pipeline {
         eval
     }
 
-    fn decide(
-        &self,
-        job: &Job,
-        global: &[Variable],
-        user_vars: &[Variable],
-        ctx: &PipelineContext,
-        out: &mut Vec<EvaluatedJob>,
-        next_id: &mut u64,
-    ) -> Decision {
+    fn decide(&self, job: &Job, sh: &Shared<'_>, out: &mut Vec<EvaluatedJob>, next_id: &mut u64) -> Decision {
+        let ctx = sh.ctx;
         let cfg = &job.config;
-        // Job variables: global ones unless `inherit:variables` says otherwise, then the job's.
+        // Global variables, unless `inherit:variables` says otherwise (predefined always).
         let inherit = cfg
             .get("inherit")
             .and_then(Node::as_map)
             .and_then(|m| m.get("variables"));
-        let mut vars: Vec<Variable> = global
-            .iter()
-            .filter(|v| {
-                v.level == VariableLevel::Predefined
-                    || match inherit.map(|n| &n.value) {
-                        Some(Value::Bool(false)) => false,
-                        Some(Value::Seq(list)) => list.iter().any(|i| i.as_str() == Some(v.key.as_str())),
-                        _ => true,
-                    }
-            })
-            .cloned()
-            .collect();
-        for (k, v) in [
-            ("CI_JOB_NAME", job.name.as_str()),
-            ("CI_JOB_NAME_SLUG", &ref_slug(&job.name)),
-            ("CI_JOB_STAGE", job.stage.as_str()),
-        ] {
-            upsert(&mut vars, Variable::plain(k, v, VariableLevel::Predefined));
-        }
+        let (shared_vars, shared_index): (Arc<Vec<Variable>>, std::borrow::Cow<'_, HashMap<String, usize>>) =
+            match inherit.map(|n| &n.value) {
+                Some(Value::Bool(false)) | Some(Value::Seq(_)) => {
+                    let keep = |v: &Variable| {
+                        v.level == VariableLevel::Predefined
+                            || inherit
+                                .and_then(Node::as_seq)
+                                .is_some_and(|list| list.iter().any(|i| i.as_str() == Some(v.key.as_str())))
+                    };
+                    let filtered: Vec<Variable> = sh.global.iter().filter(|v| keep(v)).cloned().collect();
+                    let ix = index_of(&filtered);
+                    (Arc::new(filtered), std::borrow::Cow::Owned(ix))
+                }
+                _ => (
+                    Arc::clone(&sh.global),
+                    std::borrow::Cow::Borrowed(&sh.global_index),
+                ),
+            };
+        let mut own: Vec<Variable> = vec![
+            Variable::plain("CI_JOB_NAME", &job.name, VariableLevel::Predefined),
+            Variable::plain(
+                "CI_JOB_NAME_SLUG",
+                &ref_slug(&job.name),
+                VariableLevel::Predefined,
+            ),
+            Variable::plain("CI_JOB_STAGE", &job.stage, VariableLevel::Predefined),
+        ];
         for v in yaml_variables(cfg.get("variables"), VariableLevel::Job) {
-            upsert(&mut vars, v);
+            upsert(&mut own, v);
         }
-        let all_pairs: Vec<(String, String)> = vars
-            .iter()
-            .chain(user_vars.iter())
-            .map(|v| (v.key.clone(), v.value.clone()))
-            .collect();
 
         let job_when = cfg.get("when").and_then(Node::scalar_to_string);
         let job_allow_failure = cfg.get("allow_failure");
-        let (when, allow_failure, start_in, rule_needs, decision) =
-            if let Some(rules) = cfg.get("rules").and_then(Node::as_seq) {
-                let r = evaluate_rules(
-                    rules,
-                    &all_pairs,
-                    ctx,
-                    job_when.as_deref().unwrap_or("on_success"),
-                );
-                match r.index {
-                    None => return Decision::NoRuleMatched,
-                    Some(i) if r.when == "never" => return Decision::Never { rule: i },
-                    Some(i) => {
-                        for v in r.variables {
-                            upsert(&mut vars, v);
-                        }
-                        // A rule's `when: manual` without allow_failure means allow_failure false.
-                        let af = r
-                            .allow_failure
-                            .unwrap_or_else(|| job_allow_failure.and_then(Node::as_bool).unwrap_or(false));
-                        let start_in = r.start_in.or_else(|| {
-                            cfg.get("start_in")
-                                .and_then(Node::scalar_to_string)
-                                .and_then(|s| crate::parse_duration(&s))
-                        });
-                        (r.when, af, start_in, r.needs, Decision::Created { rule: Some(i) })
-                    }
-                }
-            } else {
-                let only = cfg.get("only");
-                let except = cfg.get("except");
-                let default_only = Node::synthetic(Value::Seq(vec![
-                    Node::synthetic(Value::Str("branches".into())),
-                    Node::synthetic(Value::Str("tags".into())),
-                ]));
-                let only_ok = policy_matches(only.unwrap_or(&default_only), &all_pairs, ctx);
-                let except_hit = except.is_some_and(|e| policy_matches(e, &all_pairs, ctx));
-                if !only_ok || except_hit {
-                    return Decision::OnlyExcept;
-                }
-                let start_in = cfg
-                    .get("start_in")
-                    .and_then(Node::scalar_to_string)
-                    .and_then(|s| crate::parse_duration(&s));
-                (
-                    job.when.clone(),
-                    job.allow_failure,
-                    start_in,
-                    None,
-                    Decision::Created { rule: None },
-                )
+        let (when, allow_failure, start_in, rule_needs, decision) = if let Some(rules) =
+            cfg.get("rules").and_then(Node::as_seq)
+        {
+            let lookup = Lookup {
+                layers: [&sh.user, &own, &shared_vars],
+                shared_index: &shared_index,
             };
+            let r = evaluate_rules(
+                rules,
+                &lookup,
+                &sh.cache,
+                ctx,
+                job_when.as_deref().unwrap_or("on_success"),
+            );
+            match r.index {
+                None => return Decision::NoRuleMatched,
+                Some(i) if r.when == "never" => return Decision::Never { rule: i },
+                Some(i) => {
+                    for v in r.variables {
+                        upsert(&mut own, v);
+                    }
+                    // A rule's `when: manual` without allow_failure means allow_failure false.
+                    let af = r
+                        .allow_failure
+                        .unwrap_or_else(|| job_allow_failure.and_then(Node::as_bool).unwrap_or(false));
+                    let start_in = r.start_in.or_else(|| {
+                        cfg.get("start_in")
+                            .and_then(Node::scalar_to_string)
+                            .and_then(|s| crate::parse_duration(&s))
+                    });
+                    (r.when, af, start_in, r.needs, Decision::Created { rule: Some(i) })
+                }
+            }
+        } else {
+            let lookup = Lookup {
+                layers: [&sh.user, &own, &shared_vars],
+                shared_index: &shared_index,
+            };
+            let default_only = Node::synthetic(Value::Seq(vec![
+                Node::synthetic(Value::Str("branches".into())),
+                Node::synthetic(Value::Str("tags".into())),
+            ]));
+            let only_ok = policy_matches(cfg.get("only").unwrap_or(&default_only), &lookup, &sh.cache, ctx);
+            let except_hit = cfg
+                .get("except")
+                .is_some_and(|e| policy_matches(e, &lookup, &sh.cache, ctx));
+            if !only_ok || except_hit {
+                return Decision::OnlyExcept;
+            }
+            let start_in = cfg
+                .get("start_in")
+                .and_then(Node::scalar_to_string)
+                .and_then(|s| crate::parse_duration(&s));
+            (
+                job.when.clone(),
+                job.allow_failure,
+                start_in,
+                None,
+                Decision::Created { rule: None },
+            )
+        };
         let exit_codes: Vec<i64> = match job_allow_failure
             .and_then(Node::as_map)
             .and_then(|m| m.get("exit_codes"))
@@ -752,16 +879,16 @@ impl Pipeline {
         let matrix_vars = matrix_variables(parallel);
         let total = names.len();
         for (i, inst) in names.iter().enumerate() {
-            let mut v = vars.clone();
-            upsert(
-                &mut v,
-                Variable::plain("CI_JOB_NAME", inst, VariableLevel::Predefined),
-            );
-            upsert(
-                &mut v,
-                Variable::plain("CI_JOB_NAME_SLUG", &ref_slug(inst), VariableLevel::Predefined),
-            );
+            let mut v = own.clone();
             if total > 1 {
+                upsert(
+                    &mut v,
+                    Variable::plain("CI_JOB_NAME", inst, VariableLevel::Predefined),
+                );
+                upsert(
+                    &mut v,
+                    Variable::plain("CI_JOB_NAME_SLUG", &ref_slug(inst), VariableLevel::Predefined),
+                );
                 upsert(
                     &mut v,
                     Variable::plain("CI_NODE_INDEX", &(i + 1).to_string(), VariableLevel::Predefined),
@@ -776,13 +903,11 @@ impl Pipeline {
                     upsert(&mut v, Variable::plain(k, val, VariableLevel::Job));
                 }
             }
-            upsert(
-                &mut v,
-                Variable::plain("CI_JOB_ID", &next_id.to_string(), VariableLevel::Predefined),
-            );
-            for u in user_vars {
-                upsert(&mut v, u.clone());
-            }
+            v.push(Variable::plain(
+                "CI_JOB_ID",
+                &next_id.to_string(),
+                VariableLevel::Predefined,
+            ));
             out.push(EvaluatedJob {
                 name: inst.clone(),
                 job: job.name.clone(),
@@ -793,7 +918,9 @@ impl Pipeline {
                 allow_failure,
                 allow_failure_exit_codes: exit_codes.clone(),
                 needs: needs.clone(),
-                variables: v,
+                shared: Arc::clone(&shared_vars),
+                own: v,
+                user: Arc::clone(&sh.user),
                 id: *next_id,
             });
             *next_id += 1;
@@ -951,13 +1078,7 @@ mod tests {
             .push(Variable::plain("G", "project", VariableLevel::Project));
         let e = eval(y, &ctx);
         assert_eq!(names(&e), vec!["a: [x]", "a: [y]"]);
-        let get = |j: &EvaluatedJob, k: &str| {
-            j.variables
-                .iter()
-                .rev()
-                .find(|v| v.key == k)
-                .map(|v| v.value.clone())
-        };
+        let get = |j: &EvaluatedJob, k: &str| j.variable(k).map(|v| v.value.clone());
         let j = &e.jobs[1];
         assert_eq!(get(j, "G").as_deref(), Some("project"));
         assert_eq!(get(j, "J").as_deref(), Some("job"));

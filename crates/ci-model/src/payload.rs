@@ -627,7 +627,7 @@ mod build {
                 false,
                 false,
             );
-            for v in &ej.variables {
+            for v in ej.variables() {
                 let public = v.public && v.level <= VariableLevel::Job;
                 put(&v.key, &v.value, public, v.masked, v.file, v.raw);
             }
