@@ -23,7 +23,10 @@ fn main() {
         block.push_str(line);
         n += 1;
         if n % 40 == 0 {
-            block.push_str(&format!("password is {} and glpat-abcdefghijkl\n", secrets[n % 20]));
+            block.push_str(&format!(
+                "password is {} and glpat-abcdefghijkl\n",
+                secrets[n % 20]
+            ));
         }
     }
     let block = block.into_bytes();

@@ -72,7 +72,7 @@ pub fn masked_values(payload: &JobPayload) -> Vec<String> {
             out.push(v.to_string());
         }
         let enc = url_encode(v);
-        if enc != v && enc.len() >= MIN_MASKED_LEN && !out.iter().any(|o| *o == enc) {
+        if enc != v && enc.len() >= MIN_MASKED_LEN && !out.contains(&enc) {
             out.push(enc);
         }
     };
@@ -107,9 +107,7 @@ pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b))
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
             b' ' => out.push('+'),
             _ => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";

@@ -7,11 +7,7 @@ use proptest::prelude::*;
 /// Secrets from GitLab's maskable alphabet; a small alphabet makes overlaps, shared
 /// prefixes and repeats likely.
 fn secret() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[ab]{8,12}",
-        "[a-c1@:.~+/=_-]{8,16}",
-        "gl[a-z]{0,3}-[ab]{3,6}",
-    ]
+    prop_oneof!["[ab]{8,12}", "[a-c1@:.~+/=_-]{8,16}", "gl[a-z]{0,3}-[ab]{3,6}",]
 }
 
 /// Text built from fragments: secrets, pieces of secrets, token prefixes, noise.
@@ -32,11 +28,7 @@ fn input() -> impl Strategy<Value = (Vec<String>, Vec<u8>, Vec<usize>)> {
         .prop_flat_map(text)
         .prop_flat_map(|(secrets, data)| {
             let n = data.len();
-            (
-                Just(secrets),
-                Just(data),
-                proptest::collection::vec(0..=n, 0..12),
-            )
+            (Just(secrets), Just(data), proptest::collection::vec(0..=n, 0..12))
         })
 }
 
