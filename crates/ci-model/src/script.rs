@@ -323,6 +323,9 @@ fn render_body(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> Strin
         }
     }
     b.push_str("set +o noclobber\n");
+    // The body is a fork of the parent shell: hide the nonce so that commands cannot
+    // print a well-formed end marker.
+    b.push_str("unset __podci_nonce __podci_tmp __podci_body __podci_flag\n");
 
     let pairs: Vec<(String, String)> = payload
         .variables

@@ -420,6 +420,7 @@ fn end_marker_cannot_be_faked_by_user_output() {
         let cmds = [
             "echo podci-step-end:other_nonce1:0",
             &format!("printf 'podci-step-end:{NONCE}:0'"), // no newline: joins the next line
+            "echo \"podci-step-end:${__podci_nonce}:0\"",
             "exit 7",
         ];
         let r = run(
