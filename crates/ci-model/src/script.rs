@@ -327,10 +327,19 @@ fn render_body(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> Strin
     // print a well-formed end marker.
     b.push_str("unset __podci_nonce __podci_tmp __podci_body __podci_flag\n");
 
+    // A file variable stands for its path, also inside other variables' values.
+    let file_path = |key: &str| format!("{}/{}", opts.tmp_dir.trim_end_matches('/'), key);
     let pairs: Vec<(String, String)> = payload
         .variables
         .iter()
-        .map(|v| (v.key.clone(), v.value.clone()))
+        .map(|v| {
+            let value = if v.file {
+                file_path(&v.key)
+            } else {
+                v.value.clone()
+            };
+            (v.key.clone(), value)
+        })
         .collect();
     let mut made_tmp = false;
     for v in &payload.variables {
@@ -349,7 +358,7 @@ fn render_body(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> Strin
                 b.push_str(&format!("mkdir -p {}\n", quote(&opts.tmp_dir)));
                 made_tmp = true;
             }
-            let path = format!("{}/{}", opts.tmp_dir.trim_end_matches('/'), v.key);
+            let path = file_path(&v.key);
             // printf is a builtin in every supported shell: the value stays out of argv.
             b.push_str(&format!(
                 "(umask 077 && printf '%s' {} >{})\n",

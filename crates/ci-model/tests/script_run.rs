@@ -345,11 +345,14 @@ fn secrets_are_not_echoed_and_masked_when_printed() {
 fn file_variables_are_files_under_tmp_dir() {
     let content = "-----BEGIN X-----\nline 'two' $NOT\n-----END X-----\n";
     let payload = JobPayload {
-        variables: vec![JobVariable {
-            file: true,
-            public: false,
-            ..var("MY_CERT", content)
-        }],
+        variables: vec![
+            JobVariable {
+                file: true,
+                public: false,
+                ..var("MY_CERT", content)
+            },
+            var("CERT_ARG", "--cacert=$MY_CERT"),
+        ],
         ..Default::default()
     };
     for (bin, shell) in shells() {
@@ -362,6 +365,7 @@ fn file_variables_are_files_under_tmp_dir() {
                 "script",
                 &[
                     "echo \"path=$MY_CERT\"",
+                    "echo \"arg=$CERT_ARG\"",
                     "cp \"$MY_CERT\" copy.txt",
                     "ls -l \"$MY_CERT\"",
                 ],
@@ -371,6 +375,11 @@ fn file_variables_are_files_under_tmp_dir() {
         assert_eq!(r.code, 0, "{bin}: {}", r.out);
         let path = format!("{}/MY_CERT", o.tmp_dir);
         assert!(r.out.contains(&format!("path={path}\n")), "{bin}: {:?}", r.out);
+        assert!(
+            r.out.contains(&format!("arg=--cacert={path}\n")),
+            "{bin}: {:?}",
+            r.out
+        );
         assert!(
             r.out.contains("-rw-------"),
             "{bin}: file is private: {:?}",
