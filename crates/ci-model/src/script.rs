@@ -154,6 +154,123 @@ pub fn parse_step_end(line: &[u8], nonce: &str) -> Option<i32> {
     i32::try_from(v).ok()
 }
 
+/// Finds this job's end-of-step marker in a stream of output chunks and removes it (with
+/// the newline the script prints before it) from the bytes passed on to the trace.
+///
+/// Bytes are held back only while they may still become the marker line: a newline, and
+/// a line start that matches `podci-step-end:<nonce>:` so far.
+///
+/// ```
+/// use podci_model::script::StepEndScanner;
+/// let mut s = StepEndScanner::new("n0nce-1234");
+/// let mut out = s.write(b"hi\n\npodci-step-end:n0n");
+/// out.extend(s.write(b"ce-1234:3\n"));
+/// out.extend(s.finish());
+/// assert_eq!(out, b"hi\n");
+/// assert_eq!(s.exit_code(), Some(3));
+/// ```
+#[derive(Debug, Clone)]
+pub struct StepEndScanner {
+    head: Vec<u8>,
+    nonce: String,
+    /// Held back: an optional newline, then the start of a line that may be the marker.
+    pending: Vec<u8>,
+    /// Whether `pending` starts with a held newline.
+    held_newline: bool,
+    /// At the start of a line (the next byte may begin a marker).
+    at_line_start: bool,
+    exit: Option<i32>,
+}
+
+impl StepEndScanner {
+    /// A scanner for the marker carrying `nonce`.
+    pub fn new(nonce: &str) -> Self {
+        StepEndScanner {
+            head: format!("{STEP_END_PREFIX}{nonce}:").into_bytes(),
+            nonce: nonce.to_string(),
+            pending: Vec::new(),
+            held_newline: false,
+            at_line_start: true,
+            exit: None,
+        }
+    }
+
+    /// The exit code of the last marker seen.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit
+    }
+
+    /// Whether the held-back line (without the held newline) could still be a marker.
+    fn may_be_marker(&self, line: &[u8]) -> bool {
+        let h = self.head.len();
+        if line.len() <= h {
+            return self.head.starts_with(line);
+        }
+        if !line.starts_with(&self.head) {
+            return false;
+        }
+        let rest = &line[h..];
+        let (body, cr) = match rest.strip_suffix(b"\r") {
+            Some(b) => (b, true),
+            None => (rest, false),
+        };
+        let digits = body.strip_prefix(b"-").unwrap_or(body);
+        body.len() <= 11 && digits.iter().all(u8::is_ascii_digit) && !(cr && digits.is_empty())
+    }
+
+    /// Passes `chunk` on, minus the marker; returns the bytes for the trace.
+    pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len() + self.pending.len());
+        for &b in chunk {
+            if !self.at_line_start && self.pending.is_empty() {
+                if b == b'\n' {
+                    self.pending.push(b);
+                    self.held_newline = true;
+                    self.at_line_start = true;
+                } else {
+                    out.push(b);
+                }
+                continue;
+            }
+            // At a line start, possibly after a held newline.
+            let line_start = usize::from(self.held_newline);
+            if b == b'\n' {
+                let line = &self.pending[line_start..];
+                if let Some(code) = parse_step_end(line, &self.nonce) {
+                    self.exit = Some(code);
+                    self.pending.clear();
+                    self.held_newline = false;
+                } else {
+                    out.append(&mut self.pending);
+                    self.pending.push(b);
+                    self.held_newline = true;
+                }
+                self.at_line_start = true;
+                continue;
+            }
+            self.pending.push(b);
+            if !self.may_be_marker(&self.pending[line_start..]) {
+                out.append(&mut self.pending);
+                self.held_newline = false;
+                self.at_line_start = false;
+            }
+        }
+        out
+    }
+
+    /// Flushes what was held back at the end of the output.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let line_start = usize::from(self.held_newline);
+        if parse_step_end(&self.pending[line_start..], &self.nonce).is_some() {
+            self.exit = parse_step_end(&self.pending[line_start..], &self.nonce);
+            self.pending.clear();
+        }
+        self.held_newline = false;
+        self.at_line_start = true;
+        std::mem::take(&mut self.pending)
+    }
+}
+
 fn valid_nonce(n: &str) -> bool {
     (8..=128).contains(&n.len())
         && n.bytes()

@@ -54,3 +54,62 @@ proptest! {
         }
     }
 }
+
+mod scanner {
+    use podci_model::script::{StepEndScanner, step_end_marker};
+    use proptest::prelude::*;
+
+    const NONCE: &str = "abcd1234xy";
+
+    fn scan(data: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<i32>) {
+        let mut s = StepEndScanner::new(NONCE);
+        let mut out = Vec::new();
+        let mut last = 0;
+        for &c in cuts {
+            let c = c.clamp(last, data.len());
+            out.extend(s.write(&data[last..c]));
+            last = c;
+        }
+        out.extend(s.write(&data[last..]));
+        out.extend(s.finish());
+        (out, s.exit_code())
+    }
+
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z \\r\\n]{0,8}",
+            any::<i32>().prop_map(|c| step_end_marker(NONCE, c)),
+            any::<i32>().prop_map(|c| step_end_marker("otherNonce1", c)),
+            Just("podci-step-end:abcd".to_string()),
+            Just("\n".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_result(parts in proptest::collection::vec(fragment(), 0..16), mut cuts in proptest::collection::vec(0usize..200, 0..10)) {
+            let data = parts.concat().into_bytes();
+            cuts.sort_unstable();
+            prop_assert_eq!(scan(&data, &cuts), scan(&data, &[]));
+            let bytewise: Vec<usize> = (0..data.len()).collect();
+            prop_assert_eq!(scan(&data, &bytewise), scan(&data, &[]));
+        }
+
+        #[test]
+        fn script_output_loses_exactly_the_marker(user in "[a-z \\n]{0,40}", code in any::<i32>(), cut in 0usize..80) {
+            // What a rendered script prints at its end: "\n" then the marker line.
+            let data = format!("{user}\n{}\n", step_end_marker(NONCE, code)).into_bytes();
+            let (out, exit) = scan(&data, &[cut]);
+            prop_assert_eq!(exit, Some(code));
+            prop_assert_eq!(String::from_utf8_lossy(&out), user.as_str());
+        }
+
+        #[test]
+        fn text_without_the_marker_passes_unchanged(text in "[a-z0-9:\\n-]{0,60}|podci-step-end:[a-z0-9:\\n-]{0,30}", cut in 0usize..80) {
+            prop_assume!(!text.contains(&format!("podci-step-end:{NONCE}:")));
+            let (out, exit) = scan(text.as_bytes(), &[cut]);
+            prop_assert_eq!(exit, None);
+            prop_assert_eq!(String::from_utf8_lossy(&out), text.as_str());
+        }
+    }
+}
