@@ -367,9 +367,12 @@ pub fn render_step(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> R
     s.push_str("mkdir -p \"$__podci_tmp\" 2>/dev/null\n");
     s.push_str("__podci_flag=\"$__podci_tmp/.podci-timeout-$__podci_nonce\"\n");
     s.push_str("rm -f \"$__podci_flag\" 2>/dev/null\n");
+    // The trap is set before the body starts, so a cancel at any moment reaches it.
+    s.push_str("__podci_pid=; __podci_cancel=\n");
+    s.push_str("trap '__podci_cancel=1; if [ -n \"$__podci_pid\" ]; then __podci_kill_tree \"$__podci_pid\" TERM; fi' TERM\n");
     s.push_str("( eval \"$__podci_body\" ) </dev/null &\n");
     s.push_str("__podci_pid=$!\n");
-    s.push_str("trap '__podci_kill_tree \"$__podci_pid\" TERM' TERM\n");
+    s.push_str("if [ -n \"$__podci_cancel\" ]; then __podci_kill_tree \"$__podci_pid\" TERM; fi\n");
     if step.timeout > 0 {
         s.push_str(&format!(
             "( sleep {t}; : >\"$__podci_flag\"; __podci_kill_tree \"$__podci_pid\" TERM; sleep 10; __podci_kill_tree \"$__podci_pid\" KILL ) </dev/null >/dev/null 2>&1 &\n",

@@ -534,18 +534,31 @@ fn cancel_terminates_the_body() {
             .expect("stdin")
             .write_all(script.as_bytes())
             .expect("write");
-        std::thread::sleep(std::time::Duration::from_millis(700));
+        // Cancel once the body is running (its first command has printed).
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !out.windows(8).any(|w| w == b"started\n") {
+            let n = std::io::Read::read(&mut stdout, &mut buf).expect("read");
+            assert!(
+                n > 0,
+                "{bin}: script ended early: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            out.extend_from_slice(&buf[..n]);
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let o = child.wait_with_output().expect("wait");
-        let out = String::from_utf8_lossy(&o.stdout);
+        std::io::Read::read_to_end(&mut stdout, &mut out).expect("read rest");
+        let status = child.wait().expect("wait");
+        let out = String::from_utf8_lossy(&out);
         let marker = out
             .lines()
             .rev()
             .find_map(|l| parse_step_end(l.as_bytes(), NONCE));
         assert_eq!(marker, Some(143), "{bin}: {out:?}");
-        assert_eq!(o.status.code(), Some(143), "{bin}");
+        assert_eq!(status.code(), Some(143), "{bin}");
         assert!(!out.contains("\nnever\n"), "{bin}");
     }
 }
