@@ -30,8 +30,11 @@ proptest! {
         prop_assert_eq!(parse_step_end(step_end_marker(&other, code).as_bytes(), &nonce), None);
         let before = format!("{junk}{}", step_end_marker(&nonce, code));
         prop_assert_eq!(parse_step_end(before.as_bytes(), &nonce), None);
-        let after = format!("{}{junk}", step_end_marker(&nonce, code));
-        prop_assert_eq!(parse_step_end(after.as_bytes(), &nonce), None);
+        // Digits right after the marker would just spell another exit code.
+        if !junk.starts_with(|c: char| c.is_ascii_digit()) {
+            let after = format!("{}{junk}", step_end_marker(&nonce, code));
+            prop_assert_eq!(parse_step_end(after.as_bytes(), &nonce), None);
+        }
     }
 }
 
