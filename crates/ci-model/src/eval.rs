@@ -238,12 +238,19 @@ pub struct Evaluation {
     pub decisions: Vec<(String, Decision)>,
     /// Errors GitLab would report when creating the pipeline (e.g. a need on an absent job).
     pub errors: Vec<Diagnostic>,
+    index: HashMap<String, usize>,
 }
 
 impl Evaluation {
     /// A job by instance name.
     pub fn job(&self, name: &str) -> Option<&EvaluatedJob> {
-        self.jobs.iter().find(|j| j.name == name)
+        self.index.get(name).and_then(|&i| self.jobs.get(i))
+    }
+
+    /// The jobs of stages before `stage_index` (jobs are sorted by stage).
+    pub fn jobs_before_stage(&self, stage_index: usize) -> &[EvaluatedJob] {
+        let end = self.jobs.partition_point(|j| j.stage_index < stage_index);
+        &self.jobs[..end]
     }
 }
 
@@ -654,6 +661,7 @@ impl Pipeline {
             jobs: Vec::new(),
             decisions: Vec::new(),
             errors: Vec::new(),
+            index: HashMap::new(),
         };
         let root = self.config.as_map();
         let mut user: Vec<Variable> = ctx
@@ -738,6 +746,11 @@ impl Pipeline {
             }
         }
         pending.sort_by_key(|j| j.stage_index);
+        eval.index = pending
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.name.clone(), i))
+            .collect();
         eval.jobs = pending;
         eval.errors = errors;
         eval

@@ -599,37 +599,40 @@ mod build {
                 });
             }
             let run = cfg.get("run").filter(|n| !n.is_null()).map(run_json);
-            let mut variables: Vec<JobVariable> = Vec::new();
-            let mut put = |key: &str, value: &str, public: bool, masked: bool, file: bool, raw: bool| {
-                variables.retain(|v| v.key != key);
-                variables.push(JobVariable {
-                    key: key.into(),
-                    value: value.into(),
-                    public,
-                    file,
-                    masked,
-                    raw,
-                });
-            };
-            put("CI_JOB_TOKEN", token, false, true, false, false);
-            put("CI_REGISTRY_USER", "gitlab-ci-token", true, false, false, false);
-            put("CI_REGISTRY_PASSWORD", token, false, true, false, false);
-            put(
-                "CI_JOB_URL",
-                &format!(
-                    "{}/{}/-/jobs/{}",
-                    ctx.server_url.trim_end_matches('/'),
-                    ctx.project_path,
-                    ej.id
-                ),
-                true,
-                false,
-                false,
-                false,
+            let job_url = format!(
+                "{}/{}/-/jobs/{}",
+                ctx.server_url.trim_end_matches('/'),
+                ctx.project_path,
+                ej.id
             );
-            for v in ej.variables() {
-                let public = v.public && v.level <= VariableLevel::Job;
-                put(&v.key, &v.value, public, v.masked, v.file, v.raw);
+            let specials: [(&str, &str, bool, bool); 4] = [
+                ("CI_JOB_TOKEN", token, false, true),
+                ("CI_REGISTRY_USER", "gitlab-ci-token", true, false),
+                ("CI_REGISTRY_PASSWORD", token, false, true),
+                ("CI_JOB_URL", &job_url, true, false),
+            ];
+            let job_vars = ej.variables();
+            let mut variables: Vec<JobVariable> = Vec::with_capacity(job_vars.len() + specials.len());
+            for (key, value, public, masked) in specials {
+                if !job_vars.iter().any(|v| v.key == key) {
+                    variables.push(JobVariable {
+                        key: key.into(),
+                        value: value.into(),
+                        public,
+                        masked,
+                        ..JobVariable::default()
+                    });
+                }
+            }
+            for v in job_vars {
+                variables.push(JobVariable {
+                    key: v.key.clone(),
+                    value: v.value.clone(),
+                    public: v.public && v.level <= VariableLevel::Job,
+                    file: v.file,
+                    masked: v.masked,
+                    raw: v.raw,
+                });
             }
             let dependencies = dependencies(eval, ej, cfg);
             Some(JobPayload {
