@@ -101,19 +101,20 @@ pub struct Cache {
     write: WriteOptions,
 }
 
-/// Encode a key as one object name: `/` and other unsafe bytes become `~XX`.
+/// Encode a key as one object name: `/` and other unsafe bytes become `=XX` (a byte
+/// object_store and S3 leave alone).
 pub fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("~{b:02X}"));
+            out.push_str(&format!("={b:02X}"));
         }
     }
     if out.len() > 200 || out.starts_with('.') {
         // Long names exceed file-name limits; hash them (the pointer keeps the key).
-        return format!("~{}", hex::encode(Sha256::digest(key.as_bytes())));
+        return format!("={}", hex::encode(Sha256::digest(key.as_bytes())));
     }
     out
 }
@@ -180,7 +181,7 @@ impl Cache {
     }
 
     fn gitlab_object(&self, key: &str) -> String {
-        if self.store.describe().starts_with("s3://") { key.to_owned() } else { format!("{key}/cache.zip") }
+        if self.store.is_dir() { format!("{key}/cache.zip") } else { key.to_owned() }
     }
 
     /// Archive `sel` from `project_dir` and store it under `key`.

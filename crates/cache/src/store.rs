@@ -240,6 +240,11 @@ impl Store {
         Self::dir(path)
     }
 
+    /// Whether this is a directory store (GitLab Runner's layout differs between the two).
+    pub fn is_dir(&self) -> bool {
+        matches!(self.backend, Backend::Dir(_))
+    }
+
     /// Where this store is, for messages.
     pub fn describe(&self) -> String {
         match &self.backend {
