@@ -40,7 +40,9 @@ impl std::str::FromStr for Format {
         match s {
             "tar-zstd" | "tarzstd" | "tar.zst" => Ok(Format::TarZstd),
             "zip" => Ok(Format::Zip),
-            other => Err(format!("unknown archive format {other:?}; use tar-zstd or zip")),
+            other => Err(format!(
+                "unknown archive format {other:?}; use tar-zstd or zip"
+            )),
         }
     }
 }
@@ -65,7 +67,10 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { zstd_level: 3, threads: 0 }
+        WriteOptions {
+            zstd_level: 3,
+            threads: 0,
+        }
     }
 }
 
@@ -73,7 +78,9 @@ fn worker_threads(requested: u32) -> u32 {
     if requested > 0 {
         return requested;
     }
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }
 
 fn mtime_secs(meta: &fs::Metadata) -> u64 {
@@ -81,10 +88,20 @@ fn mtime_secs(meta: &fs::Metadata) -> u64 {
 }
 
 /// Write `entries` (from [`crate::paths::PathSet::collect`]) as a tar + zstd stream.
-pub fn write_tar_zst<W: Write>(root: &Path, entries: &[Entry], out: W, opts: WriteOptions) -> Result<(W, Stats)> {
-    let zerr = |e: io::Error| Error::Io { op: "compress", path: root.to_path_buf(), source: e };
+pub fn write_tar_zst<W: Write>(
+    root: &Path,
+    entries: &[Entry],
+    out: W,
+    opts: WriteOptions,
+) -> Result<(W, Stats)> {
+    let zerr = |e: io::Error| Error::Io {
+        op: "compress",
+        path: root.to_path_buf(),
+        source: e,
+    };
     let mut enc = zstd::stream::write::Encoder::new(out, opts.zstd_level).map_err(zerr)?;
-    enc.multithread(worker_threads(opts.threads)).map_err(zerr)?;
+    enc.multithread(worker_threads(opts.threads))
+        .map_err(zerr)?;
     // Keep the output byte-identical for identical input, so content addressing dedupes.
     enc.include_checksum(true).map_err(zerr)?;
     let mut tar = tar::Builder::new(enc);
@@ -98,12 +115,17 @@ pub fn write_tar_zst<W: Write>(root: &Path, entries: &[Entry], out: W, opts: Wri
         h.set_uid(u64::from(e.meta.uid()));
         h.set_gid(u64::from(e.meta.gid()));
         h.set_mtime(mtime_secs(&e.meta));
-        let werr = |err: io::Error| Error::Io { op: "archive", path: full.clone(), source: err };
+        let werr = |err: io::Error| Error::Io {
+            op: "archive",
+            path: full.clone(),
+            source: err,
+        };
         match e.kind {
             EntryKind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
-                tar.append_data(&mut h, format!("{}/", e.rel), io::empty()).map_err(werr)?;
+                tar.append_data(&mut h, format!("{}/", e.rel), io::empty())
+                    .map_err(werr)?;
             }
             EntryKind::Symlink => {
                 let target = fs::read_link(&full).map_err(io("read link", &full))?;
@@ -137,7 +159,11 @@ const ZIP_UNIX_UIDGID: u16 = 0x7875;
 /// carries the extended-timestamp (0x5455) and unix uid/gid (0x7875) extra fields.
 pub fn write_zip<W: Write + Seek>(root: &Path, entries: &[Entry], out: W) -> Result<(W, Stats)> {
     use zip::write::FullFileOptions;
-    let zerr = |e: zip::result::ZipError| Error::Io { op: "write zip", path: root.to_path_buf(), source: io::Error::other(e) };
+    let zerr = |e: zip::result::ZipError| Error::Io {
+        op: "write zip",
+        path: root.to_path_buf(),
+        source: io::Error::other(e),
+    };
     let mut zw = zip::ZipWriter::new(out);
     let mut stats = Stats::default();
     for e in entries {
@@ -149,14 +175,18 @@ pub fn write_zip<W: Write + Seek>(root: &Path, entries: &[Entry], out: W) -> Res
             .large_file(e.meta.len() >= u32::MAX as u64);
         let mut ts = vec![1u8];
         ts.extend_from_slice(&(u32::try_from(mtime).unwrap_or(u32::MAX)).to_le_bytes());
-        opts.add_extra_field(ZIP_EXT_TIMESTAMP, ts, false).map_err(zerr)?;
+        opts.add_extra_field(ZIP_EXT_TIMESTAMP, ts, false)
+            .map_err(zerr)?;
         let mut ux = vec![1u8, 4];
         ux.extend_from_slice(&e.meta.uid().to_le_bytes());
         ux.push(4);
         ux.extend_from_slice(&e.meta.gid().to_le_bytes());
-        opts.add_extra_field(ZIP_UNIX_UIDGID, ux, false).map_err(zerr)?;
+        opts.add_extra_field(ZIP_UNIX_UIDGID, ux, false)
+            .map_err(zerr)?;
         match e.kind {
-            EntryKind::Dir => zw.add_directory(format!("{}/", e.rel), opts).map_err(zerr)?,
+            EntryKind::Dir => zw
+                .add_directory(format!("{}/", e.rel), opts)
+                .map_err(zerr)?,
             EntryKind::Symlink => {
                 let target = fs::read_link(&full).map_err(io("read link", &full))?;
                 let target = target.to_str().ok_or_else(|| Error::UnsafeEntry {
@@ -184,13 +214,27 @@ fn dos_time(secs: u64) -> zip::DateTime {
     let rem = secs % 86400;
     let (y, m, d) = civil_from_days(days);
     let y = y.clamp(1980, 2107) as u16;
-    zip::DateTime::from_date_and_time(y, m as u8, d as u8, (rem / 3600) as u8, ((rem % 3600) / 60) as u8, (rem % 60) as u8)
-        .unwrap_or_default()
+    zip::DateTime::from_date_and_time(
+        y,
+        m as u8,
+        d as u8,
+        (rem / 3600) as u8,
+        ((rem % 3600) / 60) as u8,
+        (rem % 60) as u8,
+    )
+    .unwrap_or_default()
 }
 
 fn unix_from_dos(dt: &zip::DateTime) -> u64 {
-    let days = days_from_civil(i64::from(dt.year()), u32::from(dt.month()), u32::from(dt.day()));
-    let secs = days * 86400 + i64::from(dt.hour()) * 3600 + i64::from(dt.minute()) * 60 + i64::from(dt.second());
+    let days = days_from_civil(
+        i64::from(dt.year()),
+        u32::from(dt.month()),
+        u32::from(dt.day()),
+    );
+    let secs = days * 86400
+        + i64::from(dt.hour()) * 3600
+        + i64::from(dt.minute()) * 60
+        + i64::from(dt.second());
     u64::try_from(secs).unwrap_or(0)
 }
 
@@ -243,7 +287,12 @@ impl Guard {
 
     /// Clean an entry name into a relative path; `None` for the archive root itself.
     fn check(&self, name: &str) -> Result<Option<String>> {
-        let refuse = |reason: &str| Err(Error::UnsafeEntry { entry: name.to_owned(), reason: reason.to_owned() });
+        let refuse = |reason: &str| {
+            Err(Error::UnsafeEntry {
+                entry: name.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
         if name.starts_with('/') {
             return refuse("absolute path");
         }
@@ -298,17 +347,28 @@ impl Guard {
         Ok(())
     }
 
-    fn file(&mut self, rel: &str, mode: Option<u32>, mtime: Option<u64>, content: &mut dyn Read) -> Result<()> {
+    fn file(
+        &mut self,
+        rel: &str,
+        mode: Option<u32>,
+        mtime: Option<u64>,
+        content: &mut dyn Read,
+    ) -> Result<()> {
         let full = self.parent_dirs(rel)?;
         let mut f = File::create(&full).map_err(io("create", &full))?;
         let n = copy_big(content, &mut f).map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other => {
                 Error::Corrupt(format!("reading {rel}: {e}"))
             }
-            _ => Error::Io { op: "write", path: full.clone(), source: e },
+            _ => Error::Io {
+                op: "write",
+                path: full.clone(),
+                source: e,
+            },
         })?;
         if let Some(mode) = mode {
-            f.set_permissions(fs::Permissions::from_mode(mode & 0o7777)).map_err(io("chmod", &full))?;
+            f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(io("chmod", &full))?;
         }
         if let Some(t) = mtime {
             filetime::set_file_handle_times(&f, None, Some(FileTime::from_unix_time(t as i64, 0)))
@@ -321,7 +381,10 @@ impl Guard {
 
     fn hardlink(&mut self, rel: &str, target: &str) -> Result<()> {
         let Some(t) = self.check(target)? else {
-            return Err(Error::UnsafeEntry { entry: rel.into(), reason: "hard link to the archive root".into() });
+            return Err(Error::UnsafeEntry {
+                entry: rel.into(),
+                reason: "hard link to the archive root".into(),
+            });
         };
         let src = self.root.join(&t);
         let full = self.parent_dirs(rel)?;
@@ -345,7 +408,10 @@ impl Guard {
             let mut prefix = String::new();
             for seg in rel.split('/') {
                 if !prefix.is_empty() && self.link_names.contains(&prefix) {
-                    return Err(Error::UnsafeEntry { entry: rel.clone(), reason: format!("path passes through symlink {prefix:?}") });
+                    return Err(Error::UnsafeEntry {
+                        entry: rel.clone(),
+                        reason: format!("path passes through symlink {prefix:?}"),
+                    });
                 }
                 if !prefix.is_empty() {
                     prefix.push('/');
@@ -360,7 +426,10 @@ impl Guard {
         for (rel, target, mtime) in links {
             let full = self.parent_dirs(&rel)?;
             if fs::symlink_metadata(&full).is_ok() {
-                return Err(Error::UnsafeEntry { entry: rel, reason: "symlink name is also a file or directory in the archive".into() });
+                return Err(Error::UnsafeEntry {
+                    entry: rel,
+                    reason: "symlink name is also a file or directory in the archive".into(),
+                });
             }
             std::os::unix::fs::symlink(&target, &full).map_err(io("create symlink", &full))?;
             if let Some(t) = mtime {
@@ -379,10 +448,19 @@ impl Guard {
 }
 
 fn check_link_target(rel: &str, target: &Path, links: &HashSet<String>) -> Result<()> {
-    let refuse = |reason: String| Err(Error::UnsafeEntry { entry: rel.to_owned(), reason });
-    let Some(t) = target.to_str() else { return refuse("symlink target is not UTF-8".into()) };
+    let refuse = |reason: String| {
+        Err(Error::UnsafeEntry {
+            entry: rel.to_owned(),
+            reason,
+        })
+    };
+    let Some(t) = target.to_str() else {
+        return refuse("symlink target is not UTF-8".into());
+    };
     if t.starts_with('/') {
-        return refuse(format!("symlink to absolute path {t:?} escapes the extraction directory"));
+        return refuse(format!(
+            "symlink to absolute path {t:?} escapes the extraction directory"
+        ));
     }
     let mut stack: Vec<&str> = rel.split('/').collect();
     stack.pop();
@@ -392,10 +470,14 @@ fn check_link_target(rel: &str, target: &Path, links: &HashSet<String>) -> Resul
             ".." => {
                 let here = stack.join("/");
                 if !here.is_empty() && links.contains(&here) {
-                    return refuse(format!("symlink target {t:?} climbs out of another symlink"));
+                    return refuse(format!(
+                        "symlink target {t:?} climbs out of another symlink"
+                    ));
                 }
                 if stack.pop().is_none() {
-                    return refuse(format!("symlink target {t:?} escapes the extraction directory"));
+                    return refuse(format!(
+                        "symlink target {t:?} escapes the extraction directory"
+                    ));
                 }
             }
             s => stack.push(s),
@@ -455,13 +537,20 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     /// Read the rest of the input (so the digest covers all of it) and return
     /// `sha256:<hex>` and the byte count.
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count))
+        Ok((
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        ))
     }
 }
 
@@ -483,11 +572,19 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     /// The inner writer, `sha256:<hex>` and the byte count.
     pub fn finish(self) -> (W, String, u64) {
-        (self.inner, format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
+        (
+            self.inner,
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        )
     }
 }
 
@@ -513,7 +610,11 @@ impl<W: Seek> Seek for HashingWriter<W> {
 /// Extract a tar + zstd stream into `dir` (a fresh staging directory). Decompression
 /// runs on its own thread so that it overlaps with writing files.
 /// `expected` is the `sha256:<hex>` digest the input must have; checked at the end.
-pub fn extract_tar_zst<R: Read + Send>(input: R, dir: &Path, expected: Option<&str>) -> Result<Stats> {
+pub fn extract_tar_zst<R: Read + Send>(
+    input: R,
+    dir: &Path,
+    expected: Option<&str>,
+) -> Result<Stats> {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
     std::thread::scope(|s| {
         let decoder = s.spawn(move || -> io::Result<(String, u64)> {
@@ -541,21 +642,32 @@ pub fn extract_tar_zst<R: Read + Send>(input: R, dir: &Path, expected: Option<&s
                 }
             })();
             if let Err(e) = result {
-                let _ = tx.send(Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())));
+                let _ = tx.send(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    e.to_string(),
+                )));
                 return Err(e);
             }
             drop(tx);
             hashing.finish()
         });
-        let reader = ChannelReader { rx, buf: Vec::new(), pos: 0 };
+        let reader = ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
         let extracted = extract_tar(reader, dir);
-        let decoded = decoder.join().map_err(|_| Error::Corrupt("decompression thread panicked".into()))?;
+        let decoded = decoder
+            .join()
+            .map_err(|_| Error::Corrupt("decompression thread panicked".into()))?;
         let stats = extracted?;
         let (digest, _) = decoded.map_err(|e| Error::Corrupt(format!("zstd stream: {e}")))?;
         if let Some(want) = expected
             && want != digest
         {
-            return Err(Error::Corrupt(format!("digest {digest} does not match the stored {want}")));
+            return Err(Error::Corrupt(format!(
+                "digest {digest} does not match the stored {want}"
+            )));
         }
         Ok(stats)
     })
@@ -569,13 +681,17 @@ fn extract_tar<R: Read>(reader: R, dir: &Path) -> Result<Stats> {
         let mut entry = entry.map_err(corrupt)?;
         let raw = entry.path_bytes();
         let name = String::from_utf8_lossy(&raw).into_owned();
-        let Some(rel) = guard.check(&name)? else { continue };
+        let Some(rel) = guard.check(&name)? else {
+            continue;
+        };
         let h = entry.header();
         let mode = h.mode().ok();
         let mtime = h.mtime().ok();
         match h.entry_type() {
             tar::EntryType::Directory => guard.dir(&rel, mode, mtime)?,
-            tar::EntryType::Regular | tar::EntryType::Continuous => guard.file(&rel, mode, mtime, &mut entry)?,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                guard.file(&rel, mode, mtime, &mut entry)?
+            }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()
@@ -585,7 +701,10 @@ fn extract_tar<R: Read>(reader: R, dir: &Path) -> Result<Stats> {
                 guard.symlink(&rel, target, mtime);
             }
             tar::EntryType::Link => {
-                let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 guard.hardlink(&rel, &target)?;
             }
             other => tracing::warn!("skipping archive entry {rel}: unsupported type {other:?}"),
@@ -602,7 +721,9 @@ pub fn extract_zip<R: Read + Seek>(input: R, dir: &Path) -> Result<Stats> {
     for i in 0..ar.len() {
         let mut f = ar.by_index(i).map_err(corrupt)?;
         let name = String::from_utf8_lossy(f.name_raw()).into_owned();
-        let Some(rel) = guard.check(&name)? else { continue };
+        let Some(rel) = guard.check(&name)? else {
+            continue;
+        };
         let mode = f.unix_mode();
         let mut mtime = f.last_modified().map(|d| unix_from_dos(&d));
         for field in f.extra_data_fields() {
@@ -616,7 +737,8 @@ pub fn extract_zip<R: Read + Seek>(input: R, dir: &Path) -> Result<Stats> {
             guard.dir(&rel, mode, mtime)?;
         } else if f.is_symlink() {
             let mut target = String::new();
-            f.read_to_string(&mut target).map_err(|e| Error::Corrupt(format!("zip symlink {rel}: {e}")))?;
+            f.read_to_string(&mut target)
+                .map_err(|e| Error::Corrupt(format!("zip symlink {rel}: {e}")))?;
             guard.symlink(&rel, PathBuf::from(target), mtime);
         } else {
             guard.file(&rel, mode, mtime, &mut f)?;
@@ -635,8 +757,15 @@ pub const STAGING_PREFIX: &str = ".podci-staging-";
 /// was: a failed restore never leaves a half-extracted tree.
 pub fn extract_atomically<T>(target: &Path, extract: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     fs::create_dir_all(target).map_err(io("create directory", target))?;
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let name = format!("{STAGING_PREFIX}{}-{}-{nanos}", std::process::id(), STAGING_SEQ.fetch_add(1, Ordering::Relaxed));
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "{STAGING_PREFIX}{}-{}-{nanos}",
+        std::process::id(),
+        STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
     let staging = target.join(name);
     fs::create_dir(&staging).map_err(io("create staging directory", &staging))?;
     let result = extract(&staging).and_then(|v| merge(&staging, target).map(|()| v));
@@ -659,7 +788,8 @@ fn merge(src: &Path, dst: &Path) -> Result<()> {
                 merge(&from, &to)?;
                 let meta = fs::metadata(&from).map_err(io("stat", &from))?;
                 fs::set_permissions(&to, meta.permissions()).map_err(io("chmod", &to))?;
-                filetime::set_file_mtime(&to, FileTime::from_last_modification_time(&meta)).map_err(io("set mtime", &to))?;
+                filetime::set_file_mtime(&to, FileTime::from_last_modification_time(&meta))
+                    .map_err(io("set mtime", &to))?;
             }
             Ok(m) => {
                 if m.is_dir() {

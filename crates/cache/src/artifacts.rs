@@ -73,7 +73,11 @@ pub struct ArtifactManifest {
 impl ArtifactManifest {
     /// Every blob this manifest keeps alive.
     pub fn digests(&self) -> Vec<String> {
-        self.archive.iter().cloned().chain(self.reports.iter().map(|r| r.digest.clone())).collect()
+        self.archive
+            .iter()
+            .cloned()
+            .chain(self.reports.iter().map(|r| r.digest.clone()))
+            .collect()
     }
 }
 
@@ -84,7 +88,9 @@ pub(crate) fn manifest_path(job_id: u64) -> String {
 pub(crate) async fn list_manifests(store: &Store) -> Result<Vec<ArtifactManifest>> {
     let mut out = Vec::new();
     for obj in store.list("artifacts").await? {
-        let Some(data) = store.get_small(&obj.path).await? else { continue };
+        let Some(data) = store.get_small(&obj.path).await? else {
+            continue;
+        };
         match serde_json::from_slice(&data) {
             Ok(m) => out.push(m),
             Err(e) => tracing::warn!("skipping unreadable artifact manifest {}: {e}", obj.path),
@@ -105,11 +111,16 @@ pub fn parse_expire_in(s: &str) -> Result<Option<u64>, String> {
     let mut any = false;
     while !rest.trim_start().is_empty() {
         rest = rest.trim_start();
-        let digits = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').count();
+        let digits = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .count();
         if digits == 0 {
             return Err(format!("{s:?}: expected a number at {rest:?}"));
         }
-        let n: f64 = rest[..digits].parse().map_err(|_| format!("{s:?}: bad number {:?}", &rest[..digits]))?;
+        let n: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?}: bad number {:?}", &rest[..digits]))?;
         rest = rest[digits..].trim_start();
         let ulen = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         let unit = &rest[..ulen];
@@ -138,9 +149,19 @@ pub fn parse_expire_in(s: &str) -> Result<Option<u64>, String> {
 /// must be `KEY=VALUE` (split at the first `=`, both sides trimmed), at most
 /// [`DOTENV_MAX_VARIABLES`] distinct keys and [`DOTENV_MAX_BYTES`] bytes.
 pub fn parse_dotenv(file: &str, content: &[u8]) -> Result<Vec<(String, String)>> {
-    let err = |line: usize, reason: String| Error::Dotenv { file: file.to_owned(), line, reason };
+    let err = |line: usize, reason: String| Error::Dotenv {
+        file: file.to_owned(),
+        line,
+        reason,
+    };
     if content.len() >= DOTENV_MAX_BYTES {
-        return Err(err(0, format!("file is {} bytes; GitLab accepts less than {DOTENV_MAX_BYTES}", content.len())));
+        return Err(err(
+            0,
+            format!(
+                "file is {} bytes; GitLab accepts less than {DOTENV_MAX_BYTES}",
+                content.len()
+            ),
+        ));
     }
     let text = String::from_utf8_lossy(content);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -160,7 +181,13 @@ pub fn parse_dotenv(file: &str, content: &[u8]) -> Result<Vec<(String, String)>>
         }
     }
     if vars.len() > DOTENV_MAX_VARIABLES {
-        return Err(err(0, format!("{} variables; GitLab accepts at most {DOTENV_MAX_VARIABLES}", vars.len())));
+        return Err(err(
+            0,
+            format!(
+                "{} variables; GitLab accepts at most {DOTENV_MAX_VARIABLES}",
+                vars.len()
+            ),
+        ));
     }
     Ok(vars)
 }
@@ -173,7 +200,9 @@ pub struct Artifacts {
 
 impl Artifacts {
     pub fn new(store: Store) -> Self {
-        Artifacts { cache: Cache::new(store) }
+        Artifacts {
+            cache: Cache::new(store),
+        }
     }
 
     fn store(&self) -> &Store {
@@ -181,7 +210,13 @@ impl Artifacts {
     }
 
     /// Store job `job_id`'s artifacts; `Ok(None)` when `when` does not match the result.
-    pub async fn upload(&self, job_id: u64, spec: &ArtifactSpec, project_dir: &Path, job_succeeded: bool) -> Result<Option<(ArtifactManifest, Vec<String>)>> {
+    pub async fn upload(
+        &self,
+        job_id: u64,
+        spec: &ArtifactSpec,
+        project_dir: &Path,
+        job_succeeded: bool,
+    ) -> Result<Option<(ArtifactManifest, Vec<String>)>> {
         if !spec.when.matches(job_succeeded) {
             return Ok(None);
         }
@@ -196,15 +231,23 @@ impl Artifacts {
         let mut warnings = Vec::new();
         let mut archive = None;
         if !spec.paths.is_empty() || spec.untracked {
-            let sel = Selection { paths: spec.paths.clone(), exclude: spec.exclude.clone(), untracked: spec.untracked };
+            let sel = Selection {
+                paths: spec.paths.clone(),
+                exclude: spec.exclude.clone(),
+                untracked: spec.untracked,
+            };
             let tmp_key = format!("artifacts-upload/{job_id}");
             let rep = self.cache.push(&tmp_key, &sel, project_dir).await?;
             warnings = rep.warnings;
             archive = match rep.result {
-                PushResult::Stored { digest, .. } | PushResult::Unchanged { digest } => Some(digest),
+                PushResult::Stored { digest, .. } | PushResult::Unchanged { digest } => {
+                    Some(digest)
+                }
                 PushResult::NothingToCache => None,
             };
-            self.store().delete(&format!("keys/{}.json", crate::cache::encode_key(&rep.key))).await?;
+            self.store()
+                .delete(&format!("keys/{}.json", crate::cache::encode_key(&rep.key)))
+                .await?;
         }
         let mut dotenv = Vec::new();
         let mut reports = Vec::new();
@@ -212,24 +255,39 @@ impl Artifacts {
             let set = crate::paths::PathSet::with_untracked(paths, &[], false, project_dir)?;
             let found = set.collect(project_dir)?;
             warnings.extend(found.warnings);
-            for e in found.files.iter().filter(|e| e.kind == crate::paths::EntryKind::File) {
+            for e in found
+                .files
+                .iter()
+                .filter(|e| e.kind == crate::paths::EntryKind::File)
+            {
                 let full = project_dir.join(&e.rel);
                 let data = std::fs::read(&full).map_err(crate::error::io("read report", &full))?;
                 if ty == "dotenv" {
                     for (k, v) in parse_dotenv(&e.rel, &data)? {
-                        if let Some(slot) = dotenv.iter_mut().find(|(ek, _): &&mut (String, String)| *ek == k) {
+                        if let Some(slot) = dotenv
+                            .iter_mut()
+                            .find(|(ek, _): &&mut (String, String)| *ek == k)
+                        {
                             slot.1 = v;
                         } else {
                             dotenv.push((k, v));
                         }
                     }
                 }
-                let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data)));
+                let digest = format!(
+                    "sha256:{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
+                );
                 let size = data.len() as u64;
                 if !self.store().exists(&blob_path(&digest)).await? {
                     self.store().put_small(&blob_path(&digest), data).await?;
                 }
-                reports.push(ReportFile { report_type: ty.clone(), path: e.rel.clone(), digest, size });
+                reports.push(ReportFile {
+                    report_type: ty.clone(),
+                    path: e.rel.clone(),
+                    digest,
+                    size,
+                });
             }
         }
         let manifest = ArtifactManifest {
@@ -244,7 +302,10 @@ impl Artifacts {
             dotenv,
             reports,
         };
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Metadata { path: manifest_path(job_id), source: e })?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Metadata {
+            path: manifest_path(job_id),
+            source: e,
+        })?;
         self.store().put_small(&manifest_path(job_id), json).await?;
         Ok(Some((manifest, warnings)))
     }
@@ -252,8 +313,11 @@ impl Artifacts {
     /// The manifest of job `job_id`, if its artifacts exist and have not expired.
     pub async fn manifest(&self, job_id: u64) -> Result<Option<ArtifactManifest>> {
         let path = manifest_path(job_id);
-        let Some(data) = self.store().get_small(&path).await? else { return Ok(None) };
-        let m: ArtifactManifest = serde_json::from_slice(&data).map_err(|e| Error::Metadata { path, source: e })?;
+        let Some(data) = self.store().get_small(&path).await? else {
+            return Ok(None);
+        };
+        let m: ArtifactManifest =
+            serde_json::from_slice(&data).map_err(|e| Error::Metadata { path, source: e })?;
         if m.expires_at.is_some_and(|t| t <= now_secs()) {
             return Ok(None);
         }
@@ -263,23 +327,34 @@ impl Artifacts {
     /// Restore the artifacts of `job_ids` (a job's dependencies, in order) into
     /// `project_dir` and return their dotenv variables (later jobs win). Unlike a cache
     /// miss, missing or damaged artifacts fail: the job depends on them.
-    pub async fn download(&self, job_ids: &[u64], project_dir: &Path) -> Result<Vec<(String, String)>> {
+    pub async fn download(
+        &self,
+        job_ids: &[u64],
+        project_dir: &Path,
+    ) -> Result<Vec<(String, String)>> {
         let mut vars: Vec<(String, String)> = Vec::new();
         for &id in job_ids {
-            let m = self
-                .manifest(id)
-                .await?
-                .ok_or_else(|| Error::Corrupt(format!("artifacts of job {id} are missing or expired")))?;
+            let m = self.manifest(id).await?.ok_or_else(|| {
+                Error::Corrupt(format!("artifacts of job {id} are missing or expired"))
+            })?;
             if let Some(digest) = &m.archive {
                 let fetched = self
                     .store()
                     .fetch(&blob_path(digest))
                     .await?
-                    .ok_or_else(|| Error::Corrupt(format!("artifact archive {digest} of job {id} is missing")))?;
-                let (path, dir, d) = (fetched.path().to_path_buf(), project_dir.to_path_buf(), digest.clone());
-                tokio::task::spawn_blocking(move || crate::cache::extract_file(&path, &dir, Some(&d)))
-                    .await
-                    .map_err(|e| Error::Config(format!("extract task failed: {e}")))??;
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!("artifact archive {digest} of job {id} is missing"))
+                    })?;
+                let (path, dir, d) = (
+                    fetched.path().to_path_buf(),
+                    project_dir.to_path_buf(),
+                    digest.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    crate::cache::extract_file(&path, &dir, Some(&d))
+                })
+                .await
+                .map_err(|e| Error::Config(format!("extract task failed: {e}")))??;
             }
             for (k, v) in m.dotenv {
                 if let Some(slot) = vars.iter_mut().find(|(ek, _)| *ek == k) {
@@ -303,8 +378,14 @@ mod tests {
         assert_eq!(parse_expire_in("never").unwrap(), None);
         assert_eq!(parse_expire_in("42").unwrap(), Some(42));
         assert_eq!(parse_expire_in("1 week").unwrap(), Some(604_800));
-        assert_eq!(parse_expire_in("2 days 4 hrs").unwrap(), Some(2 * 86_400 + 4 * 3600));
-        assert_eq!(parse_expire_in("3 hrs and 30 mins").unwrap(), Some(3 * 3600 + 1800));
+        assert_eq!(
+            parse_expire_in("2 days 4 hrs").unwrap(),
+            Some(2 * 86_400 + 4 * 3600)
+        );
+        assert_eq!(
+            parse_expire_in("3 hrs and 30 mins").unwrap(),
+            Some(3 * 3600 + 1800)
+        );
         assert_eq!(parse_expire_in("1 month").unwrap(), Some(2_592_000));
         assert_eq!(parse_expire_in("1.5 hours").unwrap(), Some(5400));
         assert!(parse_expire_in("soon").is_err());
@@ -314,16 +395,30 @@ mod tests {
 
     #[test]
     fn dotenv_rules() {
-        let v = parse_dotenv("b.env", b"\xEF\xBB\xBFA=1\nB = two words \nA=3\nC=x=y\nD=\n").unwrap();
+        let v = parse_dotenv(
+            "b.env",
+            b"\xEF\xBB\xBFA=1\nB = two words \nA=3\nC=x=y\nD=\n",
+        )
+        .unwrap();
         assert_eq!(
             v,
-            [("A".into(), "3".into()), ("B".into(), "two words".into()), ("C".into(), "x=y".into()), ("D".into(), "".into())]
+            [
+                ("A".into(), "3".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x=y".into()),
+                ("D".into(), "".into())
+            ]
         );
         let e = parse_dotenv("b.env", b"A=1\n\nB=2\n").unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
         assert!(parse_dotenv("b.env", b"export A=1\n").is_err());
         let many: String = (0..21).map(|i| format!("V{i}=x\n")).collect();
-        assert!(parse_dotenv("b.env", many.as_bytes()).unwrap_err().to_string().contains("at most 20"));
+        assert!(
+            parse_dotenv("b.env", many.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("at most 20")
+        );
         assert!(parse_dotenv("b.env", &vec![b'a'; 6000]).is_err());
     }
 

@@ -67,7 +67,12 @@ pub enum PushResult {
     /// The tree matches the key's fingerprint: nothing was archived or uploaded.
     Unchanged { digest: String },
     /// A new archive was written; `uploaded` is false when an identical object existed.
-    Stored { digest: String, size: u64, uploaded: bool, stats: Stats },
+    Stored {
+        digest: String,
+        size: u64,
+        uploaded: bool,
+        stats: Stats,
+    },
 }
 
 /// The outcome of [`Cache::push`].
@@ -125,7 +130,10 @@ fn pointer_path(key: &str) -> String {
 
 /// `blobs/sha256/<hex>` for `sha256:<hex>`.
 pub fn blob_path(digest: &str) -> String {
-    format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap_or(digest))
+    format!(
+        "blobs/sha256/{}",
+        digest.strip_prefix("sha256:").unwrap_or(digest)
+    )
 }
 
 /// A quick-check fingerprint of the entries: any added, removed, renamed, resized,
@@ -141,11 +149,20 @@ pub fn fingerprint(root: &Path, entries: &[Entry], format: Format) -> String {
             EntryKind::Symlink => ("l", 0, e.meta.mtime()),
         };
         let link = if e.kind == EntryKind::Symlink {
-            std::fs::read_link(root.join(&e.rel)).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+            std::fs::read_link(root.join(&e.rel))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
         } else {
             String::new()
         };
-        h.update(format!("{kind}\0{}\0{:o}\0{size}\0{mtime}\0{link}\n", e.rel, e.meta.mode() & 0o7777).as_bytes());
+        h.update(
+            format!(
+                "{kind}\0{}\0{:o}\0{size}\0{mtime}\0{link}\n",
+                e.rel,
+                e.meta.mode() & 0o7777
+            )
+            .as_bytes(),
+        );
     }
     format!("sha256:{}", hex::encode(h.finalize()))
 }
@@ -153,7 +170,12 @@ pub fn fingerprint(root: &Path, entries: &[Entry], format: Format) -> String {
 impl Cache {
     /// Caches in `store`, written in podci's layout as tar + zstd.
     pub fn new(store: Store) -> Self {
-        Cache { store, layout: Layout::Podci, format: Format::TarZstd, write: WriteOptions::default() }
+        Cache {
+            store,
+            layout: Layout::Podci,
+            format: Format::TarZstd,
+            write: WriteOptions::default(),
+        }
     }
 
     /// Use GitLab Runner's object layout (and, by default there, its zip format).
@@ -181,7 +203,11 @@ impl Cache {
     }
 
     fn gitlab_object(&self, key: &str) -> String {
-        if self.store.is_dir() { format!("{key}/cache.zip") } else { key.to_owned() }
+        if self.store.is_dir() {
+            format!("{key}/cache.zip")
+        } else {
+            key.to_owned()
+        }
     }
 
     /// Archive `sel` from `project_dir` and store it under `key`.
@@ -201,18 +227,33 @@ impl Cache {
         let (collected, fp) = collected;
         let warnings = collected.warnings;
         if collected.files.is_empty() {
-            return Ok(PushReport { key, result: PushResult::NothingToCache, warnings });
+            return Ok(PushReport {
+                key,
+                result: PushResult::NothingToCache,
+                warnings,
+            });
         }
         if self.layout == Layout::Podci
             && let Some(old) = self.read_pointer(&key).await.ok().flatten()
             && old.fingerprint == fp
-            && self.store.exists(&blob_path(&old.digest)).await.unwrap_or(false)
+            && self
+                .store
+                .exists(&blob_path(&old.digest))
+                .await
+                .unwrap_or(false)
         {
-            return Ok(PushReport { key, result: PushResult::Unchanged { digest: old.digest }, warnings });
+            return Ok(PushReport {
+                key,
+                result: PushResult::Unchanged { digest: old.digest },
+                warnings,
+            });
         }
 
         let mut spool = self.store.spool()?;
-        let file = spool.file()?.try_clone().map_err(io("open", spool.path().to_path_buf()))?;
+        let file = spool
+            .file()?
+            .try_clone()
+            .map_err(io("open", spool.path().to_path_buf()))?;
         let dir = project_dir.to_path_buf();
         let (write, spool_path) = (self.write, spool.path().to_path_buf());
         let entries = collected.files;
@@ -226,7 +267,11 @@ impl Cache {
                     Ok((digest, stats))
                 }
                 Format::Zip => {
-                    let (mut out, stats) = archive::write_zip(&dir, &entries, BufWriter::with_capacity(1 << 20, file))?;
+                    let (mut out, stats) = archive::write_zip(
+                        &dir,
+                        &entries,
+                        BufWriter::with_capacity(1 << 20, file),
+                    )?;
                     out.flush().map_err(io("write", &spool_path))?;
                     drop(out);
                     let (digest, _) = hash_file(&spool_path)?;
@@ -239,11 +284,25 @@ impl Cache {
 
         if self.layout == Layout::GitlabRunner {
             let size = self.store.commit(spool, &self.gitlab_object(&key)).await?;
-            return Ok(PushReport { key, result: PushResult::Stored { digest, size, uploaded: true, stats }, warnings });
+            return Ok(PushReport {
+                key,
+                result: PushResult::Stored {
+                    digest,
+                    size,
+                    uploaded: true,
+                    stats,
+                },
+                warnings,
+            });
         }
         let blob = blob_path(&digest);
         let (size, uploaded) = if self.store.exists(&blob).await? {
-            (std::fs::metadata(spool.path()).map(|m| m.len()).unwrap_or(0), false)
+            (
+                std::fs::metadata(spool.path())
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+                false,
+            )
         } else {
             (self.store.commit(spool, &blob).await?, true)
         };
@@ -257,15 +316,31 @@ impl Cache {
             entries: stats.entries,
             content_bytes: stats.content_bytes,
         };
-        let json = serde_json::to_vec_pretty(&pointer).map_err(|e| Error::Metadata { path: pointer_path(&key), source: e })?;
+        let json = serde_json::to_vec_pretty(&pointer).map_err(|e| Error::Metadata {
+            path: pointer_path(&key),
+            source: e,
+        })?;
         self.store.put_small(&pointer_path(&key), json).await?;
-        Ok(PushReport { key, result: PushResult::Stored { digest, size, uploaded, stats }, warnings })
+        Ok(PushReport {
+            key,
+            result: PushResult::Stored {
+                digest,
+                size,
+                uploaded,
+                stats,
+            },
+            warnings,
+        })
     }
 
     async fn read_pointer(&self, key: &str) -> Result<Option<Pointer>> {
         let path = pointer_path(key);
-        let Some(data) = self.store.get_small(&path).await? else { return Ok(None) };
-        serde_json::from_slice(&data).map(Some).map_err(|e| Error::Metadata { path, source: e })
+        let Some(data) = self.store.get_small(&path).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| Error::Metadata { path, source: e })
     }
 
     /// Restore the first of `keys` that has a usable cache into `project_dir`.
@@ -285,8 +360,12 @@ impl Cache {
                     report.stats = stats;
                     return report;
                 }
-                Ok(None) => report.warnings.push(format!("cache key {key:?}: no cache stored")),
-                Err(e) => report.warnings.push(format!("cache key {key:?}: {e}; treated as a miss")),
+                Ok(None) => report
+                    .warnings
+                    .push(format!("cache key {key:?}: no cache stored")),
+                Err(e) => report
+                    .warnings
+                    .push(format!("cache key {key:?}: {e}; treated as a miss")),
             }
         }
         report
@@ -295,22 +374,28 @@ impl Cache {
     async fn pull_one(&self, key: &str, project_dir: &Path) -> Result<Option<Stats>> {
         let (object, expected) = match self.layout {
             Layout::Podci => {
-                let Some(p) = self.read_pointer(key).await? else { return Ok(None) };
+                let Some(p) = self.read_pointer(key).await? else {
+                    return Ok(None);
+                };
                 (blob_path(&p.digest), Some(p.digest))
             }
             Layout::GitlabRunner => (self.gitlab_object(key), None),
         };
         let Some(fetched) = self.store.fetch(&object).await? else {
             return match expected {
-                Some(d) => Err(Error::Corrupt(format!("object {d} is missing from {}", self.store.describe()))),
+                Some(d) => Err(Error::Corrupt(format!(
+                    "object {d} is missing from {}",
+                    self.store.describe()
+                ))),
                 None => Ok(None),
             };
         };
         let path = fetched.path().to_path_buf();
         let dir = project_dir.to_path_buf();
-        let stats = tokio::task::spawn_blocking(move || extract_file(&path, &dir, expected.as_deref()))
-            .await
-            .map_err(|e| Error::Config(format!("extract task failed: {e}")))??;
+        let stats =
+            tokio::task::spawn_blocking(move || extract_file(&path, &dir, expected.as_deref()))
+                .await
+                .map_err(|e| Error::Config(format!("extract task failed: {e}")))??;
         drop(fetched);
         Ok(Some(stats))
     }
@@ -319,7 +404,9 @@ impl Cache {
     pub async fn list(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for obj in self.store.list("keys").await? {
-            let Some(data) = self.store.get_small(&obj.path).await? else { continue };
+            let Some(data) = self.store.get_small(&obj.path).await? else {
+                continue;
+            };
             match serde_json::from_slice::<Pointer>(&data) {
                 Ok(p) => out.push(p),
                 Err(e) => tracing::warn!("skipping unreadable pointer {}: {e}", obj.path),
@@ -346,7 +433,9 @@ impl Cache {
         }
         for m in crate::artifacts::list_manifests(&self.store).await? {
             if m.expires_at.is_some_and(|t| t <= now) {
-                self.store.delete(&crate::artifacts::manifest_path(m.job_id)).await?;
+                self.store
+                    .delete(&crate::artifacts::manifest_path(m.job_id))
+                    .await?;
                 rep.artifacts_deleted.push(m.job_id);
             } else {
                 live.extend(m.digests());
@@ -382,7 +471,9 @@ pub fn extract_file(path: &Path, project_dir: &Path, expected: Option<&str>) -> 
     {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(io("open", path))?;
-        f.read_exact(&mut magic).map_err(|_| Error::Corrupt(format!("{} is too short to be an archive", path.display())))?;
+        f.read_exact(&mut magic).map_err(|_| {
+            Error::Corrupt(format!("{} is too short to be an archive", path.display()))
+        })?;
     }
     let pb: PathBuf = path.to_path_buf();
     match magic {
@@ -393,13 +484,18 @@ pub fn extract_file(path: &Path, project_dir: &Path, expected: Option<&str>) -> 
             if let Some(want) = expected {
                 let (got, _) = hash_file(path)?;
                 if got != want {
-                    return Err(Error::Corrupt(format!("digest {got} does not match the stored {want}")));
+                    return Err(Error::Corrupt(format!(
+                        "digest {got} does not match the stored {want}"
+                    )));
                 }
             }
             archive::extract_atomically(project_dir, |staging| {
                 archive::extract_zip(std::fs::File::open(&pb).map_err(io("open", &pb))?, staging)
             })
         }
-        _ => Err(Error::Corrupt(format!("{} is neither a zstd stream nor a zip file", path.display()))),
+        _ => Err(Error::Corrupt(format!(
+            "{} is neither a zstd stream nor a zip file",
+            path.display()
+        ))),
     }
 }

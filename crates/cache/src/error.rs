@@ -8,7 +8,9 @@ use std::path::PathBuf;
 pub enum Error {
     /// A cache key that GitLab Runner would refuse too (empty after sanitizing, or only
     /// `.`/`..` segments).
-    #[error("cache key {0:?} is empty after sanitizing; give the cache a key with at least one normal path segment")]
+    #[error(
+        "cache key {0:?} is empty after sanitizing; give the cache a key with at least one normal path segment"
+    )]
     InvalidKey(String),
 
     /// A `paths`/`exclude` pattern that GitLab's glob rules reject.
@@ -16,7 +18,9 @@ pub enum Error {
     InvalidPattern { pattern: String, reason: String },
 
     /// A pattern that points outside the project directory.
-    #[error("path {0:?} is outside the project directory; cache and artifact paths must be relative to it")]
+    #[error(
+        "path {0:?} is outside the project directory; cache and artifact paths must be relative to it"
+    )]
     OutsideProject(String),
 
     /// An archive entry that would be written outside the target directory.
@@ -70,7 +74,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attach the operation and path to an `io::Error`.
-pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { op, path, source }
 }

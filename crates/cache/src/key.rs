@@ -50,7 +50,9 @@ impl std::str::FromStr for Policy {
             "pull" => Ok(Policy::Pull),
             "push" => Ok(Policy::Push),
             "pull-push" | "" => Ok(Policy::PullPush),
-            other => Err(format!("unknown cache policy {other:?}; use pull, push or pull-push")),
+            other => Err(format!(
+                "unknown cache policy {other:?}; use pull, push or pull-push"
+            )),
         }
     }
 }
@@ -86,7 +88,9 @@ impl std::str::FromStr for When {
             "on_success" | "" => Ok(When::OnSuccess),
             "on_failure" => Ok(When::OnFailure),
             "always" => Ok(When::Always),
-            other => Err(format!("unknown `when` {other:?}; use on_success, on_failure or always")),
+            other => Err(format!(
+                "unknown `when` {other:?}; use on_success, on_failure or always"
+            )),
         }
     }
 }
@@ -141,7 +145,12 @@ pub fn runner_keys(spec: &CacheSpec, ctx: &JobContext) -> Result<Vec<String>> {
     let main = sanitize_key(&raw)?;
     let mut keys = vec![main];
     let extra = ctx.get("CACHE_FALLBACK_KEY").map(str::to_owned);
-    for fallback in spec.fallback_keys.iter().take(MAX_FALLBACK_KEYS).chain(extra.iter()) {
+    for fallback in spec
+        .fallback_keys
+        .iter()
+        .take(MAX_FALLBACK_KEYS)
+        .chain(extra.iter())
+    {
         let expanded = expand_variables(fallback, |n| ctx.get(n));
         match sanitize_key(&expanded) {
             Ok(k) if !keys.contains(&k) => keys.push(k),
@@ -264,8 +273,15 @@ fn shell_name(s: &str) -> (Option<&str>, usize) {
     if is_special(b[0]) {
         return (Some(&s[0..1]), 1);
     }
-    let n = b.iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
-    if n == 0 { (None, 0) } else { (Some(&s[..n]), n) }
+    let n = b
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+        .count();
+    if n == 0 {
+        (None, 0)
+    } else {
+        (Some(&s[..n]), n)
+    }
 }
 
 fn is_special(c: u8) -> bool {
@@ -325,7 +341,11 @@ pub fn server_key(
             }
             let digest = files_digest(project_dir, files)?.unwrap_or_else(|| "default".into());
             let prefix = prefix.clone().unwrap_or_else(|| index.to_string());
-            if prefix.is_empty() { digest } else { format!("{prefix}-{digest}") }
+            if prefix.is_empty() {
+                digest
+            } else {
+                format!("{prefix}-{digest}")
+            }
         }
     };
     let decorate = |k: &str| {
@@ -339,7 +359,11 @@ pub fn server_key(
             Some(_) => format!("{k}-non_protected"),
         }
     };
-    let fallbacks = fallback_keys.iter().take(MAX_FALLBACK_KEYS).map(|k| decorate(k)).collect();
+    let fallbacks = fallback_keys
+        .iter()
+        .take(MAX_FALLBACK_KEYS)
+        .map(|k| decorate(k))
+        .collect();
     Ok((decorate(&base), fallbacks))
 }
 
@@ -393,7 +417,10 @@ mod tests {
         assert_eq!(sanitize_key("main").unwrap(), "main");
         assert_eq!(sanitize_key("build/main").unwrap(), "build/main");
         assert_eq!(sanitize_key("build%2Fmain").unwrap(), "build/main");
-        assert_eq!(sanitize_key("build%2fmain%2E%2e/x").unwrap(), "build/main../x");
+        assert_eq!(
+            sanitize_key("build%2fmain%2E%2e/x").unwrap(),
+            "build/main../x"
+        );
         assert_eq!(sanitize_key("a\\b").unwrap(), "a/b");
         assert_eq!(sanitize_key("../../etc/passwd").unwrap(), "etc/passwd");
         assert_eq!(sanitize_key("a/b/../c").unwrap(), "a/c");
@@ -431,18 +458,33 @@ mod tests {
             job_name: "build".into(),
             ref_name: "feat/x".into(),
         };
-        let spec = CacheSpec { fallback_keys: vec!["$CI_COMMIT_REF_SLUG".into(), "..".into(), "main".into()], ..Default::default() };
-        assert_eq!(runner_keys(&spec, &ctx).unwrap(), ["build/feat/x", "feat", "main", "global"]);
-        let spec = CacheSpec { key: "m2-$CI_COMMIT_REF_SLUG".into(), ..Default::default() };
+        let spec = CacheSpec {
+            fallback_keys: vec!["$CI_COMMIT_REF_SLUG".into(), "..".into(), "main".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            runner_keys(&spec, &ctx).unwrap(),
+            ["build/feat/x", "feat", "main", "global"]
+        );
+        let spec = CacheSpec {
+            key: "m2-$CI_COMMIT_REF_SLUG".into(),
+            ..Default::default()
+        };
         assert_eq!(runner_keys(&spec, &ctx).unwrap(), ["m2-feat", "global"]);
-        let spec = CacheSpec { key: "..".into(), ..Default::default() };
+        let spec = CacheSpec {
+            key: "..".into(),
+            ..Default::default()
+        };
         assert!(runner_keys(&spec, &ctx).is_err());
     }
 
     #[test]
     fn git_blob_id_matches_git() {
         // `printf 'hello\n' | git hash-object --stdin`
-        assert_eq!(git_blob_id(b"hello\n"), "ce013625030ba8dba906f756967f9e9ca394464a");
+        assert_eq!(
+            git_blob_id(b"hello\n"),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
         assert_eq!(git_blob_id(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
     }
 
@@ -450,22 +492,47 @@ mod tests {
     fn server_keys_files_prefix_and_suffixes() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pom.xml"), "hello\n").unwrap();
-        let files = KeyConfig::Files { files: vec!["pom.xml".into(), "missing.lock".into()], prefix: None };
+        let files = KeyConfig::Files {
+            files: vec!["pom.xml".into(), "missing.lock".into()],
+            prefix: None,
+        };
         let digest = hex::encode(Sha1::digest(b"ce013625030ba8dba906f756967f9e9ca394464a"));
-        let opts = ServerKeyOptions { protected: Some(true), ..Default::default() };
+        let opts = ServerKeyOptions {
+            protected: Some(true),
+            ..Default::default()
+        };
         let (k, fb) = server_key(Some(&files), &["main".into()], 1, opts, dir.path()).unwrap();
         assert_eq!(k, format!("1-{digest}-protected"));
         assert_eq!(fb, ["main-protected"]);
 
-        let files = KeyConfig::Files { files: vec!["nothing".into()], prefix: Some("mvn".into()) };
-        let opts = ServerKeyOptions { protected: Some(true), unprotect: true, jobs_cache_index: 3 };
+        let files = KeyConfig::Files {
+            files: vec!["nothing".into()],
+            prefix: Some("mvn".into()),
+        };
+        let opts = ServerKeyOptions {
+            protected: Some(true),
+            unprotect: true,
+            jobs_cache_index: 3,
+        };
         let (k, _) = server_key(Some(&files), &[], 0, opts, dir.path()).unwrap();
         assert_eq!(k, "mvn-default-3-non_protected");
 
         let (k, _) = server_key(None, &[], 0, ServerKeyOptions::default(), dir.path()).unwrap();
         assert_eq!(k, "default");
-        let three = KeyConfig::Files { files: vec!["a".into(), "b".into(), "c".into()], prefix: None };
-        assert!(server_key(Some(&three), &[], 0, ServerKeyOptions::default(), dir.path()).is_err());
+        let three = KeyConfig::Files {
+            files: vec!["a".into(), "b".into(), "c".into()],
+            prefix: None,
+        };
+        assert!(
+            server_key(
+                Some(&three),
+                &[],
+                0,
+                ServerKeyOptions::default(),
+                dir.path()
+            )
+            .is_err()
+        );
     }
 
     #[test]

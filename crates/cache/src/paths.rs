@@ -56,7 +56,11 @@ enum Include {
     /// A pattern without glob characters: the path itself.
     Literal(String),
     /// A glob: walk `base` and match each path against `glob`.
-    Glob { base: String, pattern: String, glob: globset::GlobMatcher },
+    Glob {
+        base: String,
+        pattern: String,
+        glob: globset::GlobMatcher,
+    },
     /// A pattern that escapes the project directory; reported as a warning.
     Outside(String),
 }
@@ -70,7 +74,10 @@ fn compile(pattern: &str) -> Result<Glob> {
         .literal_separator(true)
         .backslash_escape(true)
         .build()
-        .map_err(|e| Error::InvalidPattern { pattern: pattern.to_owned(), reason: e.kind().to_string() })
+        .map_err(|e| Error::InvalidPattern {
+            pattern: pattern.to_owned(),
+            reason: e.kind().to_string(),
+        })
 }
 
 /// Clean a pattern lexically against the project root: strip `./`, resolve `..`, turn
@@ -104,11 +111,21 @@ impl PathSet {
     }
 
     /// Compile with `untracked`, resolving absolute patterns against `project_dir`.
-    pub fn with_untracked(paths: &[String], exclude: &[String], untracked: bool, project_dir: &Path) -> Result<Self> {
+    pub fn with_untracked(
+        paths: &[String],
+        exclude: &[String],
+        untracked: bool,
+        project_dir: &Path,
+    ) -> Result<Self> {
         Self::build(paths, exclude, untracked, Some(project_dir))
     }
 
-    fn build(paths: &[String], exclude: &[String], untracked: bool, root: Option<&Path>) -> Result<Self> {
+    fn build(
+        paths: &[String],
+        exclude: &[String],
+        untracked: bool,
+        root: Option<&Path>,
+    ) -> Result<Self> {
         let mut includes = Vec::new();
         for raw in paths.iter().filter(|p| !p.trim().is_empty()) {
             let Some(clean) = normalize(raw, root) else {
@@ -123,17 +140,26 @@ impl PathSet {
             let lit = segs.iter().take_while(|s| !has_meta(s)).count();
             let base = segs[..lit].join("/");
             let glob = compile(&clean)?.compile_matcher();
-            includes.push(Include::Glob { base, pattern: raw.clone(), glob });
+            includes.push(Include::Glob {
+                base,
+                pattern: raw.clone(),
+                glob,
+            });
         }
         let mut ex = GlobSetBuilder::new();
         for raw in exclude.iter().filter(|p| !p.trim().is_empty()) {
             let clean = normalize(raw, root).unwrap_or_else(|| raw.clone());
             ex.add(compile(&clean)?);
         }
-        let exclude = ex
-            .build()
-            .map_err(|e| Error::InvalidPattern { pattern: exclude.join(", "), reason: e.to_string() })?;
-        Ok(PathSet { includes, exclude, untracked })
+        let exclude = ex.build().map_err(|e| Error::InvalidPattern {
+            pattern: exclude.join(", "),
+            reason: e.to_string(),
+        })?;
+        Ok(PathSet {
+            includes,
+            exclude,
+            untracked,
+        })
     }
 
     /// Walk `project_dir` and return every entry to archive, sorted.
@@ -147,7 +173,11 @@ impl PathSet {
                     project_dir.display()
                 )),
                 Include::Literal(rel) => {
-                    let full = if rel.is_empty() { project_dir.to_path_buf() } else { project_dir.join(rel) };
+                    let full = if rel.is_empty() {
+                        project_dir.to_path_buf()
+                    } else {
+                        project_dir.join(rel)
+                    };
                     match std::fs::symlink_metadata(&full) {
                         Ok(_) => add_tree(project_dir, rel, &mut out)?,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -156,14 +186,26 @@ impl PathSet {
                         Err(e) => return Err(io("stat", full)(e)),
                     }
                 }
-                Include::Glob { base, pattern, glob } => {
+                Include::Glob {
+                    base,
+                    pattern,
+                    glob,
+                } => {
                     let before = out.len();
-                    let start = if base.is_empty() { project_dir.to_path_buf() } else { project_dir.join(base) };
+                    let start = if base.is_empty() {
+                        project_dir.to_path_buf()
+                    } else {
+                        project_dir.join(base)
+                    };
                     if start.is_dir() {
-                        let mut it = walkdir::WalkDir::new(&start).follow_links(false).into_iter();
+                        let mut it = walkdir::WalkDir::new(&start)
+                            .follow_links(false)
+                            .into_iter();
                         while let Some(item) = it.next() {
                             let item = item.map_err(|e| walk_err(&start, e))?;
-                            let Some(rel) = rel_of(project_dir, item.path()) else { continue };
+                            let Some(rel) = rel_of(project_dir, item.path()) else {
+                                continue;
+                            };
                             if rel.is_empty() || !glob.is_match(&rel) {
                                 continue;
                             }
@@ -186,14 +228,21 @@ impl PathSet {
                 add_one(project_dir, rel, &mut out)?;
             }
         }
-        let files = out.into_values().filter(|e| !self.exclude.is_match(&e.rel)).collect();
+        let files = out
+            .into_values()
+            .filter(|e| !self.exclude.is_match(&e.rel))
+            .collect();
         Ok(Collected { files, warnings })
     }
 }
 
 fn walk_err(start: &Path, e: walkdir::Error) -> Error {
     let path = e.path().unwrap_or(start).to_path_buf();
-    Error::Io { op: "walk", path, source: e.into() }
+    Error::Io {
+        op: "walk",
+        path,
+        source: e.into(),
+    }
 }
 
 fn rel_of(root: &Path, p: &Path) -> Option<String> {
@@ -226,10 +275,16 @@ fn add_one(root: &Path, rel: String, out: &mut BTreeMap<String, Entry>) -> Resul
 
 /// Add `rel` and, when it is a directory (not a symlink to one), everything under it.
 fn add_tree(root: &Path, rel: &str, out: &mut BTreeMap<String, Entry>) -> Result<()> {
-    let start = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let start = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
     for item in walkdir::WalkDir::new(&start).follow_links(false) {
         let item = item.map_err(|e| walk_err(&start, e))?;
-        let Some(r) = rel_of(root, item.path()) else { continue };
+        let Some(r) = rel_of(root, item.path()) else {
+            continue;
+        };
         if r.is_empty() || out.contains_key(&r) {
             continue;
         }
@@ -248,9 +303,15 @@ pub fn untracked_files(project_dir: &Path) -> Result<Vec<String>> {
         .arg(project_dir)
         .args(["ls-files", "-o", "-z"])
         .output()
-        .map_err(|e| Error::Git(format!("could not run git: {e}; install git or drop `untracked`")))?;
+        .map_err(|e| {
+            Error::Git(format!(
+                "could not run git: {e}; install git or drop `untracked`"
+            ))
+        })?;
     if !out.status.success() {
-        return Err(Error::Git(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        return Err(Error::Git(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
     }
     Ok(out
         .stdout
@@ -286,7 +347,12 @@ mod tests {
     }
 
     fn rels(set: &PathSet, d: &Path) -> Vec<String> {
-        set.collect(d).unwrap().files.into_iter().map(|e| e.rel).collect()
+        set.collect(d)
+            .unwrap()
+            .files
+            .into_iter()
+            .map(|e| e.rel)
+            .collect()
     }
 
     #[test]
@@ -316,30 +382,53 @@ mod tests {
         let set = PathSet::new(&["target/*.jar".into(), "latest.jar".into()], &[]).unwrap();
         let got = set.collect(d.path()).unwrap();
         let kinds: Vec<_> = got.files.iter().map(|e| (e.rel.as_str(), e.kind)).collect();
-        assert_eq!(kinds, [("latest.jar", EntryKind::Symlink), ("target/app.jar", EntryKind::File)]);
+        assert_eq!(
+            kinds,
+            [
+                ("latest.jar", EntryKind::Symlink),
+                ("target/app.jar", EntryKind::File)
+            ]
+        );
     }
 
     #[test]
     fn exclude_is_per_entry_and_not_recursive() {
         let d = tree();
-        let set = PathSet::new(&["target".into()], &["target/*.o".into(), "target/classes".into()]).unwrap();
-        assert_eq!(rels(&set, d.path()), ["target", "target/app.jar", "target/classes/App.class"]);
+        let set = PathSet::new(
+            &["target".into()],
+            &["target/*.o".into(), "target/classes".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            rels(&set, d.path()),
+            ["target", "target/app.jar", "target/classes/App.class"]
+        );
         let set = PathSet::new(&["target".into()], &["target/classes/**".into()]).unwrap();
-        assert_eq!(rels(&set, d.path()), ["target", "target/app.jar", "target/app.o", "target/classes"]);
+        assert_eq!(
+            rels(&set, d.path()),
+            ["target", "target/app.jar", "target/app.o", "target/classes"]
+        );
     }
 
     #[test]
     fn escaping_patterns_are_skipped_with_a_warning() {
         let d = tree();
         let set = PathSet::with_untracked(
-            &["../outside".into(), "/etc/passwd".into(), "src/../src/main.c".into()],
+            &[
+                "../outside".into(),
+                "/etc/passwd".into(),
+                "src/../src/main.c".into(),
+            ],
             &[],
             false,
             d.path(),
         )
         .unwrap();
         let got = set.collect(d.path()).unwrap();
-        assert_eq!(got.files.iter().map(|e| e.rel.as_str()).collect::<Vec<_>>(), ["src/main.c"]);
+        assert_eq!(
+            got.files.iter().map(|e| e.rel.as_str()).collect::<Vec<_>>(),
+            ["src/main.c"]
+        );
         assert_eq!(got.warnings.len(), 2, "{:?}", got.warnings);
         assert!(got.warnings[0].contains("not a subpath"));
         let abs = format!("{}/src/main.c", d.path().display());
@@ -365,8 +454,17 @@ mod tests {
         }
         let d = tree();
         let git = |args: &[&str]| {
-            let ok = Command::new("git").arg("-C").arg(d.path()).args(args).output().unwrap();
-            assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(d.path())
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                ok.status.success(),
+                "{}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
         };
         git(&["init", "-q"]);
         git(&["add", "src/main.c", ".m2", "target", "deep"]);

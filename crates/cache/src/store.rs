@@ -23,7 +23,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload};
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+};
 
 use crate::error::{Error, Result, io};
 
@@ -43,7 +45,11 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum Backend {
     Dir(PathBuf),
-    Object { store: Arc<dyn ObjectStore>, prefix: String, label: String },
+    Object {
+        store: Arc<dyn ObjectStore>,
+        prefix: String,
+        label: String,
+    },
 }
 
 /// One listed object.
@@ -87,16 +93,28 @@ impl std::fmt::Debug for S3Config {
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn unique_name(suffix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}-{}-{nanos}{suffix}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{nanos}{suffix}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub(crate) fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
 }
 
 fn octet_stream() -> Attributes {
@@ -116,7 +134,9 @@ pub struct Spool {
 impl Spool {
     /// The open file to write into.
     pub fn file(&mut self) -> Result<&mut File> {
-        self.file.as_mut().ok_or_else(|| Error::Config("spool file already closed".into()))
+        self.file
+            .as_mut()
+            .ok_or_else(|| Error::Config("spool file already closed".into()))
     }
     pub fn path(&self) -> &Path {
         &self.path
@@ -160,17 +180,26 @@ impl Store {
             fs::create_dir_all(&p).map_err(io("create store directory", &p))?;
         }
         let spool_dir = root.join("tmp");
-        Ok(Store { backend: Backend::Dir(root), spool_dir })
+        Ok(Store {
+            backend: Backend::Dir(root),
+            spool_dir,
+        })
     }
 
     /// A store in an S3 bucket, through object_store.
     pub fn s3(cfg: &S3Config) -> Result<Self> {
         let mut b = object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
-            .with_region(if cfg.region.is_empty() { "us-east-1" } else { &cfg.region })
+            .with_region(if cfg.region.is_empty() {
+                "us-east-1"
+            } else {
+                &cfg.region
+            })
             .with_virtual_hosted_style_request(cfg.virtual_host_style);
         if let Some(ep) = &cfg.endpoint {
-            b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
+            b = b
+                .with_endpoint(ep)
+                .with_allow_http(ep.starts_with("http://"));
         }
         if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
@@ -178,14 +207,24 @@ impl Store {
         if let Some(tok) = &cfg.session_token {
             b = b.with_token(tok);
         }
-        let s3 = b.build().map_err(|e| Error::Config(format!("S3 bucket {}: {e}", cfg.bucket)))?;
-        Ok(Self::object(Arc::new(s3), &cfg.prefix, format!("s3://{}/{}", cfg.bucket, cfg.prefix)))
+        let s3 = b
+            .build()
+            .map_err(|e| Error::Config(format!("S3 bucket {}: {e}", cfg.bucket)))?;
+        Ok(Self::object(
+            Arc::new(s3),
+            &cfg.prefix,
+            format!("s3://{}/{}", cfg.bucket, cfg.prefix),
+        ))
     }
 
     /// Any object_store implementation, under `prefix`.
     pub fn object(store: Arc<dyn ObjectStore>, prefix: &str, label: String) -> Self {
         Store {
-            backend: Backend::Object { store, prefix: prefix.trim_matches('/').to_owned(), label },
+            backend: Backend::Object {
+                store,
+                prefix: prefix.trim_matches('/').to_owned(),
+                label,
+            },
             spool_dir: std::env::temp_dir(),
         }
     }
@@ -207,7 +246,9 @@ impl Store {
             let (loc, query) = rest.split_once('?').unwrap_or((rest, ""));
             let (bucket, prefix) = loc.split_once('/').unwrap_or((loc, ""));
             if bucket.is_empty() {
-                return Err(Error::Config(format!("{url}: no bucket name; use s3://BUCKET/PREFIX")));
+                return Err(Error::Config(format!(
+                    "{url}: no bucket name; use s3://BUCKET/PREFIX"
+                )));
             }
             let mut cfg = S3Config {
                 bucket: bucket.to_owned(),
@@ -228,14 +269,20 @@ impl Store {
                         "virtual" => cfg.virtual_host_style = true,
                         _ => return Err(Error::Config(format!("style={v}: use path or virtual"))),
                     },
-                    other => return Err(Error::Config(format!("unknown S3 URL option {other:?}; use endpoint, region or style"))),
+                    other => {
+                        return Err(Error::Config(format!(
+                            "unknown S3 URL option {other:?}; use endpoint, region or style"
+                        )));
+                    }
                 }
             }
             return Self::s3(&cfg);
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         if path.is_empty() {
-            return Err(Error::Config("empty store location; give a directory or s3://BUCKET/PREFIX".into()));
+            return Err(Error::Config(
+                "empty store location; give a directory or s3://BUCKET/PREFIX".into(),
+            ));
         }
         Self::dir(path)
     }
@@ -254,20 +301,37 @@ impl Store {
     }
 
     fn obj_path(prefix: &str, rel: &str) -> ObjPath {
-        if prefix.is_empty() { ObjPath::from(rel) } else { ObjPath::from(format!("{prefix}/{rel}")) }
+        if prefix.is_empty() {
+            ObjPath::from(rel)
+        } else {
+            ObjPath::from(format!("{prefix}/{rel}"))
+        }
     }
 
     /// Start writing an object: a temp file in the store (directory) or the spool dir.
     pub fn spool(&self) -> Result<Spool> {
-        fs::create_dir_all(&self.spool_dir).map_err(io("create spool directory", &self.spool_dir))?;
+        fs::create_dir_all(&self.spool_dir)
+            .map_err(io("create spool directory", &self.spool_dir))?;
         let path = self.spool_dir.join(unique_name(".part"));
-        let file = File::options().read(true).write(true).create_new(true).open(&path).map_err(io("create", &path))?;
-        Ok(Spool { path, file: Some(file), keep: false })
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io("create", &path))?;
+        Ok(Spool {
+            path,
+            file: Some(file),
+            keep: false,
+        })
     }
 
     /// Make a spooled file the object at `rel`, replacing any. Returns the size.
     pub async fn commit(&self, mut spool: Spool, rel: &str) -> Result<u64> {
-        let file = spool.file.take().ok_or_else(|| Error::Config("spool file already committed".into()))?;
+        let file = spool
+            .file
+            .take()
+            .ok_or_else(|| Error::Config("spool file already committed".into()))?;
         let size = file.metadata().map_err(io("stat", &spool.path))?.len();
         match &self.backend {
             Backend::Dir(root) => {
@@ -289,14 +353,27 @@ impl Store {
                 drop(file);
                 let location = Self::obj_path(prefix, rel);
                 if size < MULTIPART_THRESHOLD {
-                    let data = tokio::fs::read(&spool.path).await.map_err(io("read", &spool.path))?;
-                    let opts = PutOptions { attributes: octet_stream(), ..Default::default() };
-                    store.put_opts(&location, PutPayload::from(data), opts).await?;
+                    let data = tokio::fs::read(&spool.path)
+                        .await
+                        .map_err(io("read", &spool.path))?;
+                    let opts = PutOptions {
+                        attributes: octet_stream(),
+                        ..Default::default()
+                    };
+                    store
+                        .put_opts(&location, PutPayload::from(data), opts)
+                        .await?;
                 } else {
-                    let opts = PutMultipartOptions { attributes: octet_stream(), ..Default::default() };
+                    let opts = PutMultipartOptions {
+                        attributes: octet_stream(),
+                        ..Default::default()
+                    };
                     let upload = store.put_multipart_opts(&location, opts).await?;
-                    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-                    let mut f = tokio::fs::File::open(&spool.path).await.map_err(io("open", &spool.path))?;
+                    let mut w =
+                        object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                    let mut f = tokio::fs::File::open(&spool.path)
+                        .await
+                        .map_err(io("open", &spool.path))?;
                     let mut buf = vec![0u8; PART_SIZE];
                     loop {
                         use tokio::io::AsyncReadExt;
@@ -319,18 +396,23 @@ impl Store {
     pub async fn exists(&self, rel: &str) -> Result<bool> {
         match &self.backend {
             Backend::Dir(root) => Ok(root.join(rel).is_file()),
-            Backend::Object { store, prefix, .. } => match store.head(&Self::obj_path(prefix, rel)).await {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(e.into()),
-            },
+            Backend::Object { store, prefix, .. } => {
+                match store.head(&Self::obj_path(prefix, rel)).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            }
         }
     }
 
     /// Write a small object atomically.
     pub async fn put_small(&self, rel: &str, data: Vec<u8>) -> Result<()> {
         let mut spool = self.spool()?;
-        spool.file()?.write_all(&data).map_err(io("write", spool.path.clone()))?;
+        spool
+            .file()?
+            .write_all(&data)
+            .map_err(io("write", spool.path.clone()))?;
         self.commit(spool, rel).await.map(|_| ())
     }
 
@@ -345,11 +427,13 @@ impl Store {
                     Err(e) => Err(io("read", p)(e)),
                 }
             }
-            Backend::Object { store, prefix, .. } => match store.get(&Self::obj_path(prefix, rel)).await {
-                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            },
+            Backend::Object { store, prefix, .. } => {
+                match store.get(&Self::obj_path(prefix, rel)).await {
+                    Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
         }
     }
 
@@ -359,7 +443,10 @@ impl Store {
         match &self.backend {
             Backend::Dir(root) => {
                 let p = root.join(rel);
-                Ok(p.is_file().then_some(Fetched { path: p, temp: false }))
+                Ok(p.is_file().then_some(Fetched {
+                    path: p,
+                    temp: false,
+                }))
             }
             Backend::Object { store, prefix, .. } => {
                 let r = match store.get(&Self::obj_path(prefix, rel)).await {
@@ -367,10 +454,16 @@ impl Store {
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 };
-                fs::create_dir_all(&self.spool_dir).map_err(io("create spool directory", &self.spool_dir))?;
+                fs::create_dir_all(&self.spool_dir)
+                    .map_err(io("create spool directory", &self.spool_dir))?;
                 let path = self.spool_dir.join(unique_name(".download"));
-                let fetched = Fetched { path: path.clone(), temp: true };
-                let mut f = tokio::fs::File::create(&path).await.map_err(io("create", &path))?;
+                let fetched = Fetched {
+                    path: path.clone(),
+                    temp: true,
+                };
+                let mut f = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(io("create", &path))?;
                 let mut stream = r.into_stream();
                 while let Some(chunk) = stream.next().await {
                     use tokio::io::AsyncWriteExt;
@@ -391,10 +484,12 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(io("delete", root.join(rel))(e)),
             },
-            Backend::Object { store, prefix, .. } => match store.delete(&Self::obj_path(prefix, rel)).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e.into()),
-            },
+            Backend::Object { store, prefix, .. } => {
+                match store.delete(&Self::obj_path(prefix, rel)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
         }
     }
 
@@ -408,14 +503,33 @@ impl Store {
                     return Ok(out);
                 }
                 for item in walkdir::WalkDir::new(&base) {
-                    let item = item.map_err(|e| Error::Io { op: "list", path: base.clone(), source: e.into() })?;
+                    let item = item.map_err(|e| Error::Io {
+                        op: "list",
+                        path: base.clone(),
+                        source: e.into(),
+                    })?;
                     if !item.file_type().is_file() {
                         continue;
                     }
-                    let Ok(rel) = item.path().strip_prefix(root) else { continue };
-                    let meta = item.metadata().map_err(|e| Error::Io { op: "stat", path: item.path().into(), source: e.into() })?;
-                    let modified = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-                    out.push(Listed { path: rel.to_string_lossy().into_owned(), size: meta.len(), modified });
+                    let Ok(rel) = item.path().strip_prefix(root) else {
+                        continue;
+                    };
+                    let meta = item.metadata().map_err(|e| Error::Io {
+                        op: "stat",
+                        path: item.path().into(),
+                        source: e.into(),
+                    })?;
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    out.push(Listed {
+                        path: rel.to_string_lossy().into_owned(),
+                        size: meta.len(),
+                        modified,
+                    });
                 }
             }
             Backend::Object { store, prefix, .. } => {
@@ -424,8 +538,18 @@ impl Store {
                 while let Some(m) = s.next().await {
                     let m = m?;
                     let full = m.location.to_string();
-                    let rel = if prefix.is_empty() { full } else { full.strip_prefix(&format!("{prefix}/")).unwrap_or(&full).to_owned() };
-                    out.push(Listed { path: rel, size: m.size, modified: u64::try_from(m.last_modified.timestamp()).unwrap_or(0) });
+                    let rel = if prefix.is_empty() {
+                        full
+                    } else {
+                        full.strip_prefix(&format!("{prefix}/"))
+                            .unwrap_or(&full)
+                            .to_owned()
+                    };
+                    out.push(Listed {
+                        path: rel,
+                        size: m.size,
+                        modified: u64::try_from(m.last_modified.timestamp()).unwrap_or(0),
+                    });
                 }
             }
         }
@@ -436,7 +560,9 @@ impl Store {
     /// Remove spool files older than `max_age_secs` left by killed uploads (directory
     /// stores only; S3 discards abandoned multipart uploads by lifecycle rules).
     pub fn sweep_temp(&self, max_age_secs: u64) -> Result<usize> {
-        let Backend::Dir(root) = &self.backend else { return Ok(0) };
+        let Backend::Dir(root) = &self.backend else {
+            return Ok(0);
+        };
         let tmp = root.join("tmp");
         let mut n = 0;
         let now = now_secs();

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_artifacts;
+mod cmd_cache;
+
 #[derive(Parser)]
 #[command(
     name = "podci",
@@ -19,11 +22,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Restore, save, list and prune job caches (directory/PVC or S3).
+    Cache(cmd_cache::Args),
+    /// Upload and download job artifacts.
+    Artifacts(cmd_artifacts::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Cache(args) => cmd_cache::run(args),
+        Command::Artifacts(args) => cmd_artifacts::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -13,7 +13,12 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1) {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let m = fs::symlink_metadata(e.path()).unwrap();
         let desc = if m.file_type().is_symlink() {
             format!("link {}", fs::read_link(e.path()).unwrap().display())
@@ -22,7 +27,12 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
         } else {
             let data = fs::read(e.path()).unwrap();
             let sum: u64 = data.iter().map(|b| u64::from(*b)).sum();
-            format!("file {:o} mtime={} len={} sum={sum}", m.mode() & 0o7777, m.mtime(), data.len())
+            format!(
+                "file {:o} mtime={} len={} sum={sum}",
+                m.mode() & 0o7777,
+                m.mtime(),
+                data.len()
+            )
         };
         out.insert(rel, desc);
     }
@@ -33,12 +43,28 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
 /// directory, dangling-inside), empty files and dirs, deep and long names, old mtimes.
 pub fn sample_tree(root: &Path) {
     let files: &[(&str, &[u8], u32)] = &[
-        (".m2/repository/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.jar", b"PK\x03\x04jar bytes", 0o644),
-        (".m2/repository/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.pom", b"<project/>", 0o644),
-        (".m2/repository/org/apache/commons/commons-lang3/3.14.0/_remote.repositories", b"", 0o600),
+        (
+            ".m2/repository/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.jar",
+            b"PK\x03\x04jar bytes",
+            0o644,
+        ),
+        (
+            ".m2/repository/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.pom",
+            b"<project/>",
+            0o644,
+        ),
+        (
+            ".m2/repository/org/apache/commons/commons-lang3/3.14.0/_remote.repositories",
+            b"",
+            0o600,
+        ),
         (".m2/settings.xml", b"<settings/>", 0o640),
         ("bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755),
-        ("target/classes/com/example/App.class", b"\xca\xfe\xba\xbe", 0o644),
+        (
+            "target/classes/com/example/App.class",
+            b"\xca\xfe\xba\xbe",
+            0o644,
+        ),
     ];
     for (rel, data, mode) in files {
         let p = root.join(rel);
@@ -79,14 +105,23 @@ pub fn random_files(root: &Path, n: usize, bytes: usize, seed: u64) {
 
 /// The snapshot of `sub` entries only (paths under a prefix).
 pub fn only(snap: &BTreeMap<String, String>, prefixes: &[&str]) -> BTreeMap<String, String> {
-    snap.iter().filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p))).map(|(k, v)| (k.clone(), v.clone())).collect()
+    snap.iter()
+        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Whether `program` can be run; in CI its absence is a failure.
 pub fn have(program: &str) -> bool {
-    let ok = std::process::Command::new(program).arg("-h").output().is_ok();
+    let ok = std::process::Command::new(program)
+        .arg("-h")
+        .output()
+        .is_ok();
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{program} is required when CI is set");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is required when CI is set"
+        );
         eprintln!("\n\n*** SKIPPED: {program} is not installed ***\n");
     }
     ok
