@@ -104,7 +104,8 @@ pub fn write_tar_zst<W: Write>(
         .map_err(zerr)?;
     // Keep the output byte-identical for identical input, so content addressing dedupes.
     enc.include_checksum(true).map_err(zerr)?;
-    let mut tar = tar::Builder::new(enc);
+    // Batch tar's small header and 8 KiB content writes into large zstd inputs.
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, enc));
     tar.mode(tar::HeaderMode::Complete);
     tar.follow_symlinks(false);
     let mut stats = Stats::default();
@@ -146,7 +147,7 @@ pub fn write_tar_zst<W: Write>(
         }
         stats.entries += 1;
     }
-    let enc = tar.into_inner().map_err(zerr)?;
+    let enc = tar.into_inner().map_err(zerr)?.into_inner().map_err(|e| zerr(e.into_error()))?;
     let out = enc.finish().map_err(zerr)?;
     Ok((out, stats))
 }
