@@ -13,10 +13,6 @@ WORK=${1:-/var/tmp/podci-bench-cache}
 TREE=$WORK/project
 mkdir -p "$WORK"
 
-echo "::: building podci (release)"
-cargo build --release -q -p podci
-PODCI=${CARGO_TARGET_DIR:-target}/release/podci
-
 if [ ! -f "$TREE/.done" ]; then
   echo "::: generating the Maven-like tree in $TREE"
   rm -rf "$TREE"
@@ -45,7 +41,7 @@ while files < 20000 and total < target:
     os.makedirs(d, exist_ok=True)
     # a few big jars, mostly small ones
     r = rnd.random()
-    size = rnd.randint(8 << 20, 40 << 20) if r < 0.01 else rnd.randint(60 << 10, 400 << 10) if r < 0.35 else rnd.randint(2 << 10, 40 << 10)
+    size = rnd.randint(8 << 20, 40 << 20) if r < 0.008 else rnd.randint(60 << 10, 300 << 10) if r < 0.35 else rnd.randint(2 << 10, 30 << 10)
     size = min(size, target - total) if files > 100 else size
     for name, data in ((f"a{artifact}-1.0.0.jar", jar_bytes(size)), (f"a{artifact}-1.0.0.pom", pom),
                        (f"a{artifact}-1.0.0.jar.sha1", b"%040x\n" % rnd.getrandbits(160)),
@@ -60,6 +56,10 @@ print(f"generated {files} files, {total / (1 << 20):.0f} MiB")
 PY
   touch "$TREE/.done"
 fi
+echo "::: building podci (release)"
+cargo build --release -q -p podci
+PODCI=${CARGO_TARGET_DIR:-target}/release/podci
+
 du -sh --apparent-size "$TREE/.m2" | awk '{print "tree size: " $1}'
 echo "files: $(find "$TREE/.m2" -type f | wc -l)"
 

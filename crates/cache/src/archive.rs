@@ -147,7 +147,11 @@ pub fn write_tar_zst<W: Write>(
         }
         stats.entries += 1;
     }
-    let enc = tar.into_inner().map_err(zerr)?.into_inner().map_err(|e| zerr(e.into_error()))?;
+    let enc = tar
+        .into_inner()
+        .map_err(zerr)?
+        .into_inner()
+        .map_err(|e| zerr(e.into_error()))?;
     let out = enc.finish().map_err(zerr)?;
     Ok((out, stats))
 }
@@ -272,6 +276,8 @@ struct Guard {
     link_names: HashSet<String>,
     dir_times: Vec<(PathBuf, u64)>,
     stats: Stats,
+    /// One copy buffer for every file: allocating per file costs an mmap each.
+    buf: Vec<u8>,
 }
 
 impl Guard {
@@ -283,6 +289,7 @@ impl Guard {
             link_names: HashSet::new(),
             dir_times: Vec::new(),
             stats: Stats::default(),
+            buf: vec![0u8; 256 * 1024],
         }
     }
 
@@ -357,7 +364,7 @@ impl Guard {
     ) -> Result<()> {
         let full = self.parent_dirs(rel)?;
         let mut f = File::create(&full).map_err(io("create", &full))?;
-        let n = copy_big(content, &mut f).map_err(|e| match e.kind() {
+        let n = copy_big(content, &mut f, &mut self.buf).map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other => {
                 Error::Corrupt(format!("reading {rel}: {e}"))
             }
@@ -488,11 +495,10 @@ fn check_link_target(rel: &str, target: &Path, links: &HashSet<String>) -> Resul
 }
 
 /// `io::copy` with a larger buffer: extraction is bound by syscalls per file.
-fn copy_big(r: &mut dyn Read, w: &mut File) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
+fn copy_big(r: &mut dyn Read, w: &mut File, buf: &mut [u8]) -> io::Result<u64> {
     let mut n = 0u64;
     loop {
-        let k = match r.read(&mut buf) {
+        let k = match r.read(buf) {
             Ok(0) => return Ok(n),
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -506,6 +512,8 @@ fn copy_big(r: &mut dyn Read, w: &mut File) -> io::Result<u64> {
 /// A reader fed by the decompression thread.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    /// Spent chunks go back to the producer, so no chunk is allocated twice.
+    back: mpsc::Sender<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -515,7 +523,10 @@ impl Read for ChannelReader {
         while self.pos >= self.buf.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.buf = chunk;
+                    let spent = std::mem::replace(&mut self.buf, chunk);
+                    if spent.capacity() > 0 {
+                        let _ = self.back.send(spent);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -608,6 +619,110 @@ impl<W: Seek> Seek for HashingWriter<W> {
     }
 }
 
+/// A writer that hands 1 MiB chunks to its own thread, which hashes and writes them:
+/// the thread producing the archive never waits for SHA-256 or the disk.
+pub struct ThreadedHashWriter {
+    tx: Option<mpsc::SyncSender<Vec<u8>>>,
+    back: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    handle: Option<std::thread::JoinHandle<io::Result<(String, u64)>>>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl ThreadedHashWriter {
+    /// Write into `file`. The kernel is asked to start writing back every few MiB as
+    /// they are written, so the final fsync finds little left to do.
+    pub fn new(mut file: File) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+        let (back_tx, back) = mpsc::channel::<Vec<u8>>();
+        let handle = std::thread::spawn(move || -> io::Result<(String, u64)> {
+            use std::os::fd::AsRawFd;
+            let mut hasher = Sha256::new();
+            let mut count = 0u64;
+            let mut flushed = 0u64;
+            for mut chunk in rx {
+                hasher.update(&chunk);
+                file.write_all(&chunk)?;
+                count += chunk.len() as u64;
+                if count - flushed >= 8 << 20 {
+                    // SAFETY: plain syscall on an fd we own; a failure only loses the hint.
+                    unsafe {
+                        libc::sync_file_range(
+                            file.as_raw_fd(),
+                            flushed as libc::off64_t,
+                            (count - flushed) as libc::off64_t,
+                            libc::SYNC_FILE_RANGE_WRITE,
+                        );
+                    }
+                    flushed = count;
+                }
+                chunk.clear();
+                let _ = back_tx.send(chunk);
+            }
+            file.flush()?;
+            Ok((format!("sha256:{}", hex::encode(hasher.finalize())), count))
+        });
+        ThreadedHashWriter {
+            tx: Some(tx),
+            back,
+            buf: Vec::with_capacity(CHUNK),
+            handle: Some(handle),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let next = self
+            .back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.buf, next);
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("writer already finished"))?;
+        if tx.send(full).is_err() {
+            // The writer thread stopped: its error is reported by finish().
+            return Err(self.join_error());
+        }
+        Ok(())
+    }
+
+    fn join_error(&mut self) -> io::Error {
+        self.tx = None;
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => io::Error::other("archive writer thread stopped"),
+        }
+    }
+
+    /// Flush everything and return `sha256:<hex>` and the byte count.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.tx = None;
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("archive writer thread panicked")),
+        }
+    }
+}
+
+impl Write for ThreadedHashWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Extract a tar + zstd stream into `dir` (a fresh staging directory). Decompression
 /// runs on its own thread so that it overlaps with writing files.
 /// `expected` is the `sha256:<hex>` digest the input must have; checked at the end.
@@ -617,13 +732,15 @@ pub fn extract_tar_zst<R: Read + Send>(
     expected: Option<&str>,
 ) -> Result<Stats> {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
+    let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         let decoder = s.spawn(move || -> io::Result<(String, u64)> {
             let mut hashing = HashingReader::new(input);
             let result = (|| {
                 let mut dec = zstd::stream::read::Decoder::new(&mut hashing)?;
                 loop {
-                    let mut chunk = vec![0u8; 1 << 20];
+                    let mut chunk = back_rx.try_recv().unwrap_or_default();
+                    chunk.resize(1 << 20, 0);
                     let mut filled = 0;
                     while filled < chunk.len() {
                         match dec.read(&mut chunk[filled..]) {
@@ -654,6 +771,7 @@ pub fn extract_tar_zst<R: Read + Send>(
         });
         let reader = ChannelReader {
             rx,
+            back: back_tx,
             buf: Vec::new(),
             pos: 0,
         };

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, Format, HashingWriter, Stats, WriteOptions};
+use crate::archive::{self, Format, Stats, WriteOptions};
 use crate::error::{Error, Result, io};
 use crate::paths::{Entry, EntryKind, PathSet};
 use crate::store::{Store, hash_file, now_secs};
@@ -260,10 +260,9 @@ impl Cache {
         let (digest, stats) = tokio::task::spawn_blocking(move || -> Result<(String, Stats)> {
             match format {
                 Format::TarZstd => {
-                    let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+                    let out = archive::ThreadedHashWriter::new(file);
                     let (out, stats) = archive::write_tar_zst(&dir, &entries, out, write)?;
-                    let (mut buf, digest, _) = out.finish();
-                    buf.flush().map_err(io("write", &spool_path))?;
+                    let (digest, _) = out.finish().map_err(io("write", &spool_path))?;
                     Ok((digest, stats))
                 }
                 Format::Zip => {
