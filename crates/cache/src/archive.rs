@@ -18,7 +18,6 @@ use std::time::SystemTime;
 
 use filetime::FileTime;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, io};
 use crate::paths::{Entry, EntryKind};
@@ -543,7 +542,7 @@ impl Read for ChannelReader {
 /// A reader that hashes and counts what passes through it.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: blake3::Hasher,
     count: u64,
 }
 
@@ -551,16 +550,16 @@ impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: blake3::Hasher::new(),
             count: 0,
         }
     }
     /// Read the rest of the input (so the digest covers all of it) and return
-    /// `sha256:<hex>` and the byte count.
+    /// `blake3:<hex>` and the byte count.
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
         Ok((
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            format!("blake3:{}", self.hasher.finalize().to_hex()),
             self.count,
         ))
     }
@@ -578,7 +577,7 @@ impl<R: Read> Read for HashingReader<R> {
 /// A writer that hashes and counts what passes through it.
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: blake3::Hasher,
     count: u64,
 }
 
@@ -586,15 +585,15 @@ impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: blake3::Hasher::new(),
             count: 0,
         }
     }
-    /// The inner writer, `sha256:<hex>` and the byte count.
+    /// The inner writer, `blake3:<hex>` and the byte count.
     pub fn finish(self) -> (W, String, u64) {
         (
             self.inner,
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            format!("blake3:{}", self.hasher.finalize().to_hex()),
             self.count,
         )
     }
@@ -620,7 +619,7 @@ impl<W: Seek> Seek for HashingWriter<W> {
 }
 
 /// A writer that hands 1 MiB chunks to its own thread, which hashes and writes them:
-/// the thread producing the archive never waits for SHA-256 or the disk.
+/// the thread producing the archive never waits for hashing or the disk.
 pub struct ThreadedHashWriter {
     tx: Option<mpsc::SyncSender<Vec<u8>>>,
     back: mpsc::Receiver<Vec<u8>>,
@@ -638,7 +637,7 @@ impl ThreadedHashWriter {
         let (back_tx, back) = mpsc::channel::<Vec<u8>>();
         let handle = std::thread::spawn(move || -> io::Result<(String, u64)> {
             use std::os::fd::AsRawFd;
-            let mut hasher = Sha256::new();
+            let mut hasher = blake3::Hasher::new();
             let mut count = 0u64;
             let mut flushed = 0u64;
             for mut chunk in rx {
@@ -661,7 +660,7 @@ impl ThreadedHashWriter {
                 let _ = back_tx.send(chunk);
             }
             file.flush()?;
-            Ok((format!("sha256:{}", hex::encode(hasher.finalize())), count))
+            Ok((format!("blake3:{}", hasher.finalize().to_hex()), count))
         });
         ThreadedHashWriter {
             tx: Some(tx),
@@ -696,7 +695,7 @@ impl ThreadedHashWriter {
         }
     }
 
-    /// Flush everything and return `sha256:<hex>` and the byte count.
+    /// Flush everything and return `blake3:<hex>` and the byte count.
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         if !self.buf.is_empty() {
             self.send()?;
@@ -725,7 +724,7 @@ impl Write for ThreadedHashWriter {
 
 /// Extract a tar + zstd stream into `dir` (a fresh staging directory). Decompression
 /// runs on its own thread so that it overlaps with writing files.
-/// `expected` is the `sha256:<hex>` digest the input must have; checked at the end.
+/// `expected` is the `blake3:<hex>` digest the input must have; checked at the end.
 pub fn extract_tar_zst<R: Read + Send>(
     input: R,
     dir: &Path,

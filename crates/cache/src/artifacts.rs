@@ -274,10 +274,7 @@ impl Artifacts {
                         }
                     }
                 }
-                let digest = format!(
-                    "sha256:{}",
-                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
-                );
+                let digest = format!("blake3:{}", blake3::hash(&data).to_hex());
                 let size = data.len() as u64;
                 if !self.store().exists(&blob_path(&digest)).await? {
                     self.store().put_small(&blob_path(&digest), data).await?;

@@ -1,6 +1,6 @@
 //! Where archives live: a directory (a PVC is a directory) or an S3 bucket.
 //!
-//! The store is content-addressed. An archive is stored once as `blobs/sha256/<hex>`;
+//! The store is content-addressed. An archive is stored once as `blobs/blake3/<hex>`;
 //! small JSON documents point at it (`keys/<key>.json` for caches,
 //! `artifacts/<job>.json` for artifacts). An unchanged archive is therefore never
 //! uploaded twice, and two keys with the same content share one object.
@@ -175,7 +175,7 @@ impl Store {
     /// A store in a local directory (created if missing).
     pub fn dir(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for sub in ["tmp", "blobs/sha256", "keys", "artifacts"] {
+        for sub in ["tmp", "blobs/blake3", "keys", "artifacts"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io("create store directory", &p))?;
         }

@@ -101,7 +101,7 @@ fn identical_content_is_stored_once_and_unchanged_pushes_are_skipped() {
         assert_eq!(da, db, "archives of the same tree must be byte-identical");
         assert!(ua && !ub, "the second key must reuse the object");
         assert_eq!(
-            fs::read_dir(store.path().join("blobs/sha256"))
+            fs::read_dir(store.path().join("blobs/blake3"))
                 .unwrap()
                 .count(),
             1
@@ -585,7 +585,7 @@ fn kill_during_upload_leaves_the_store_consistent() {
     );
     // only the old blob is visible; the partial file sits in tmp/ until pruned
     assert_eq!(
-        fs::read_dir(store.path().join("blobs/sha256"))
+        fs::read_dir(store.path().join("blobs/blake3"))
             .unwrap()
             .count(),
         1

@@ -137,7 +137,7 @@ fn cache_push_pull_ls_prune() {
 
     let ls = podci(&["cache", "ls", "--store", s], project.path());
     let listing = String::from_utf8_lossy(&ls.stdout);
-    assert!(listing.starts_with("maven/main\tsha256:"), "{listing}");
+    assert!(listing.starts_with("maven/main\tblake3:"), "{listing}");
     assert_eq!(listing.lines().count(), 1);
 
     let prune = podci(
