@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cmd_artifacts;
+mod cmd_cache;
 mod cmd_image;
 mod cmd_lint;
 mod files;
@@ -33,6 +35,10 @@ enum Command {
     Lint(cmd_lint::Args),
     /// Build, copy, inspect images and log in to registries, without a container engine.
     Image(cmd_image::Args),
+    /// Restore, save, list and prune job caches (directory/PVC or S3).
+    Cache(cmd_cache::Args),
+    /// Upload and download job artifacts.
+    Artifacts(cmd_artifacts::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Lint(args) => cmd_lint::run(args),
         Command::Image(args) => cmd_image::run(args),
+        Command::Cache(args) => cmd_cache::run(args),
+        Command::Artifacts(args) => cmd_artifacts::run(args),
     };
     match result {
         Ok(code) => code,
