@@ -311,13 +311,24 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
         }
     };
     let ns_for_rbac = if ns == "*" { "" } else { ns.as_str() };
+    // Like the apiserver's RequestInfo: a list or watch narrowed to one name by
+    // `fieldSelector=metadata.name=X` is authorized (and refused) for that name.
+    let selected_name = if matches!(verb, "list" | "watch") {
+        query.get("fieldSelector").and_then(|f| {
+            f.strip_prefix("metadata.name=")
+                .filter(|n| !n.contains(','))
+                .map(String::from)
+        })
+    } else {
+        None
+    };
     // POST to a named subresource (token, eviction) is a create on it.
     caller.authorize(
         verb,
         &resource,
         sub.as_deref(),
         ns_for_rbac,
-        name.as_deref(),
+        name.as_deref().or(selected_name.as_deref()),
     )?;
 
     if resource == "nodes" {
@@ -1347,10 +1358,14 @@ pub fn delete_pod(shared: &Arc<Shared>, ns: &str, name: &str, grace: Option<i64>
     let uid = marked["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let rt = shared.runtimes().get(&uid).cloned();
     match rt {
-        Some(rt) => rt.request_delete(grace),
-        None => {
+        // Grace 0 is a forced deletion: the object goes at once, the kubelet kills
+        // whatever still runs without reporting another status.
+        Some(rt) if grace > 0 => rt.request_delete(grace),
+        Some(rt) => {
+            rt.kill_all_now();
             finish_delete(shared, ns, name);
         }
+        None => finish_delete(shared, ns, name),
     }
     Ok(marked)
 }

@@ -108,6 +108,8 @@ impl ContainerRt {
 pub struct PodFlags {
     pub deadline_exceeded: bool,
     pub node_lost: bool,
+    /// The sandbox (pause container) is up: the Pod has its IP.
+    pub sandbox_ready: bool,
     /// Conditions as last written, to keep lastTransitionTime stable.
     pub last_ready: Option<(bool, String)>,
 }
@@ -198,7 +200,9 @@ pub fn event(
     if let Some(fp) = field_path {
         involved["fieldPath"] = json!(fp);
     }
-    let ename = format!("{name}.{:016x}", util::random_u64());
+    // Like client-go's recorder: the suffix is the time in nanoseconds, so names sort
+    // by creation and a list comes back in the order the events happened.
+    let ename = format!("{name}.{:016x}", util::monotonic_nanos());
     let scheduler = reason == "Scheduled" || reason == "FailedScheduling";
     let obj = if scheduler {
         json!({"metadata": {"name": ename, "namespace": ns, "uid": util::new_uid(), "resourceVersion": "", "creationTimestamp": now},
@@ -324,6 +328,7 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
         _ = tokio::time::sleep(t.create) => {}
         _ = delete_rx.changed() => {}
     }
+    rt.flags().sandbox_ready = true;
     if volumes_ok && delete_rx.borrow().is_none() {
         for c in rt.containers.clone() {
             start_container(&shared, &rt, &pod, &c).await;
@@ -921,7 +926,11 @@ pub fn sync_status(shared: &Shared, rt: &PodRuntime, killed: bool) {
         }
         c
     };
-    let any_started = rt.containers.iter().any(|c| c.started_once.load(Ordering::Relaxed));
+    // The Pod IP is reported with the first container state past ContainerCreating.
+    let sandbox_ready = rt.flags().sandbox_ready
+        && states
+            .iter()
+            .any(|s| !matches!(s, CState::Waiting { reason, .. } if reason == "ContainerCreating"));
     let statuses: Vec<Value> = rt
         .containers
         .iter()
@@ -987,7 +996,7 @@ pub fn sync_status(shared: &Shared, rt: &PodRuntime, killed: bool) {
             st.insert("reason".into(), json!(r));
         }
         st.insert("hostIP".into(), json!("192.0.2.2"));
-        if any_started || o["status"].get("podIP").is_some() {
+        if sandbox_ready || o["status"].get("podIP").is_some() {
             st.insert("podIP".into(), json!(pod_ip));
             st.insert("podIPs".into(), json!([{"ip": pod_ip}]));
         }
@@ -1048,14 +1057,18 @@ pub async fn logs(shared: Arc<Shared>, ns: &str, name: &str, q: &Query) -> Resul
     let follow = q.flag("follow");
     let timestamps = q.flag("timestamps");
     let since: Option<Timestamp> = match q.get("sinceTime") {
-        Some(s) => Some(s.parse::<Timestamp>().map_err(|e| ApiError::bad_request(format!("invalid sinceTime {s:?}: {e}")))?),
+        // sinceTime travels as a whole-second metav1.Time: that second is included.
+        Some(s) => {
+            let t = s
+                .parse::<Timestamp>()
+                .map_err(|e| ApiError::bad_request(format!("invalid sinceTime {s:?}: {e}")))?;
+            Timestamp::from_second(t.as_second()).ok()
+        }
         None => q
             .get("sinceSeconds")
             .and_then(|s| s.parse::<i64>().ok())
             .and_then(|s| Timestamp::now().checked_sub(jiff::SignedDuration::from_secs(s)).ok()),
     };
-    // The whole second of sinceTime is included (the kubelet truncates to seconds).
-    let since = since.and_then(|s| Timestamp::from_second(s.as_second()).ok());
     let tail = q.get("tailLines").and_then(|t| t.parse::<usize>().ok());
     let mut limit = q.get("limitBytes").and_then(|t| t.parse::<usize>().ok());
     let render = move |l: &LogLine| -> Vec<u8> {

@@ -244,8 +244,8 @@ async fn exec_session(s: Session, sock: WebSocket) {
                 e.to_string()
             };
             let msg = format!(
-                "error executing command in container: failed to exec in container: failed to start exec \"{:016x}\": OCI runtime exec failed: exec failed: unable to start container process: exec: \"{prog}\": {why}: unknown",
-                crate::util::random_u64()
+                "error executing command in container: failed to exec in container: failed to start exec \"{}\": OCI runtime exec failed: exec failed: unable to start container process: exec: \"{prog}\": {why}: unknown",
+                crate::util::container_id().trim_start_matches("containerd://")
             );
             let st = json!({"metadata": {}, "status": "Failure", "message": format!("Internal error occurred: {msg}"), "reason": "InternalError",
                 "details": {"causes": [{"message": msg}]}, "code": 500});
@@ -308,7 +308,7 @@ async fn exec_session(s: Session, sock: WebSocket) {
                 Some(ClientEvent::Gone) | None => {
                     // The client went away: the process ends with the connection.
                     kill();
-                    let _ = sink.send(close_msg()).await;
+                    let _ = sink.close().await;
                     return;
                 }
             },
@@ -403,7 +403,7 @@ async fn attach_session(s: Session, sock: WebSocket) {
                     if stdin_once && s.want_in {
                         close_container_stdin().await;
                     }
-                    let _ = sink.send(close_msg()).await;
+                    let _ = sink.close().await;
                     return;
                 }
             },

@@ -153,6 +153,23 @@ pub fn random_u64() -> u64 {
     h.finish()
 }
 
+/// Nanoseconds since the epoch, strictly increasing across calls.
+pub fn monotonic_nanos() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
 pub fn new_uid() -> String {
     let a = random_u64();
     let b = random_u64();

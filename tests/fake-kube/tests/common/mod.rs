@@ -192,7 +192,7 @@ impl Api {
 pub async fn collect_until(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
     timeout: Duration,
-    stop: impl Fn(&Value) -> bool,
+    mut stop: impl FnMut(&Value) -> bool,
 ) -> Vec<Value> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -299,6 +299,7 @@ const VOLATILE: &[&str] = &[
     "count",
     "serverAddress",
     "expirationTimestamp",
+    "reportingInstance",
 ];
 
 /// Compare `ours` with `recorded`: the same keys, the same JSON types, and the same
@@ -376,7 +377,13 @@ fn generated_equal(a: &str, b: &str) -> bool {
             return true;
         }
     }
-    false
+    // Event names: <object>.<16 hex digits>.
+    let event_name = |s: &str| {
+        s.rsplit_once('.').and_then(|(obj, hex)| {
+            (hex.len() == 16 && hex.bytes().all(|c| c.is_ascii_hexdigit())).then_some(obj.to_string())
+        })
+    };
+    matches!((event_name(a), event_name(b)), (Some(x), Some(y)) if x == y)
 }
 
 pub fn assert_same_shape(what: &str, recorded: &Value, ours: &Value) {
@@ -407,6 +414,9 @@ pub async fn ws_connect(
     protocols: &[&str],
 ) -> Result<(WsStream, Option<String>), WsResult> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    if protocols.is_empty() {
+        return raw_ws_connect(fake, token, path).await;
+    }
     let url = format!("{}{}", fake.url().replacen("http", "ws", 1), path);
     let mut req = url.into_client_request().expect("ws request");
     req.headers_mut().insert(
@@ -444,6 +454,49 @@ pub async fn ws_connect(
         }
         Err(e) => panic!("websocket connect to {path} failed: {e}"),
     }
+}
+
+/// A handshake without any subprotocol, done by hand: the server answers with an
+/// empty `Sec-WebSocket-Protocol` header (as the recorded one does), which tungstenite's
+/// client handshake rejects.
+async fn raw_ws_connect(
+    fake: &FakeKube,
+    token: &str,
+    path: &str,
+) -> Result<(WsStream, Option<String>), WsResult> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(fake.addr()).await.expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n",
+        fake.addr()
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write handshake");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tcp.read(&mut b).await.expect("read handshake") == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    if status != 101 {
+        let mut body = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), tcp.read_to_end(&mut body)).await;
+        return Err(WsResult { status, protocol: None, body: String::from_utf8_lossy(&body).into_owned(), frames: Vec::new() });
+    }
+    let proto = head
+        .lines()
+        .find_map(|l| l.strip_prefix("sec-websocket-protocol:").or_else(|| l.strip_prefix("Sec-WebSocket-Protocol:")))
+        .map(|v| v.trim().to_string());
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    Ok((ws, proto))
 }
 
 /// Read server frames until the server's close frame or `quiet` passes without one.
