@@ -1,5 +1,6 @@
 //! kubectl against the fake server with a kubeconfig the test writes: `get pods`,
 //! `logs -f`, and `exec -i` (kubectl 1.30+ speaks WebSocket v5 to servers that offer it).
+//! `create` runs with `--validate=false`: the fake serves no OpenAPI documents.
 
 use podci_fake_kube::{FakeKube, Options};
 use std::io::Write;
@@ -68,12 +69,13 @@ const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"kc-1","
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_logs_exec() {
-    let fake = FakeKube::start(Options::default()).await.expect("start");
+    // HTTPS: kubectl does not send a bearer token over plain HTTP.
+    let fake = FakeKube::start(Options { tls: true, ..Default::default() }).await.expect("start");
     let Some(k) = setup(&fake).await else { return };
     let k = std::sync::Arc::new(k);
 
     let k2 = k.clone();
-    let (code, out, err) = tokio::task::spawn_blocking(move || k2.run(&["create", "-f", "-"], Some(POD)))
+    let (code, out, err) = tokio::task::spawn_blocking(move || k2.run(&["create", "--validate=false", "-f", "-"], Some(POD)))
         .await
         .unwrap();
     assert_eq!(code, 0, "kubectl create: {out}{err}");
@@ -97,6 +99,14 @@ async fn kubectl_get_logs_exec() {
     assert_eq!(code, 0, "kubectl logs -f: {err}");
     assert_eq!(out, "line 1\nline 2\nline 3\n");
 
+    // The kubelet reports the exit a status-sync period after the log ends.
+    for _ in 0..100 {
+        let p = fake.control().get("pods", "ci-jobs", "kc-1").unwrap();
+        if p["status"]["containerStatuses"][0]["state"].get("terminated").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let k2 = k.clone();
     let (code, out, err) = tokio::task::spawn_blocking(move || k2.run(&["get", "pods"], None)).await.unwrap();
     assert_eq!(code, 0, "kubectl get pods: {err}");
