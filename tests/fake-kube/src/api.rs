@@ -76,7 +76,12 @@ pub fn seed(shared: &Shared) {
             "",
             json!({"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
         );
-        let _ = create_simple(shared, "serviceaccounts", ns, json!({"metadata": {"name": "default"}}));
+        let _ = create_simple(
+            shared,
+            "serviceaccounts",
+            ns,
+            json!({"metadata": {"name": "default"}}),
+        );
         let _ = create_simple(
             shared,
             "configmaps",
@@ -120,15 +125,13 @@ fn pct_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -166,11 +169,15 @@ impl Caller {
         };
         let (msg, details) = match name {
             Some(n) => (
-                format!("{resource} \"{n}\" is forbidden: User \"{user}\" cannot {verb} resource \"{full}\" in API group \"\" {scope}"),
+                format!(
+                    "{resource} \"{n}\" is forbidden: User \"{user}\" cannot {verb} resource \"{full}\" in API group \"\" {scope}"
+                ),
                 json!({"name": n, "kind": resource}),
             ),
             None => (
-                format!("{resource} is forbidden: User \"{user}\" cannot {verb} resource \"{full}\" in API group \"\" {scope}"),
+                format!(
+                    "{resource} is forbidden: User \"{user}\" cannot {verb} resource \"{full}\" in API group \"\" {scope}"
+                ),
                 json!({"kind": resource}),
             ),
         };
@@ -198,14 +205,24 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     if let Some(code) = fail {
         let (reason, msg) = match code {
-            503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
-            504 => ("Timeout", "the server was unable to return a response in the time allotted"),
-            429 => ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
+            503 => (
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+            504 => (
+                "Timeout",
+                "the server was unable to return a response in the time allotted",
+            ),
+            429 => (
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later",
+            ),
             _ => ("InternalError", "Internal error occurred: injected fault"),
         };
         let mut r = ApiError::new(code, reason, msg).into_response();
         if code == 429 || code == 503 {
-            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
         }
         return r;
     }
@@ -222,7 +239,11 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
-    let grant = shared.opts.tokens.get(token.trim()).ok_or_else(unauthorized)?;
+    let grant = shared
+        .opts
+        .tokens
+        .get(token.trim())
+        .ok_or_else(unauthorized)?;
     Ok(Caller {
         grant: grant.clone(),
     })
@@ -244,7 +265,9 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
         }
         ["api", "v1"] => {
             let body: Value = serde_json::from_str(include_str!("../data/api-v1.json"))
-                .unwrap_or_else(|_| json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}));
+                .unwrap_or_else(
+                    |_| json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}),
+                );
             return Ok(json_response(StatusCode::OK, &body));
         }
         ["apis"] => {
@@ -261,9 +284,12 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
     let (ns, resource, name, sub): (String, String, Option<String>, Option<String>) =
         match segs.as_slice() {
             ["api", "v1", "namespaces"] => (String::new(), "namespaces".into(), None, None),
-            ["api", "v1", "namespaces", n] => {
-                (String::new(), "namespaces".into(), Some(n.to_string()), None)
-            }
+            ["api", "v1", "namespaces", n] => (
+                String::new(),
+                "namespaces".into(),
+                Some(n.to_string()),
+                None,
+            ),
             ["api", "v1", "namespaces", ns, r] => (ns.to_string(), r.to_string(), None, None),
             ["api", "v1", "namespaces", ns, r, n] => {
                 (ns.to_string(), r.to_string(), Some(n.to_string()), None)
@@ -307,7 +333,11 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => {
-            return Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"));
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
         }
     };
     let ns_for_rbac = if ns == "*" { "" } else { ns.as_str() };
@@ -334,7 +364,10 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
     if resource == "nodes" {
         return Ok(nodes(name.as_deref()));
     }
-    let body_bytes = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+    let body_bytes = if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
         let (parts, body) = req.into_parts();
         let b = axum::body::to_bytes(body, 64 << 20)
             .await
@@ -378,7 +411,9 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
                     let patch = parse_json(&body, "Pod")?;
                     let status = patch.get("status").cloned().unwrap_or(Value::Null);
                     let key = Key::new("pods", &ns, &name);
-                    let out = shared.lock().modify(&key, |o| merge_patch(&mut o["status"], &status));
+                    let out = shared
+                        .lock()
+                        .modify(&key, |o| merge_patch(&mut o["status"], &status));
                     out.map(|o| object_response(StatusCode::OK, "pods", o))
                         .ok_or_else(|| ApiError::not_found("pods", &name))
                 }
@@ -427,7 +462,8 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
                 ));
             }
             if resource == "pods" {
-                create_pod(shared, &ns, obj).map(|o| object_response(StatusCode::CREATED, "pods", o))
+                create_pod(shared, &ns, obj)
+                    .map(|o| object_response(StatusCode::CREATED, "pods", o))
             } else {
                 create_simple(shared, &resource, &ns, obj)
                     .map(|o| object_response(StatusCode::CREATED, &resource, o))
@@ -455,7 +491,9 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
                     let mut p = patch.clone();
                     if resource == "pods" {
                         p = json!({"metadata": {"labels": patch["metadata"]["labels"], "annotations": patch["metadata"]["annotations"]}});
-                        p["metadata"].as_object_mut().map(|m| m.retain(|_, v| !v.is_null()));
+                        if let Some(m) = p["metadata"].as_object_mut() {
+                            m.retain(|_, v| !v.is_null());
+                        }
                     }
                     merge_patch(o, &p);
                 }
@@ -535,8 +573,10 @@ fn version() -> Response {
     // The recorded server's /version is pretty-printed without a trailing newline.
     let body = "{\n  \"major\": \"\",\n  \"minor\": \"\",\n  \"gitVersion\": \"v0.0.0-master+ab451280a0ea817bd9d6b4f3c06204e3f9a37e75\",\n  \"gitCommit\": \"ab451280a0ea817bd9d6b4f3c06204e3f9a37e75\",\n  \"gitTreeState\": \"\",\n  \"buildDate\": \"1970-01-01T00:00:00Z\",\n  \"goVersion\": \"go1.19.8\",\n  \"compiler\": \"gc\",\n  \"platform\": \"linux/amd64\"\n}";
     let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -670,9 +710,17 @@ fn list(
         && q.get("resourceVersionMatch") == Some("Exact")
         && rv <= st.compacted
     {
-        return Err(ApiError::new(410, "Expired", "The resourceVersion for the provided list is too old."));
+        return Err(ApiError::new(
+            410,
+            "Expired",
+            "The resourceVersion for the provided list is too old.",
+        ));
     }
-    let scope = if ns == "*" || ns.is_empty() { None } else { Some(ns) };
+    let scope = if ns == "*" || ns.is_empty() {
+        None
+    } else {
+        Some(ns)
+    };
     let mut items: Vec<Value> = st
         .list(resource, scope)
         .into_iter()
@@ -692,7 +740,11 @@ fn list(
             return Ok(json_response(StatusCode::GONE, &st));
         }
         items.retain(|o| {
-            let k = format!("{}/{}", o["metadata"]["namespace"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""));
+            let k = format!(
+                "{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            );
             k > start
         });
     }
@@ -703,7 +755,11 @@ fn list(
         let rest = items.len() - limit;
         items.truncate(limit);
         let last = &items[limit - 1];
-        let k = format!("{}/{}", last["metadata"]["namespace"].as_str().unwrap_or(""), last["metadata"]["name"].as_str().unwrap_or(""));
+        let k = format!(
+            "{}/{}",
+            last["metadata"]["namespace"].as_str().unwrap_or(""),
+            last["metadata"]["name"].as_str().unwrap_or("")
+        );
         meta["continue"] = json!(encode_continue(rv as i64, &k));
         meta["remainingItemCount"] = json!(rest);
     }
@@ -723,13 +779,16 @@ fn list(
 
 fn encode_continue(rv: i64, start: &str) -> String {
     use base64::Engine;
-    let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")}).to_string();
+    let raw =
+        json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")}).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
 fn decode_continue(tok: &str) -> Option<(i64, String)> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tok)
+        .ok()?;
     let v: Value = serde_json::from_slice(&raw).ok()?;
     Some((
         v["rv"].as_i64()?,
@@ -810,15 +869,18 @@ fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs);
     let bookmarks = q.flag("allowWatchBookmarks");
-    let scope = if ns == "*" || ns.is_empty() { None } else { Some(ns.to_string()) };
+    let scope = if ns == "*" || ns.is_empty() {
+        None
+    } else {
+        Some(ns.to_string())
+    };
     let resource = resource.to_string();
     let kind = kind_of(&resource);
     let (initial, mut rx, start_rv, expired) = {
         let st = shared.lock();
         let rx = st.tx.subscribe();
-        let matches_scope = |c: &Change| {
-            c.resource == resource && scope.as_ref().is_none_or(|s| *s == c.namespace)
-        };
+        let matches_scope =
+            |c: &Change| c.resource == resource && scope.as_ref().is_none_or(|s| *s == c.namespace);
         match rv_param.parse::<u64>() {
             Ok(rv) if rv != 0 => {
                 if expire || rv < st.compacted {
@@ -855,7 +917,9 @@ fn watch(
     let compacted = shared.lock().compacted;
     tokio::spawn(async move {
         let line = |kind: &str, obj: &Value| {
-            let mut s = util::go_json(&json!({"type": kind, "object": with_type(kind_of_str(kind, obj), obj.clone())}));
+            let mut s = util::go_json(
+                &json!({"type": kind, "object": with_type(kind_of_str(kind, obj), obj.clone())}),
+            );
             s.push('\n');
             Bytes::from(s)
         };
@@ -869,11 +933,19 @@ fn watch(
         }
         let _ = kind;
         for c in &initial {
-            if ls.matches(&c.object) && fs.matches(&c.object) && tx.send(Ok(line(c.kind, &c.object))).await.is_err() {
+            if ls.matches(&c.object)
+                && fs.matches(&c.object)
+                && tx.send(Ok(line(c.kind, &c.object))).await.is_err()
+            {
                 return;
             }
         }
-        let mut last = initial.iter().map(|c| c.rv).max().unwrap_or(start_rv).max(start_rv);
+        let mut last = initial
+            .iter()
+            .map(|c| c.rv)
+            .max()
+            .unwrap_or(start_rv)
+            .max(start_rv);
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut bookmark_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -914,10 +986,14 @@ fn watch(
         }
     });
     let mut r = Response::new(Body::from_stream(body_rx));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(r)
 }
 
@@ -929,12 +1005,17 @@ fn kind_of_str(_event: &str, obj: &Value) -> &'static str {
         "Event"
     } else if obj.get("type").is_some() && obj.get("data").is_some() {
         "Secret"
-    } else if obj.get("secrets").is_some() || obj.get("spec").is_none() && obj.get("data").is_none() && obj.get("status").is_none() {
+    } else if obj.get("secrets").is_some()
+        || obj.get("spec").is_none() && obj.get("data").is_none() && obj.get("status").is_none()
+    {
         "ServiceAccount"
     } else if obj.get("data").is_some() {
         "ConfigMap"
     } else {
-        obj.get("kind").and_then(|k| k.as_str()).map(|_| "Unknown").unwrap_or("Unknown")
+        obj.get("kind")
+            .and_then(|k| k.as_str())
+            .map(|_| "Unknown")
+            .unwrap_or("Unknown")
     }
 }
 
@@ -977,7 +1058,8 @@ impl Causes {
         ));
     }
     fn required(&mut self, field: &str) {
-        self.0.push((field.into(), "FieldValueRequired", "Required value".into()));
+        self.0
+            .push((field.into(), "FieldValueRequired", "Required value".into()));
     }
     fn other(&mut self, field: &str, reason: &'static str, msg: String) {
         self.0.push((field.into(), reason, msg));
@@ -997,8 +1079,12 @@ impl Causes {
             .iter()
             .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
             .collect();
-        Err(ApiError::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {joined}"))
-            .with_details(json!({"name": name, "kind": kind, "causes": causes})))
+        Err(ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {joined}"),
+        )
+        .with_details(json!({"name": name, "kind": kind, "causes": causes})))
     }
 }
 
@@ -1044,9 +1130,19 @@ pub fn create_pod(shared: &Arc<Shared>, ns: &str, obj: Value) -> Result<Value, A
     let spec = &obj["spec"];
     let vols: Vec<String> = spec["volumes"]
         .as_array()
-        .map(|v| v.iter().filter_map(|x| x["name"].as_str().map(String::from)).collect())
+        .map(|v| {
+            v.iter()
+                .filter_map(|x| x["name"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
-    for (i, v) in spec["volumes"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+    for (i, v) in spec["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         match v["name"].as_str() {
             Some(n) if util::is_dns1123_label(n) => {}
             Some(n) => causes.invalid(&format!("spec.volumes[{i}].name"), n, DNS1123_LABEL_MSG),
@@ -1066,7 +1162,11 @@ pub fn create_pod(shared: &Arc<Shared>, ns: &str, obj: Value) -> Result<Value, A
             }
             Some(n) => {
                 if !seen.insert(n.to_string()) {
-                    causes.other(&format!("{path}.name"), "FieldValueDuplicate", format!("Duplicate value: \"{n}\""));
+                    causes.other(
+                        &format!("{path}.name"),
+                        "FieldValueDuplicate",
+                        format!("Duplicate value: \"{n}\""),
+                    );
                 }
             }
             None => causes.required(&format!("{path}.name")),
@@ -1074,11 +1174,21 @@ pub fn create_pod(shared: &Arc<Shared>, ns: &str, obj: Value) -> Result<Value, A
         if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
             causes.required(&format!("{path}.image"));
         }
-        for (j, m) in c["volumeMounts"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+        for (j, m) in c["volumeMounts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let mp = format!("{path}.volumeMounts[{j}]");
             match m["name"].as_str() {
                 Some(n) if vols.iter().any(|v| v == n) => {}
-                Some(n) => causes.other(&format!("{mp}.name"), "FieldValueNotFound", format!("Not found: \"{n}\"")),
+                Some(n) => causes.other(
+                    &format!("{mp}.name"),
+                    "FieldValueNotFound",
+                    format!("Not found: \"{n}\""),
+                ),
                 None => causes.required(&format!("{mp}.name")),
             }
             if m["mountPath"].as_str().is_none_or(|s| s.is_empty()) {
@@ -1094,7 +1204,11 @@ pub fn create_pod(shared: &Arc<Shared>, ns: &str, obj: Value) -> Result<Value, A
     if let Some(d) = spec.get("activeDeadlineSeconds").and_then(|d| d.as_i64())
         && d <= 0
     {
-        causes.invalid("spec.activeDeadlineSeconds", &d.to_string(), "must be between 1 and 2147483647, inclusive");
+        causes.invalid(
+            "spec.activeDeadlineSeconds",
+            &d.to_string(),
+            "must be between 1 and 2147483647, inclusive",
+        );
     }
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     causes.into_result("Pod", &name)?;
@@ -1121,15 +1235,23 @@ pub fn create_pod(shared: &Arc<Shared>, ns: &str, obj: Value) -> Result<Value, A
 }
 
 fn already_exists(resource: &str, name: &str) -> ApiError {
-    ApiError::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"))
-        .with_details(json!({"name": name, "kind": resource}))
+    ApiError::new(
+        409,
+        "AlreadyExists",
+        format!("{resource} \"{name}\" already exists"),
+    )
+    .with_details(json!({"name": name, "kind": resource}))
 }
 
 fn qos_class(spec: &Value) -> &'static str {
     let cs = spec["containers"].as_array().cloned().unwrap_or_default();
     let any = cs.iter().any(|c| {
-        c["resources"]["requests"].as_object().is_some_and(|m| !m.is_empty())
-            || c["resources"]["limits"].as_object().is_some_and(|m| !m.is_empty())
+        c["resources"]["requests"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+            || c["resources"]["limits"]
+                .as_object()
+                .is_some_and(|m| !m.is_empty())
     });
     if !any {
         return "BestEffort";
@@ -1137,9 +1259,15 @@ fn qos_class(spec: &Value) -> &'static str {
     let guaranteed = cs.iter().all(|c| {
         let l = &c["resources"]["limits"];
         let r = &c["resources"]["requests"];
-        ["cpu", "memory"].iter().all(|k| !l[k].is_null() && (r[k].is_null() || r[k] == l[k]))
+        ["cpu", "memory"]
+            .iter()
+            .all(|k| !l[k].is_null() && (r[k].is_null() || r[k] == l[k]))
     });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 /// The defaults the real API server fills in (and the service-account admission
@@ -1173,32 +1301,65 @@ fn default_pod_spec(spec: &Value) -> Value {
     let default_container = |c: &Value| -> Value {
         let mut m = Map::new();
         let src = c.as_object().cloned().unwrap_or_default();
-        for k in ["name", "image", "command", "args", "workingDir", "ports", "envFrom", "env"] {
+        for k in [
+            "name",
+            "image",
+            "command",
+            "args",
+            "workingDir",
+            "ports",
+            "envFrom",
+            "env",
+        ] {
             if let Some(v) = src.get(k) {
                 m.insert(k.into(), v.clone());
             }
         }
-        m.insert("resources".into(), src.get("resources").cloned().unwrap_or(json!({})));
-        let mut mounts = src.get("volumeMounts").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        m.insert(
+            "resources".into(),
+            src.get("resources").cloned().unwrap_or(json!({})),
+        );
+        let mut mounts = src
+            .get("volumeMounts")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
         if automount {
             mounts.push(json!({"name": api_vol, "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}));
         }
         if !mounts.is_empty() {
             m.insert("volumeMounts".into(), json!(mounts));
         }
-        for k in ["livenessProbe", "readinessProbe", "startupProbe", "lifecycle"] {
+        for k in [
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+            "lifecycle",
+        ] {
             if let Some(v) = src.get(k) {
                 m.insert(k.into(), v.clone());
             }
         }
-        m.insert("terminationMessagePath".into(), src.get("terminationMessagePath").cloned().unwrap_or(json!("/dev/termination-log")));
-        m.insert("terminationMessagePolicy".into(), src.get("terminationMessagePolicy").cloned().unwrap_or(json!("File")));
+        m.insert(
+            "terminationMessagePath".into(),
+            src.get("terminationMessagePath")
+                .cloned()
+                .unwrap_or(json!("/dev/termination-log")),
+        );
+        m.insert(
+            "terminationMessagePolicy".into(),
+            src.get("terminationMessagePolicy")
+                .cloned()
+                .unwrap_or(json!("File")),
+        );
         let image = src.get("image").and_then(|i| i.as_str()).unwrap_or("");
         let last = image.rsplit('/').next().unwrap_or(image);
         let latest = !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"));
         m.insert(
             "imagePullPolicy".into(),
-            src.get("imagePullPolicy").cloned().unwrap_or(json!(if latest { "Always" } else { "IfNotPresent" })),
+            src.get("imagePullPolicy")
+                .cloned()
+                .unwrap_or(json!(if latest { "Always" } else { "IfNotPresent" })),
         );
         for k in ["securityContext", "stdin", "stdinOnce", "tty"] {
             if let Some(v) = src.get(k) {
@@ -1208,20 +1369,47 @@ fn default_pod_spec(spec: &Value) -> Value {
         Value::Object(m)
     };
     if let Some(ic) = spec["initContainers"].as_array() {
-        out.insert("initContainers".into(), json!(ic.iter().map(default_container).collect::<Vec<_>>()));
+        out.insert(
+            "initContainers".into(),
+            json!(ic.iter().map(default_container).collect::<Vec<_>>()),
+        );
     }
-    let cs: Vec<Value> = spec["containers"].as_array().cloned().unwrap_or_default().iter().map(default_container).collect();
+    let cs: Vec<Value> = spec["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(default_container)
+        .collect();
     out.insert("containers".into(), json!(cs));
-    out.insert("restartPolicy".into(), spec.get("restartPolicy").cloned().unwrap_or(json!("Always")));
-    out.insert("terminationGracePeriodSeconds".into(), spec.get("terminationGracePeriodSeconds").cloned().unwrap_or(json!(30)));
+    out.insert(
+        "restartPolicy".into(),
+        spec.get("restartPolicy")
+            .cloned()
+            .unwrap_or(json!("Always")),
+    );
+    out.insert(
+        "terminationGracePeriodSeconds".into(),
+        spec.get("terminationGracePeriodSeconds")
+            .cloned()
+            .unwrap_or(json!(30)),
+    );
     if let Some(d) = spec.get("activeDeadlineSeconds") {
         out.insert("activeDeadlineSeconds".into(), d.clone());
     }
-    out.insert("dnsPolicy".into(), spec.get("dnsPolicy").cloned().unwrap_or(json!("ClusterFirst")));
+    out.insert(
+        "dnsPolicy".into(),
+        spec.get("dnsPolicy")
+            .cloned()
+            .unwrap_or(json!("ClusterFirst")),
+    );
     if let Some(v) = spec.get("nodeSelector") {
         out.insert("nodeSelector".into(), v.clone());
     }
-    let sa = spec["serviceAccountName"].as_str().unwrap_or("default").to_string();
+    let sa = spec["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
     out.insert("serviceAccountName".into(), json!(sa));
     out.insert("serviceAccount".into(), json!(sa));
     if let Some(v) = spec.get("automountServiceAccountToken") {
@@ -1235,15 +1423,26 @@ fn default_pod_spec(spec: &Value) -> Value {
             out.insert(k.into(), v.clone());
         }
     }
-    out.insert("securityContext".into(), spec.get("securityContext").cloned().unwrap_or(json!({})));
+    out.insert(
+        "securityContext".into(),
+        spec.get("securityContext").cloned().unwrap_or(json!({})),
+    );
     for k in ["imagePullSecrets", "hostname", "subdomain", "affinity"] {
         if let Some(v) = spec.get(k) {
             out.insert(k.into(), v.clone());
         }
     }
-    out.insert("schedulerName".into(), spec.get("schedulerName").cloned().unwrap_or(json!("default-scheduler")));
+    out.insert(
+        "schedulerName".into(),
+        spec.get("schedulerName")
+            .cloned()
+            .unwrap_or(json!("default-scheduler")),
+    );
     let mut tol = spec["tolerations"].as_array().cloned().unwrap_or_default();
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         if !tol.iter().any(|t| t["key"] == json!(key)) {
             tol.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
         }
@@ -1253,22 +1452,36 @@ fn default_pod_spec(spec: &Value) -> Value {
         out.insert("priorityClassName".into(), v.clone());
     }
     out.insert("priority".into(), json!(0));
-    out.insert("enableServiceLinks".into(), spec.get("enableServiceLinks").cloned().unwrap_or(json!(true)));
+    out.insert(
+        "enableServiceLinks".into(),
+        spec.get("enableServiceLinks")
+            .cloned()
+            .unwrap_or(json!(true)),
+    );
     out.insert("preemptionPolicy".into(), json!("PreemptLowerPriority"));
     Value::Object(out)
 }
 
 /// Create one of the plain objects (no controller behind it).
-pub fn create_simple(shared: &Shared, resource: &str, ns: &str, obj: Value) -> Result<Value, ApiError> {
+pub fn create_simple(
+    shared: &Shared,
+    resource: &str,
+    ns: &str,
+    obj: Value,
+) -> Result<Value, ApiError> {
     let mut causes = Causes(Vec::new());
     validate_meta(&obj, &mut causes);
     let kind = kind_of(resource);
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    if resource == "secrets" {
-        if let Some(d) = obj["data"].as_object() {
+    if resource == "secrets"
+        && let Some(d) = obj["data"].as_object()
+    {
+        {
             use base64::Engine;
             for (k, v) in d {
-                if v.as_str().is_none_or(|s| base64::engine::general_purpose::STANDARD.decode(s).is_err()) {
+                if v.as_str()
+                    .is_none_or(|s| base64::engine::general_purpose::STANDARD.decode(s).is_err())
+                {
                     causes.invalid(&format!("data[{k}]"), "", "illegal base64 data");
                 }
             }
@@ -1285,7 +1498,10 @@ pub fn create_simple(shared: &Shared, resource: &str, ns: &str, obj: Value) -> R
     out.insert("metadata".into(), Value::Object(meta));
     let src = obj.as_object().cloned().unwrap_or_default();
     for (k, v) in &src {
-        if !matches!(k.as_str(), "metadata" | "kind" | "apiVersion" | "stringData") {
+        if !matches!(
+            k.as_str(),
+            "metadata" | "kind" | "apiVersion" | "stringData"
+        ) {
             out.insert(k.clone(), v.clone());
         }
     }
@@ -1295,7 +1511,9 @@ pub fn create_simple(shared: &Shared, resource: &str, ns: &str, obj: Value) -> R
             if let Some(sd) = src.get("stringData").and_then(|v| v.as_object()) {
                 let data = out.entry("data").or_insert(json!({}));
                 for (k, v) in sd {
-                    data[k] = json!(base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or("")));
+                    data[k] = json!(
+                        base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or(""))
+                    );
                 }
             }
             out.entry("type").or_insert(json!("Opaque"));
@@ -1303,13 +1521,20 @@ pub fn create_simple(shared: &Shared, resource: &str, ns: &str, obj: Value) -> R
         "services" => {
             let spec = out.entry("spec").or_insert(json!({}));
             if spec.get("clusterIP").is_none() {
-                spec["clusterIP"] = json!(format!("10.96.{}.{}", util::random_u64() % 250, 1 + util::random_u64() % 250));
+                spec["clusterIP"] = json!(format!(
+                    "10.96.{}.{}",
+                    util::random_u64() % 250,
+                    1 + util::random_u64() % 250
+                ));
                 spec["clusterIPs"] = json!([spec["clusterIP"].clone()]);
             }
             if spec.get("type").is_none() {
                 spec["type"] = json!("ClusterIP");
             }
-            spec["sessionAffinity"] = spec.get("sessionAffinity").cloned().unwrap_or(json!("None"));
+            spec["sessionAffinity"] = spec
+                .get("sessionAffinity")
+                .cloned()
+                .unwrap_or(json!("None"));
             out.insert("status".into(), json!({"loadBalancer": {}}));
         }
         "persistentvolumeclaims" => {
@@ -1327,26 +1552,41 @@ pub fn create_simple(shared: &Shared, resource: &str, ns: &str, obj: Value) -> R
 /// Graceful Pod deletion: mark it, let the kubelet stop the containers, then remove it.
 /// A Pod with nothing running (or grace 0) goes at once; the response is the Pod with
 /// deletionTimestamp set, as the real server returns it.
-pub fn delete_pod(shared: &Arc<Shared>, ns: &str, name: &str, grace: Option<i64>) -> Result<Value, ApiError> {
+pub fn delete_pod(
+    shared: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+    grace: Option<i64>,
+) -> Result<Value, ApiError> {
     let key = Key::new("pods", ns, name);
     let mut st = shared.lock();
-    let cur = st.get(&key).cloned().ok_or_else(|| ApiError::not_found("pods", name))?;
+    let cur = st
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("pods", name))?;
     if cur["metadata"].get("deletionTimestamp").is_some() {
         // A repeated delete with a shorter grace period shortens it; otherwise no change.
-        let cur_grace = cur["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+        let cur_grace = cur["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0);
         if grace.is_none_or(|g| g >= cur_grace) {
             return Ok(cur);
         }
     }
     let phase = cur["status"]["phase"].as_str().unwrap_or("");
     let unscheduled = cur["spec"]["nodeName"].is_null();
-    let default_grace = cur["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
+    let default_grace = cur["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(30);
     let mut grace = grace.unwrap_or(default_grace).max(0);
     if matches!(phase, "Succeeded" | "Failed") || unscheduled {
         grace = 0;
     }
     let now = jiff::Timestamp::now();
-    let ts = util::fmt_secs(now.checked_add(jiff::SignedDuration::from_secs(grace)).unwrap_or(now));
+    let ts = util::fmt_secs(
+        now.checked_add(jiff::SignedDuration::from_secs(grace))
+            .unwrap_or(now),
+    );
     let marked = st
         .modify(&key, |o| {
             o["metadata"]["deletionTimestamp"] = json!(ts);
@@ -1373,9 +1613,19 @@ pub fn delete_pod(shared: &Arc<Shared>, ns: &str, name: &str, grace: Option<i64>
 /// Keep metadata keys in the server's order (deletion fields before labels).
 fn reorder_meta(o: &mut Value) {
     const ORDER: &[&str] = &[
-        "name", "generateName", "namespace", "uid", "resourceVersion", "creationTimestamp",
-        "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
-        "ownerReferences", "finalizers", "managedFields",
+        "name",
+        "generateName",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
     ];
     if let Some(m) = o["metadata"].as_object() {
         let mut out = Map::new();
@@ -1442,7 +1692,8 @@ async fn control(shared: &Arc<Shared>, rest: &str, req: Request) -> Response {
             ok
         }
         "latency" => {
-            shared.faults().latency = Duration::from_millis(q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(0));
+            shared.faults().latency =
+                Duration::from_millis(q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(0));
             ok
         }
         "drop-streams" => {
@@ -1479,7 +1730,9 @@ mod tests {
 
     #[test]
     fn query_decoding_keeps_repeats() {
-        let q = Query::parse(Some("command=sh&command=-c&command=echo%20out%3B%20exit%207&x=a+b"));
+        let q = Query::parse(Some(
+            "command=sh&command=-c&command=echo%20out%3B%20exit%207&x=a+b",
+        ));
         assert_eq!(q.all("command"), ["sh", "-c", "echo out; exit 7"]);
         assert_eq!(q.get("x"), Some("a b"));
     }
@@ -1487,7 +1740,10 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip() {
         let t = encode_continue(546, "ci-jobs/deadline-1");
-        assert_eq!(decode_continue(&t), Some((546, "ci-jobs/deadline-1".to_string())));
+        assert_eq!(
+            decode_continue(&t),
+            Some((546, "ci-jobs/deadline-1".to_string()))
+        );
     }
 
     #[test]

@@ -175,19 +175,19 @@ pub fn event(
     etype: &str,
     field_path: Option<&str>,
 ) {
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+    let ns = pod["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let now = util::now_rfc3339();
     let mut st = shared.lock();
-    let existing = st
-        .list("events", Some(&ns))
-        .into_iter()
-        .find(|e| {
-            e["involvedObject"]["uid"] == pod["metadata"]["uid"]
-                && e["reason"] == json!(reason)
-                && e["message"] == json!(message)
-                && e["involvedObject"]["fieldPath"].as_str() == field_path
-        });
+    let existing = st.list("events", Some(&ns)).into_iter().find(|e| {
+        e["involvedObject"]["uid"] == pod["metadata"]["uid"]
+            && e["reason"] == json!(reason)
+            && e["message"] == json!(message)
+            && e["involvedObject"]["fieldPath"].as_str() == field_path
+    });
     if let Some(e) = existing {
         let ename = e["metadata"]["name"].as_str().unwrap_or("").to_string();
         st.modify(&Key::new("events", &ns, &ename), |o| {
@@ -236,7 +236,14 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
                 "reason": "Unschedulable", "message": "0/1 nodes are available: 1 node(s) were unschedulable."}], "qosClass": o["status"]["qosClass"]});
         });
         if let Some(p) = pod {
-            event(&shared, &p, "FailedScheduling", "0/1 nodes are available: 1 node(s) were unschedulable.", "Warning", None);
+            event(
+                &shared,
+                &p,
+                "FailedScheduling",
+                "0/1 nodes are available: 1 node(s) were unschedulable.",
+                "Warning",
+                None,
+            );
         }
         return;
     }
@@ -257,7 +264,14 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
     }) else {
         return;
     };
-    event(&shared, &pod, "Scheduled", &format!("Successfully assigned {ns}/{name} to localhost"), "Normal", None);
+    event(
+        &shared,
+        &pod,
+        "Scheduled",
+        &format!("Successfully assigned {ns}/{name} to localhost"),
+        "Normal",
+        None,
+    );
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let dir = pod_dir(&shared, &uid);
     let containers: Vec<Arc<ContainerRt>> = pod["spec"]["containers"]
@@ -299,7 +313,10 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
         flags: Mutex::new(PodFlags::default()),
         wake: Notify::new(),
         delete: delete_tx,
-        pod_ip: format!("10.244.99.{}", POD_IP.fetch_add(1, Ordering::Relaxed) % 250 + 1),
+        pod_ip: format!(
+            "10.244.99.{}",
+            POD_IP.fetch_add(1, Ordering::Relaxed) % 250 + 1
+        ),
         start_time: now.clone(),
     });
     shared.runtimes().insert(uid.clone(), rt.clone());
@@ -312,9 +329,13 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
     }
     tokio::time::sleep(t.admit).await;
     sync_status(&shared, &rt, false);
-    let deadline = pod["spec"]["activeDeadlineSeconds"].as_u64().map(Duration::from_secs);
+    let deadline = pod["spec"]["activeDeadlineSeconds"]
+        .as_u64()
+        .map(Duration::from_secs);
     let started_at = tokio::time::Instant::now();
-    let grace_default = pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
+    let grace_default = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(30);
 
     // Volumes, then containers in order, as the kubelet's SyncPod does.
     let volumes_ok = match prepare_volumes(&shared, &rt, &pod) {
@@ -390,9 +411,15 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
 fn prepare_volumes(shared: &Shared, rt: &PodRuntime, pod: &Value) -> Result<(), String> {
     use base64::Engine;
     let vdir = rt.dir.join("volumes");
-    let mk = |p: &PathBuf| std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
+    let mk = |p: &PathBuf| {
+        std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
+    };
     mk(&vdir)?;
-    for v in pod["spec"]["volumes"].as_array().cloned().unwrap_or_default() {
+    for v in pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let name = v["name"].as_str().unwrap_or("");
         let dir = vdir.join(name);
         if let Some(hp) = v["hostPath"]["path"].as_str() {
@@ -404,7 +431,11 @@ fn prepare_volumes(shared: &Shared, rt: &PodRuntime, pod: &Value) -> Result<(), 
             continue;
         }
         if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
-            if shared.lock().get(&Key::new("persistentvolumeclaims", &rt.ns, claim)).is_none() {
+            if shared
+                .lock()
+                .get(&Key::new("persistentvolumeclaims", &rt.ns, claim))
+                .is_none()
+            {
                 return Err(format!("persistentvolumeclaim \"{claim}\" not found"));
             }
             let p = shared.work_dir.join("pvcs").join(&rt.ns).join(claim);
@@ -416,21 +447,33 @@ fn prepare_volumes(shared: &Shared, rt: &PodRuntime, pod: &Value) -> Result<(), 
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
         let source_files = |kind: &str, src: &Value| -> Result<Vec<(String, Vec<u8>)>, String> {
             let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-            let (res, key_name) = if kind == "secret" { ("secrets", "secretName") } else { ("configmaps", "name") };
+            let (res, key_name) = if kind == "secret" {
+                ("secrets", "secretName")
+            } else {
+                ("configmaps", "name")
+            };
             let oname = src[key_name].as_str().unwrap_or("");
             let obj = shared.lock().get(&Key::new(res, &rt.ns, oname)).cloned();
             let Some(obj) = obj else {
                 if src["optional"].as_bool() == Some(true) {
                     return Ok(files);
                 }
-                let what = if kind == "secret" { "secret" } else { "configmap" };
-                return Err(format!("MountVolume.SetUp failed for volume \"{name}\" : {what} \"{oname}\" not found"));
+                let what = if kind == "secret" {
+                    "secret"
+                } else {
+                    "configmap"
+                };
+                return Err(format!(
+                    "MountVolume.SetUp failed for volume \"{name}\" : {what} \"{oname}\" not found"
+                ));
             };
             let mut data: Vec<(String, Vec<u8>)> = Vec::new();
             for (k, val) in obj["data"].as_object().cloned().unwrap_or_default() {
                 let s = val.as_str().unwrap_or("");
                 let bytes = if kind == "secret" {
-                    base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default()
+                    base64::engine::general_purpose::STANDARD
+                        .decode(s)
+                        .unwrap_or_default()
                 } else {
                     s.as_bytes().to_vec()
                 };
@@ -458,7 +501,10 @@ fn prepare_volumes(shared: &Shared, rt: &PodRuntime, pod: &Value) -> Result<(), 
             for s in sources {
                 if s.get("serviceAccountToken").is_some() {
                     let p = s["serviceAccountToken"]["path"].as_str().unwrap_or("token");
-                    files.push((p.to_string(), format!("fake-sa-token-{}", util::name_suffix(16)).into_bytes()));
+                    files.push((
+                        p.to_string(),
+                        format!("fake-sa-token-{}", util::name_suffix(16)).into_bytes(),
+                    ));
                 } else if s.get("configMap").is_some() {
                     files.extend(source_files("configMap", &s["configMap"])?);
                 } else if s.get("secret").is_some() {
@@ -468,7 +514,8 @@ fn prepare_volumes(shared: &Shared, rt: &PodRuntime, pod: &Value) -> Result<(), 
                 } else if let Some(items) = s["downwardAPI"]["items"].as_array() {
                     for it in items {
                         let p = it["path"].as_str().unwrap_or("");
-                        let val = field_ref(pod, it["fieldRef"]["fieldPath"].as_str().unwrap_or(""), rt);
+                        let val =
+                            field_ref(pod, it["fieldRef"]["fieldPath"].as_str().unwrap_or(""), rt);
                         files.push((p.to_string(), val.into_bytes()));
                     }
                 }
@@ -485,9 +532,16 @@ fn prepare_volumes(shared: &Shared, rt: &PodRuntime, pod: &Value) -> Result<(), 
     // A root per Pod where each container's mountPaths appear as links to the volumes.
     let root = rt.dir.join("rootfs");
     mk(&root)?;
-    for c in pod["spec"]["containers"].as_array().cloned().unwrap_or_default() {
+    for c in pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         for m in c["volumeMounts"].as_array().cloned().unwrap_or_default() {
-            let mp = m["mountPath"].as_str().unwrap_or("").trim_start_matches('/');
+            let mp = m["mountPath"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches('/');
             let vol = m["name"].as_str().unwrap_or("");
             if mp.is_empty() {
                 continue;
@@ -508,15 +562,27 @@ fn field_ref(pod: &Value, path: &str, rt: &PodRuntime) -> String {
         "metadata.namespace" => rt.ns.clone(),
         "metadata.uid" => rt.uid.clone(),
         "spec.nodeName" => "localhost".into(),
-        "spec.serviceAccountName" => pod["spec"]["serviceAccountName"].as_str().unwrap_or("").into(),
+        "spec.serviceAccountName" => pod["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("")
+            .into(),
         "status.podIP" => rt.pod_ip.clone(),
         "status.hostIP" => "192.0.2.2".into(),
         p => {
-            if let Some(l) = p.strip_prefix("metadata.labels['").and_then(|s| s.strip_suffix("']")) {
+            if let Some(l) = p
+                .strip_prefix("metadata.labels['")
+                .and_then(|s| s.strip_suffix("']"))
+            {
                 return pod["metadata"]["labels"][l].as_str().unwrap_or("").into();
             }
-            if let Some(a) = p.strip_prefix("metadata.annotations['").and_then(|s| s.strip_suffix("']")) {
-                return pod["metadata"]["annotations"][a].as_str().unwrap_or("").into();
+            if let Some(a) = p
+                .strip_prefix("metadata.annotations['")
+                .and_then(|s| s.strip_suffix("']"))
+            {
+                return pod["metadata"]["annotations"][a]
+                    .as_str()
+                    .unwrap_or("")
+                    .into();
             }
             String::new()
         }
@@ -525,14 +591,27 @@ fn field_ref(pod: &Value, path: &str, rt: &PodRuntime) -> String {
 
 /// The container's environment as the kubelet builds it; an error is the
 /// CreateContainerConfigError message.
-fn container_env(shared: &Shared, rt: &PodRuntime, pod: &Value, c: &Value) -> Result<Vec<(String, String)>, String> {
+fn container_env(
+    shared: &Shared,
+    rt: &PodRuntime,
+    pod: &Value,
+    c: &Value,
+) -> Result<Vec<(String, String)>, String> {
     use base64::Engine;
     let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())),
+        (
+            "PATH".into(),
+            std::env::var("PATH").unwrap_or_else(|_| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            }),
+        ),
         ("HOSTNAME".into(), rt.name.clone()),
         ("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()),
         ("KUBERNETES_SERVICE_PORT".into(), shared.port.to_string()),
-        ("FAKE_KUBE_ROOTFS".into(), rt.dir.join("rootfs").display().to_string()),
+        (
+            "FAKE_KUBE_ROOTFS".into(),
+            rt.dir.join("rootfs").display().to_string(),
+        ),
     ];
     let lookup = |res: &str, name: &str| shared.lock().get(&Key::new(res, &rt.ns, name)).cloned();
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -541,14 +620,22 @@ fn container_env(shared: &Shared, rt: &PodRuntime, pod: &Value, c: &Value) -> Re
     };
     for ef in c["envFrom"].as_array().cloned().unwrap_or_default() {
         let prefix = ef["prefix"].as_str().unwrap_or("");
-        for (res, key, secret) in [("secrets", "secretRef", true), ("configmaps", "configMapRef", false)] {
+        for (res, key, secret) in [
+            ("secrets", "secretRef", true),
+            ("configmaps", "configMapRef", false),
+        ] {
             if let Some(n) = ef[key]["name"].as_str() {
                 match lookup(res, n) {
                     Some(o) => {
                         for (k, v) in o["data"].as_object().cloned().unwrap_or_default() {
                             let s = v.as_str().unwrap_or("");
                             let val = if secret {
-                                String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default()).into_owned()
+                                String::from_utf8_lossy(
+                                    &base64::engine::general_purpose::STANDARD
+                                        .decode(s)
+                                        .unwrap_or_default(),
+                                )
+                                .into_owned()
                             } else {
                                 s.to_string()
                             };
@@ -556,7 +643,12 @@ fn container_env(shared: &Shared, rt: &PodRuntime, pod: &Value, c: &Value) -> Re
                         }
                     }
                     None if ef[key]["optional"].as_bool() == Some(true) => {}
-                    None => return Err(format!("{} \"{n}\" not found", if secret { "secret" } else { "configmap" })),
+                    None => {
+                        return Err(format!(
+                            "{} \"{n}\" not found",
+                            if secret { "secret" } else { "configmap" }
+                        ));
+                    }
                 }
             }
         }
@@ -574,10 +666,22 @@ fn container_env(shared: &Shared, rt: &PodRuntime, pod: &Value, c: &Value) -> Re
         }
         let vf = &e["valueFrom"];
         if let Some(r) = vf.get("secretKeyRef") {
-            let (n, key) = (r["name"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""));
+            let (n, key) = (
+                r["name"].as_str().unwrap_or(""),
+                r["key"].as_str().unwrap_or(""),
+            );
             match lookup("secrets", n) {
                 Some(o) => match o["data"][key].as_str() {
-                    Some(b) => set(&mut env, k, String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default()).into_owned()),
+                    Some(b) => set(
+                        &mut env,
+                        k,
+                        String::from_utf8_lossy(
+                            &base64::engine::general_purpose::STANDARD
+                                .decode(b)
+                                .unwrap_or_default(),
+                        )
+                        .into_owned(),
+                    ),
                     None if r["optional"].as_bool() == Some(true) => {}
                     None => return Err(format!("couldn't find key {key} in Secret {}/{n}", rt.ns)),
                 },
@@ -585,18 +689,30 @@ fn container_env(shared: &Shared, rt: &PodRuntime, pod: &Value, c: &Value) -> Re
                 None => return Err(format!("secret \"{n}\" not found")),
             }
         } else if let Some(r) = vf.get("configMapKeyRef") {
-            let (n, key) = (r["name"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""));
+            let (n, key) = (
+                r["name"].as_str().unwrap_or(""),
+                r["key"].as_str().unwrap_or(""),
+            );
             match lookup("configmaps", n) {
                 Some(o) => match o["data"][key].as_str() {
                     Some(s) => set(&mut env, k, s.to_string()),
                     None if r["optional"].as_bool() == Some(true) => {}
-                    None => return Err(format!("couldn't find key {key} in ConfigMap {}/{n}", rt.ns)),
+                    None => {
+                        return Err(format!(
+                            "couldn't find key {key} in ConfigMap {}/{n}",
+                            rt.ns
+                        ));
+                    }
                 },
                 None if r["optional"].as_bool() == Some(true) => {}
                 None => return Err(format!("configmap \"{n}\" not found")),
             }
         } else if let Some(r) = vf.get("fieldRef") {
-            set(&mut env, k, field_ref(pod, r["fieldPath"].as_str().unwrap_or(""), rt));
+            set(
+                &mut env,
+                k,
+                field_ref(pod, r["fieldPath"].as_str().unwrap_or(""), rt),
+            );
         }
     }
     Ok(env)
@@ -618,10 +734,19 @@ fn image_id(image: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     image.hash(&mut h);
     let a = h.finish();
-    format!("{repo}@sha256:{a:016x}{:016x}{a:016x}{:016x}", a.rotate_left(17), a.rotate_left(41))
+    format!(
+        "{repo}@sha256:{a:016x}{:016x}{a:016x}{:016x}",
+        a.rotate_left(17),
+        a.rotate_left(41)
+    )
 }
 
-async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value, c: &Arc<ContainerRt>) {
+async fn start_container(
+    shared: &Arc<Shared>,
+    rt: &Arc<PodRuntime>,
+    pod: &Value,
+    c: &Arc<ContainerRt>,
+) {
     let field = format!("spec.containers{{{}}}", c.name);
     let Some(entrypoint) = image_known(shared, &c.image) else {
         // Pull failures cycle ErrImagePull -> ImagePullBackOff -> ErrImagePull.
@@ -631,34 +756,101 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
         let pod = pod.clone();
         tokio::spawn(async move {
             let t = shared.opts.timing.clone();
-            let msg = format!("rpc error: code = NotFound desc = failed to pull and unpack image \"{i}\": failed to resolve reference \"{i}\": {i}: not found", i = c.image);
+            let msg = format!(
+                "rpc error: code = NotFound desc = failed to pull and unpack image \"{i}\": failed to resolve reference \"{i}\": {i}: not found",
+                i = c.image
+            );
             loop {
-                event(&shared, &pod, "Pulling", &format!("Pulling image \"{}\"", c.image), "Normal", Some(&field));
+                event(
+                    &shared,
+                    &pod,
+                    "Pulling",
+                    &format!("Pulling image \"{}\"", c.image),
+                    "Normal",
+                    Some(&field),
+                );
                 tokio::time::sleep(t.pull_error).await;
-                if get_pod(&shared, &rt.ns, &rt.name).is_none() { return; }
-                c.set_state(CState::Waiting { reason: "ErrImagePull".into(), message: Some(msg.clone()) });
-                event(&shared, &pod, "Failed", &format!("Failed to pull image \"{}\": {msg}", c.image), "Warning", Some(&field));
-                event(&shared, &pod, "Failed", "Error: ErrImagePull", "Warning", Some(&field));
+                if get_pod(&shared, &rt.ns, &rt.name).is_none() {
+                    return;
+                }
+                c.set_state(CState::Waiting {
+                    reason: "ErrImagePull".into(),
+                    message: Some(msg.clone()),
+                });
+                event(
+                    &shared,
+                    &pod,
+                    "Failed",
+                    &format!("Failed to pull image \"{}\": {msg}", c.image),
+                    "Warning",
+                    Some(&field),
+                );
+                event(
+                    &shared,
+                    &pod,
+                    "Failed",
+                    "Error: ErrImagePull",
+                    "Warning",
+                    Some(&field),
+                );
                 sync_status(&shared, &rt, false);
                 tokio::time::sleep(t.pull_backoff).await;
-                if get_pod(&shared, &rt.ns, &rt.name).is_none() { return; }
-                c.set_state(CState::Waiting { reason: "ImagePullBackOff".into(), message: Some(format!("Back-off pulling image \"{}\"", c.image)) });
-                event(&shared, &pod, "BackOff", &format!("Back-off pulling image \"{}\"", c.image), "Normal", Some(&field));
-                event(&shared, &pod, "Failed", "Error: ImagePullBackOff", "Warning", Some(&field));
+                if get_pod(&shared, &rt.ns, &rt.name).is_none() {
+                    return;
+                }
+                c.set_state(CState::Waiting {
+                    reason: "ImagePullBackOff".into(),
+                    message: Some(format!("Back-off pulling image \"{}\"", c.image)),
+                });
+                event(
+                    &shared,
+                    &pod,
+                    "BackOff",
+                    &format!("Back-off pulling image \"{}\"", c.image),
+                    "Normal",
+                    Some(&field),
+                );
+                event(
+                    &shared,
+                    &pod,
+                    "Failed",
+                    "Error: ImagePullBackOff",
+                    "Warning",
+                    Some(&field),
+                );
                 sync_status(&shared, &rt, false);
                 tokio::time::sleep(t.pull_backoff).await;
-                if get_pod(&shared, &rt.ns, &rt.name).is_none() { return; }
+                if get_pod(&shared, &rt.ns, &rt.name).is_none() {
+                    return;
+                }
             }
         });
         return;
     };
     c.pulled.store(true, Ordering::Relaxed);
-    event(shared, pod, "Pulled", &format!("Container image \"{}\" already present on machine", c.image), "Normal", Some(&field));
+    event(
+        shared,
+        pod,
+        "Pulled",
+        &format!("Container image \"{}\" already present on machine", c.image),
+        "Normal",
+        Some(&field),
+    );
     let env = match container_env(shared, rt, pod, &c.spec) {
         Ok(e) => e,
         Err(msg) => {
-            c.set_state(CState::Waiting { reason: "CreateContainerConfigError".into(), message: Some(msg.clone()) });
-            event(shared, pod, "Failed", &format!("Error: {msg}"), "Warning", Some(&field));
+            c.set_state(CState::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: Some(msg.clone()),
+            });
+            event(
+                shared,
+                pod,
+                "Failed",
+                &format!("Error: {msg}"),
+                "Warning",
+                Some(&field),
+            );
             return;
         }
     };
@@ -673,7 +865,9 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
     argv.extend(args);
     let root = rt.dir.join("rootfs");
     let cwd = match c.spec["workingDir"].as_str() {
-        Some(w) if root.join(w.trim_start_matches('/')).is_dir() => root.join(w.trim_start_matches('/')),
+        Some(w) if root.join(w.trim_start_matches('/')).is_dir() => {
+            root.join(w.trim_start_matches('/'))
+        }
         _ => root.clone(),
     };
     *c.env.lock().unwrap_or_else(|e| e.into_inner()) = env.clone();
@@ -696,17 +890,42 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
         } else {
             std::process::Stdio::null()
         });
-    event(shared, pod, "Created", &format!("Created container {}", c.name), "Normal", Some(&field));
+    event(
+        shared,
+        pod,
+        "Created",
+        &format!("Created container {}", c.name),
+        "Normal",
+        Some(&field),
+    );
     let started = Timestamp::now();
     let mut child = match cmd.spawn() {
         Ok(ch) => ch,
         Err(e) => {
-            let msg = format!("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"{prog}\": {}: unknown",
-                if e.kind() == std::io::ErrorKind::NotFound { "executable file not found in $PATH".to_string() } else { e.to_string() });
-            c.set_state(CState::Terminated { exit: 128, reason: "StartError".into(), started, finished: started });
+            let msg = format!(
+                "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"{prog}\": {}: unknown",
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "executable file not found in $PATH".to_string()
+                } else {
+                    e.to_string()
+                }
+            );
+            c.set_state(CState::Terminated {
+                exit: 128,
+                reason: "StartError".into(),
+                started,
+                finished: started,
+            });
             c.started_once.store(true, Ordering::Relaxed);
             c.close_log();
-            event(shared, pod, "Failed", &format!("Error: {msg}"), "Warning", Some(&field));
+            event(
+                shared,
+                pod,
+                "Failed",
+                &format!("Error: {msg}"),
+                "Warning",
+                Some(&field),
+            );
             rt.wake.notify_one();
             return;
         }
@@ -715,7 +934,14 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
     *c.stdin.lock().await = child.stdin.take();
     c.started_once.store(true, Ordering::Relaxed);
     c.set_state(CState::Running { started });
-    event(shared, pod, "Started", &format!("Started container {}", c.name), "Normal", Some(&field));
+    event(
+        shared,
+        pod,
+        "Started",
+        &format!("Started container {}", c.name),
+        "Normal",
+        Some(&field),
+    );
     let out = child.stdout.take();
     let err = child.stderr.take();
     let p1 = out.map(|o| tokio::spawn(pump(c.clone(), 1, o)));
@@ -731,8 +957,12 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
                 libc::killpg(pid, libc::SIGKILL);
             }
         }
-        if let Some(p) = p1 { let _ = p.await; }
-        if let Some(p) = p2 { let _ = p.await; }
+        if let Some(p) = p1 {
+            let _ = p.await;
+        }
+        if let Some(p) = p2 {
+            let _ = p.await;
+        }
         let code = match status {
             Ok(s) => {
                 use std::os::unix::process::ExitStatusExt;
@@ -747,7 +977,11 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
         }
         c2.set_state(CState::Terminated {
             exit: code,
-            reason: if code == 0 { "Completed".into() } else { "Error".into() },
+            reason: if code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            },
             started,
             finished: Timestamp::now(),
         });
@@ -759,7 +993,11 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
 
 fn json_strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -807,12 +1045,22 @@ async fn stop_containers(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, grace: i64)
         if !c.is_running() {
             // A container that never started is simply never started.
             if let CState::Waiting { .. } = c.state() {
-                c.set_state(CState::Waiting { reason: "ContainerCreating".into(), message: None });
+                c.set_state(CState::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: None,
+                });
             }
             continue;
         }
         if let Some(p) = &pod {
-            event(shared, p, "Killing", &format!("Stopping container {}", c.name), "Normal", Some(&format!("spec.containers{{{}}}", c.name)));
+            event(
+                shared,
+                p,
+                "Killing",
+                &format!("Stopping container {}", c.name),
+                "Normal",
+                Some(&format!("spec.containers{{{}}}", c.name)),
+            );
         }
         let Some(pid) = c.pid() else { continue };
         waits.push(tokio::spawn(async move {
@@ -855,7 +1103,14 @@ pub fn lose_node(shared: &Arc<Shared>) {
         rt.kill_all_now();
         sync_status(shared, &rt, false);
         if let Some(p) = get_pod(shared, &rt.ns, &rt.name) {
-            event(shared, &p, "NodeNotReady", "Node is not ready", "Warning", None);
+            event(
+                shared,
+                &p,
+                "NodeNotReady",
+                "Node is not ready",
+                "Warning",
+                None,
+            );
         }
     }
 }
@@ -899,7 +1154,10 @@ pub fn sync_status(shared: &Shared, rt: &PodRuntime, killed: bool) {
     if flags.node_lost {
         phase = "Failed";
         reason = Some("NodeLost");
-        message = Some(format!("Node localhost which was running pod {} is unresponsive", rt.name));
+        message = Some(format!(
+            "Node localhost which was running pod {} is unresponsive",
+            rt.name
+        ));
     }
     let unready: Vec<&str> = rt
         .containers
@@ -912,7 +1170,11 @@ pub fn sync_status(shared: &Shared, rt: &PodRuntime, killed: bool) {
     let ready_since = match &flags.last_ready {
         Some((r, t)) if *r == ready => t.clone(),
         _ => {
-            let t = if flags.last_ready.is_none() { rt.start_time.clone() } else { now.clone() };
+            let t = if flags.last_ready.is_none() {
+                rt.start_time.clone()
+            } else {
+                now.clone()
+            };
             flags.last_ready = Some((ready, t.clone()));
             t
         }
@@ -922,7 +1184,10 @@ pub fn sync_status(shared: &Shared, rt: &PodRuntime, killed: bool) {
         let mut c = json!({"type": ty, "status": if ready { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": ready_since});
         if !ready {
             c["reason"] = json!("ContainersNotReady");
-            c["message"] = json!(format!("containers with unready status: [{}]", unready.join(" ")));
+            c["message"] = json!(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            ));
         }
         c
     };
@@ -1012,11 +1277,20 @@ fn flags_node_lost(rt: &PodRuntime) -> bool {
 }
 
 /// `GET pods/NAME/log`, with the kubelet's refusals and options.
-pub async fn logs(shared: Arc<Shared>, ns: &str, name: &str, q: &Query) -> Result<Response, ApiError> {
+pub async fn logs(
+    shared: Arc<Shared>,
+    ns: &str,
+    name: &str,
+    q: &Query,
+) -> Result<Response, ApiError> {
     let pod = get_pod(&shared, ns, name).ok_or_else(|| ApiError::not_found("pods", name))?;
     let names: Vec<String> = pod["spec"]["containers"]
         .as_array()
-        .map(|a| a.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let cname = match q.get("container") {
         Some(c) if !c.is_empty() => c.to_string(),
@@ -1029,7 +1303,9 @@ pub async fn logs(shared: Arc<Shared>, ns: &str, name: &str, q: &Query) -> Resul
         }
     };
     if !names.contains(&cname) {
-        return Err(ApiError::bad_request(format!("container {cname} is not valid for pod {name}")));
+        return Err(ApiError::bad_request(format!(
+            "container {cname} is not valid for pod {name}"
+        )));
     }
     if q.flag("previous") {
         return Err(ApiError::bad_request(format!(
@@ -1043,7 +1319,9 @@ pub async fn logs(shared: Arc<Shared>, ns: &str, name: &str, q: &Query) -> Resul
         Some(c) if c.started_once.load(Ordering::Relaxed) => c,
         other => {
             let why = match other.map(|c| c.state()) {
-                Some(CState::Waiting { reason, .. }) if reason == "ErrImagePull" || reason == "ImagePullBackOff" => {
+                Some(CState::Waiting { reason, .. })
+                    if reason == "ErrImagePull" || reason == "ImagePullBackOff" =>
+                {
                     "image can't be pulled".to_string()
                 }
                 Some(CState::Waiting { reason, .. }) => reason,
@@ -1067,7 +1345,11 @@ pub async fn logs(shared: Arc<Shared>, ns: &str, name: &str, q: &Query) -> Resul
         None => q
             .get("sinceSeconds")
             .and_then(|s| s.parse::<i64>().ok())
-            .and_then(|s| Timestamp::now().checked_sub(jiff::SignedDuration::from_secs(s)).ok()),
+            .and_then(|s| {
+                Timestamp::now()
+                    .checked_sub(jiff::SignedDuration::from_secs(s))
+                    .ok()
+            }),
     };
     let tail = q.get("tailLines").and_then(|t| t.parse::<usize>().ok());
     let mut limit = q.get("limitBytes").and_then(|t| t.parse::<usize>().ok());
@@ -1139,7 +1421,9 @@ pub async fn logs(shared: Arc<Shared>, ns: &str, name: &str, q: &Query) -> Resul
     *r.status_mut() = StatusCode::OK;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(r)
 }

@@ -195,7 +195,9 @@ impl Shared {
     pub fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
-    pub fn runtimes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<kubelet::PodRuntime>>> {
+    pub fn runtimes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<kubelet::PodRuntime>>> {
         self.runtimes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -264,7 +266,11 @@ impl FakeKube {
 
     /// `http://127.0.0.1:PORT` or `https://...`.
     pub fn url(&self) -> String {
-        let scheme = if self.shared.opts.tls { "https" } else { "http" };
+        let scheme = if self.shared.opts.tls {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -327,7 +333,7 @@ impl FakeKube {
 impl Drop for FakeKube {
     fn drop(&mut self) {
         self.server.abort();
-        let _ = self.shared.drop_streams.send_modify(|g| *g += 1);
+        self.shared.drop_streams.send_modify(|g| *g += 1);
         for rt in self.shared.runtimes().values() {
             rt.kill_all_now();
         }
@@ -391,7 +397,11 @@ impl Control {
         let uid = self.get("pods", namespace, pod)?["metadata"]["uid"]
             .as_str()?
             .to_string();
-        Some(kubelet::pod_dir(&self.shared, &uid).join("volumes").join(volume))
+        Some(
+            kubelet::pod_dir(&self.shared, &uid)
+                .join("volumes")
+                .join(volume),
+        )
     }
     #[doc(hidden)]
     pub fn status_json(&self) -> serde_json::Value {

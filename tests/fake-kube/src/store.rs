@@ -117,9 +117,7 @@ impl Store {
     pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<Value> {
         self.objects
             .iter()
-            .filter(|(k, _)| {
-                k.resource == resource && namespace.is_none_or(|ns| ns == k.namespace)
-            })
+            .filter(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| ns == k.namespace))
             .map(|(_, v)| v.clone())
             .collect()
     }
@@ -174,7 +172,11 @@ impl LabelSelector {
             }
         }
         parts.push(cur);
-        let bad = || ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {s:?}"));
+        let bad = || {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: invalid label selector: {s:?}"
+            ))
+        };
         for p in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
             if let Some(k) = p.strip_prefix('!') {
                 reqs.push(LabelReq::NotExists(k.trim().into()));
@@ -317,7 +319,11 @@ mod tests {
     fn label_selectors() {
         let o = json!({"metadata": {"labels": {"app": "ci", "job": "1"}}});
         assert!(LabelSelector::parse("app=ci").unwrap().matches(&o));
-        assert!(LabelSelector::parse("app in (x, ci),job").unwrap().matches(&o));
+        assert!(
+            LabelSelector::parse("app in (x, ci),job")
+                .unwrap()
+                .matches(&o)
+        );
         assert!(!LabelSelector::parse("app notin (ci)").unwrap().matches(&o));
         assert!(LabelSelector::parse("!missing,job!=2").unwrap().matches(&o));
         assert!(!LabelSelector::parse("app=ci,job=2").unwrap().matches(&o));
@@ -326,8 +332,16 @@ mod tests {
     #[test]
     fn field_selectors() {
         let o = json!({"metadata": {"name": "a"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("metadata.name=a", "pods").unwrap().matches(&o));
-        assert!(!FieldSelector::parse("status.phase!=Running", "pods").unwrap().matches(&o));
+        assert!(
+            FieldSelector::parse("metadata.name=a", "pods")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            !FieldSelector::parse("status.phase!=Running", "pods")
+                .unwrap()
+                .matches(&o)
+        );
         assert!(FieldSelector::parse("spec.bogus=1", "pods").is_err());
     }
 

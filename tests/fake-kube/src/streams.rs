@@ -53,7 +53,11 @@ pub async fn handle(
         .ok_or_else(|| ApiError::not_found("pods", name))?;
     let names: Vec<String> = pod["spec"]["containers"]
         .as_array()
-        .map(|a| a.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let cname = match q.get("container") {
         Some(c) if !c.is_empty() => c.to_string(),
@@ -87,7 +91,10 @@ pub async fn handle(
     }
     let command = q.all("command");
     if is_exec && command.is_empty() {
-        return Err(ApiError::plain(400, "you must specify at least one command for the container"));
+        return Err(ApiError::plain(
+            400,
+            "you must specify at least one command for the container",
+        ));
     }
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let rt = shared.runtimes().get(&uid).cloned();
@@ -98,7 +105,10 @@ pub async fn handle(
             return Err(if is_exec {
                 ApiError::plain(500, format!("container not found (\"{cname}\")"))
             } else {
-                ApiError::plain(500, format!("container {cname} not found in pod {name}_{ns}"))
+                ApiError::plain(
+                    500,
+                    format!("container {cname} not found in pod {name}_{ns}"),
+                )
             });
         }
     };
@@ -228,9 +238,21 @@ async fn exec_session(s: Session, sock: WebSocket) {
         .current_dir(s.c.cwd())
         .process_group(0)
         .kill_on_drop(true)
-        .stdin(if s.want_in { std::process::Stdio::piped() } else { std::process::Stdio::null() })
-        .stdout(if s.want_out { std::process::Stdio::piped() } else { std::process::Stdio::null() })
-        .stderr(if s.want_err { std::process::Stdio::piped() } else { std::process::Stdio::null() });
+        .stdin(if s.want_in {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(if s.want_out {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stderr(if s.want_err {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        });
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -93,12 +93,8 @@ impl ApiError {
         }
     }
     pub fn not_found(resource: &str, name: &str) -> Self {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("{resource} \"{name}\" not found"),
-        )
-        .with_details(json!({"name": name, "kind": resource}))
+        ApiError::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
+            .with_details(json!({"name": name, "kind": resource}))
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", message)

@@ -4,7 +4,9 @@
 
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
-use kube::api::{Api, AttachParams, DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, AttachParams, DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use podci_fake_kube::{FakeKube, Options};
 use serde_json::json;
@@ -37,13 +39,19 @@ async fn wait_for(api: &Api<Pod>, name: &str, f: impl Fn(&Pod) -> bool) -> Pod {
         {
             return p;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {name}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {name}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn phase(p: &Pod) -> String {
-    p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
 }
 
 fn build_running(p: &Pod) -> bool {
@@ -70,10 +78,15 @@ async fn discovery_crud_list_watch_logs() {
         .await
         .unwrap()
         .boxed();
-    pods.create(&PostParams::default(), &pod("ok-1", "echo hello; echo oops >&2; exit 0"))
+    pods.create(
+        &PostParams::default(),
+        &pod("ok-1", "echo hello; echo oops >&2; exit 0"),
+    )
+    .await
+    .unwrap();
+    pods.create(&PostParams::default(), &pod("fail-1", "exit 3"))
         .await
         .unwrap();
-    pods.create(&PostParams::default(), &pod("fail-1", "exit 3")).await.unwrap();
     let err = pods
         .create(&PostParams::default(), &pod("ok-1", "true"))
         .await
@@ -87,13 +100,22 @@ async fn discovery_crud_list_watch_logs() {
     let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
     let failed = wait_for(&pods, "fail-1", |p| phase(p) == "Failed").await;
-    let t = failed.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    let t = failed.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!(t.exit_code, 3);
 
     // The watch saw both pods reach their final phase.
     let mut finals = std::collections::BTreeMap::new();
     while finals.len() < 2 {
-        let ev = tokio::time::timeout(Duration::from_secs(5), w.try_next()).await.unwrap().unwrap().unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), w.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let WatchEvent::Modified(p) = ev {
             let ph = phase(&p);
             if ph == "Succeeded" || ph == "Failed" {
@@ -103,10 +125,22 @@ async fn discovery_crud_list_watch_logs() {
     }
     assert_eq!(finals["ok-1"], "Succeeded");
 
-    let sel = pods.list(&ListParams::default().labels("job=fail-1")).await.unwrap();
+    let sel = pods
+        .list(&ListParams::default().labels("job=fail-1"))
+        .await
+        .unwrap();
     assert_eq!(sel.items.len(), 1);
-    let sel = pods.list(&ListParams::default().fields("status.phase=Succeeded")).await.unwrap();
-    assert_eq!(sel.items.iter().map(|p| p.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["ok-1"]);
+    let sel = pods
+        .list(&ListParams::default().fields("status.phase=Succeeded"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sel.items
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["ok-1"]
+    );
 
     let log = pods.logs("ok-1", &LogParams::default()).await.unwrap();
     let mut lines: Vec<&str> = log.lines().collect();
@@ -131,12 +165,22 @@ async fn follow_logs_exec_and_attach() {
     let fake = FakeKube::start(Options::default()).await.unwrap();
     let c = client(&fake).await;
     let pods: Api<Pod> = Api::namespaced(c, "ci-jobs");
-    pods.create(&PostParams::default(), &pod("logs-1", "for i in 1 2 3; do echo line $i; sleep 0.2; done"))
-        .await
-        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("logs-1", "for i in 1 2 3; do echo line $i; sleep 0.2; done"),
+    )
+    .await
+    .unwrap();
     wait_for(&pods, "logs-1", build_running).await;
     let stream = pods
-        .log_stream("logs-1", &LogParams { follow: true, timestamps: true, ..Default::default() })
+        .log_stream(
+            "logs-1",
+            &LogParams {
+                follow: true,
+                timestamps: true,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let lines: Vec<String> = stream.lines().try_collect().await.unwrap();
@@ -150,10 +194,19 @@ async fn follow_logs_exec_and_attach() {
         "spec": {"containers": [{"name": "build", "image": "x", "command": ["sh"], "stdin": true, "stdinOnce": true},
                                 {"name": "helper", "image": "x", "command": ["sleep", "3600"]}]}});
     ex["spec"]["restartPolicy"] = json!("Never");
-    pods.create(&PostParams::default(), &serde_json::from_value(ex).unwrap()).await.unwrap();
+    pods.create(&PostParams::default(), &serde_json::from_value(ex).unwrap())
+        .await
+        .unwrap();
     wait_for(&pods, "shell", build_running).await;
     let mut p = pods
-        .exec("shell", ["sh", "-c", "cat; echo done >&2; exit 5"], &AttachParams::default().container("helper").stdin(true).stderr(true))
+        .exec(
+            "shell",
+            ["sh", "-c", "cat; echo done >&2; exit 5"],
+            &AttachParams::default()
+                .container("helper")
+                .stdin(true)
+                .stderr(true),
+        )
         .await
         .unwrap();
     let mut stdin = p.stdin().unwrap();
@@ -173,7 +226,13 @@ async fn follow_logs_exec_and_attach() {
 
     // attach to the shell waiting on stdin, send a script, read its output.
     let mut a = pods
-        .attach("shell", &AttachParams::default().container("build").stdin(true).stderr(false))
+        .attach(
+            "shell",
+            &AttachParams::default()
+                .container("build")
+                .stdin(true)
+                .stderr(false),
+        )
         .await
         .unwrap();
     let mut stdin = a.stdin().unwrap();
@@ -182,14 +241,30 @@ async fn follow_logs_exec_and_attach() {
     a.stdout().unwrap().read_to_string(&mut out).await.unwrap();
     assert_eq!(out, "attached\n");
     let st = a.take_status().unwrap().await.unwrap();
-    assert_eq!(st.status.as_deref(), Some("Success"), "attach reports Success whatever the exit code");
+    assert_eq!(
+        st.status.as_deref(),
+        Some("Success"),
+        "attach reports Success whatever the exit code"
+    );
     let p = wait_for(&pods, "shell", |p| {
-        p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| cs[0].state.as_ref().is_some_and(|s| s.terminated.is_some()))
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs[0].state.as_ref().is_some_and(|s| s.terminated.is_some()))
     })
     .await;
-    let t = p.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    let t = p.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!(t.exit_code, 4);
-    assert_eq!(phase(&pods.get("shell").await.unwrap()), "Running", "helper still runs");
+    assert_eq!(
+        phase(&pods.get("shell").await.unwrap()),
+        "Running",
+        "helper still runs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,9 +277,15 @@ async fn secrets_configmaps_volumes_and_env() {
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "creds"}, "stringData": {"token": "s3cret", "user": "bob"}})).unwrap())
         .await
         .unwrap();
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a.txt": "from configmap"}})).unwrap())
-        .await
-        .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "cfg"}, "data": {"a.txt": "from configmap"}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
     let s = secrets.get("creds").await.unwrap();
     assert_eq!(s.type_.as_deref(), Some("Opaque"));
     assert_eq!(s.data.unwrap()["token"].0, b"s3cret");
@@ -220,17 +301,31 @@ async fn secrets_configmaps_volumes_and_env() {
     wait_for(&pods, "vols", |p| phase(p) == "Succeeded").await;
     let log = pods.logs("vols", &LogParams::default()).await.unwrap();
     assert_eq!(log, "s3cret vols\nbob\nfrom configmap\n");
-    let dir = fake.control().volume_dir("ci-jobs", "vols", "work").unwrap();
-    assert_eq!(std::fs::read_to_string(dir.join("out.txt")).unwrap(), "made\n");
+    let dir = fake
+        .control()
+        .volume_dir("ci-jobs", "vols", "work")
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+        "made\n"
+    );
 
     // A missing secret: CreateContainerConfigError, the Pod stays Pending.
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "nosecret"}, "spec": {"restartPolicy": "Never",
         "containers": [{"name": "build", "image": "x", "command": ["true"], "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "missing", "key": "k"}}}]}]}})).unwrap();
     pods.create(&PostParams::default(), &p).await.unwrap();
     let p = wait_for(&pods, "nosecret", |p| {
-        p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|c| {
-            c[0].state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.clone()).as_deref() == Some("CreateContainerConfigError")
-        })
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|c| {
+                c[0].state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.clone())
+                    .as_deref()
+                    == Some("CreateContainerConfigError")
+            })
     })
     .await;
     assert_eq!(phase(&p), "Pending");
@@ -247,23 +342,42 @@ async fn secrets_configmaps_volumes_and_env() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_and_forbidden() {
-    let mut opts = Options { tls: true, ..Default::default() };
+    let mut opts = Options {
+        tls: true,
+        ..Default::default()
+    };
     opts.tokens.insert(
         "ro".into(),
-        podci_fake_kube::TokenGrant::restricted("system:serviceaccount:ci-jobs:ro", &[("pods", "list"), ("pods", "get")]),
+        podci_fake_kube::TokenGrant::restricted(
+            "system:serviceaccount:ci-jobs:ro",
+            &[("pods", "list"), ("pods", "get")],
+        ),
     );
     let fake = FakeKube::start(opts).await.unwrap();
     assert!(fake.url().starts_with("https://"));
     let pods: Api<Pod> = Api::namespaced(client(&fake).await, "ci-jobs");
-    pods.create(&PostParams::default(), &pod("tls-1", "true")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("tls-1", "true"))
+        .await
+        .unwrap();
     let kc = Kubeconfig::from_yaml(&fake.kubeconfig_for("ro", "ci-jobs")).unwrap();
-    let ro = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap()).unwrap();
+    let ro = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let ro: Api<Pod> = Api::namespaced(ro, "ci-jobs");
-    assert_eq!(ro.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    assert_eq!(
+        ro.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
     match ro.delete("tls-1", &DeleteParams::default()).await {
         Err(kube::Error::Api(s)) => {
             assert_eq!(s.code, 403);
-            assert_eq!(s.message, "pods \"tls-1\" is forbidden: User \"system:serviceaccount:ci-jobs:ro\" cannot delete resource \"pods\" in API group \"\" in the namespace \"ci-jobs\"");
+            assert_eq!(
+                s.message,
+                "pods \"tls-1\" is forbidden: User \"system:serviceaccount:ci-jobs:ro\" cannot delete resource \"pods\" in API group \"\" in the namespace \"ci-jobs\""
+            );
         }
         other => panic!("expected 403, got {other:?}"),
     }
@@ -274,22 +388,36 @@ async fn faults() {
     let fake = FakeKube::start(Options::default()).await.unwrap();
     let ctl = fake.control();
     let pods: Api<Pod> = Api::namespaced(client(&fake).await, "ci-jobs");
-    pods.create(&PostParams::default(), &pod("long", "sleep 600")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("long", "sleep 600"))
+        .await
+        .unwrap();
     wait_for(&pods, "long", build_running).await;
 
     // 500s reach the caller (kube's client retries 503 by itself).
     ctl.fail_next_requests(2, 500);
     for _ in 0..2 {
         match pods.get("long").await {
-            Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (500, "InternalError")),
+            Err(kube::Error::Api(s)) => {
+                assert_eq!((s.code, s.reason.as_str()), (500, "InternalError"))
+            }
             other => panic!("expected 500, got {other:?}"),
         }
     }
     assert!(pods.get("long").await.is_ok(), "the burst is over");
 
     // A dropped watch ends without a clean end of stream.
-    let rv = pods.get("long").await.unwrap().metadata.resource_version.unwrap();
-    let mut w = pods.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    let rv = pods
+        .get("long")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut w = pods
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
     ctl.drop_streams();
     let r = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -304,8 +432,15 @@ async fn faults() {
 
     // 410 on the next watch, as an ERROR event in a 200 stream.
     ctl.expire_next_watch();
-    let mut w = pods.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
-    match tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap() {
+    let mut w = pods
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+    {
         Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => panic!("expected the Expired error event, got {other:?}"),
     }
@@ -323,7 +458,9 @@ async fn faults() {
     assert_eq!(p.status.unwrap().reason.as_deref(), Some("NodeLost"));
 
     // A Pod deleted by someone else.
-    pods.create(&PostParams::default(), &pod("victim", "sleep 600")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("victim", "sleep 600"))
+        .await
+        .unwrap();
     wait_for(&pods, "victim", build_running).await;
     assert!(ctl.delete_pod("ci-jobs", "victim"));
     assert!(pods.get_opt("victim").await.unwrap().is_none());
@@ -333,26 +470,58 @@ async fn faults() {
 async fn image_pull_failure_and_unschedulable() {
     let mut images = std::collections::BTreeMap::new();
     images.insert("debian:bookworm".to_string(), vec!["sh".to_string()]);
-    let fake = FakeKube::start(Options { images: Some(images), ..Default::default() }).await.unwrap();
+    let fake = FakeKube::start(Options {
+        images: Some(images),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let pods: Api<Pod> = Api::namespaced(client(&fake).await, "ci-jobs");
     let mut p = pod("nope", "true");
     p.spec.as_mut().unwrap().containers[0].image = Some("registry.invalid/nope:1".into());
     pods.create(&PostParams::default(), &p).await.unwrap();
     let reason = |p: &Pod| {
-        p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c[0].state.clone()).and_then(|s| s.waiting).and_then(|w| w.reason)
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c[0].state.clone())
+            .and_then(|s| s.waiting)
+            .and_then(|w| w.reason)
     };
-    wait_for(&pods, "nope", |p| reason(p).as_deref() == Some("ErrImagePull")).await;
-    wait_for(&pods, "nope", |p| reason(p).as_deref() == Some("ImagePullBackOff")).await;
+    wait_for(&pods, "nope", |p| {
+        reason(p).as_deref() == Some("ErrImagePull")
+    })
+    .await;
+    wait_for(&pods, "nope", |p| {
+        reason(p).as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
     match pods.logs("nope", &LogParams::default()).await {
-        Err(kube::Error::Api(s)) => assert_eq!(s.message, "container \"build\" in pod \"nope\" is waiting to start: image can't be pulled"),
+        Err(kube::Error::Api(s)) => assert_eq!(
+            s.message,
+            "container \"build\" in pod \"nope\" is waiting to start: image can't be pulled"
+        ),
         other => panic!("{other:?}"),
     }
 
-    let fake = FakeKube::start(Options { unschedulable: true, ..Default::default() }).await.unwrap();
+    let fake = FakeKube::start(Options {
+        unschedulable: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let pods: Api<Pod> = Api::namespaced(client(&fake).await, "ci-jobs");
-    pods.create(&PostParams::default(), &pod("stuck", "true")).await.unwrap();
+    pods.create(&PostParams::default(), &pod("stuck", "true"))
+        .await
+        .unwrap();
     let p = wait_for(&pods, "stuck", |p| {
-        p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.reason.as_deref() == Some("Unschedulable")))
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.reason.as_deref() == Some("Unschedulable"))
+            })
     })
     .await;
     assert_eq!(phase(&p), "Pending");

@@ -37,7 +37,11 @@ impl Kube {
             .arg(&self.cfg)
             .args(args)
             .env("HOME", self._dir.path())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("kubectl starts");
@@ -58,8 +62,13 @@ async fn setup(fake: &FakeKube) -> Option<Kube> {
     let bin = kubectl()?;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("kubeconfig");
-    fake.write_kubeconfig(&cfg, "ci-jobs").expect("write kubeconfig");
-    Some(Kube { bin, cfg, _dir: dir })
+    fake.write_kubeconfig(&cfg, "ci-jobs")
+        .expect("write kubeconfig");
+    Some(Kube {
+        bin,
+        cfg,
+        _dir: dir,
+    })
 }
 
 const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"kc-1","labels":{"app":"podci"}},
@@ -70,14 +79,21 @@ const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"kc-1","
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_logs_exec() {
     // HTTPS: kubectl does not send a bearer token over plain HTTP.
-    let fake = FakeKube::start(Options { tls: true, ..Default::default() }).await.expect("start");
+    let fake = FakeKube::start(Options {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .expect("start");
     let Some(k) = setup(&fake).await else { return };
     let k = std::sync::Arc::new(k);
 
     let k2 = k.clone();
-    let (code, out, err) = tokio::task::spawn_blocking(move || k2.run(&["create", "--validate=false", "-f", "-"], Some(POD)))
-        .await
-        .unwrap();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        k2.run(&["create", "--validate=false", "-f", "-"], Some(POD))
+    })
+    .await
+    .unwrap();
     assert_eq!(code, 0, "kubectl create: {out}{err}");
     assert!(out.contains("pod/kc-1 created"), "{out}");
 
@@ -85,7 +101,10 @@ async fn kubectl_get_logs_exec() {
     let mut running = false;
     for _ in 0..100 {
         let p = fake.control().get("pods", "ci-jobs", "kc-1").unwrap();
-        if p["status"]["containerStatuses"][0]["state"].get("running").is_some() {
+        if p["status"]["containerStatuses"][0]["state"]
+            .get("running")
+            .is_some()
+        {
             running = true;
             break;
         }
@@ -93,30 +112,52 @@ async fn kubectl_get_logs_exec() {
     }
     assert!(running);
     let k2 = k.clone();
-    let (code, out, err) = tokio::task::spawn_blocking(move || k2.run(&["logs", "-f", "kc-1", "-c", "build"], None))
-        .await
-        .unwrap();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || k2.run(&["logs", "-f", "kc-1", "-c", "build"], None))
+            .await
+            .unwrap();
     assert_eq!(code, 0, "kubectl logs -f: {err}");
     assert_eq!(out, "line 1\nline 2\nline 3\n");
 
     // The kubelet reports the exit a status-sync period after the log ends.
     for _ in 0..100 {
         let p = fake.control().get("pods", "ci-jobs", "kc-1").unwrap();
-        if p["status"]["containerStatuses"][0]["state"].get("terminated").is_some() {
+        if p["status"]["containerStatuses"][0]["state"]
+            .get("terminated")
+            .is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let k2 = k.clone();
-    let (code, out, err) = tokio::task::spawn_blocking(move || k2.run(&["get", "pods"], None)).await.unwrap();
+    let (code, out, err) = tokio::task::spawn_blocking(move || k2.run(&["get", "pods"], None))
+        .await
+        .unwrap();
     assert_eq!(code, 0, "kubectl get pods: {err}");
-    let row = out.lines().find(|l| l.starts_with("kc-1")).unwrap_or_else(|| panic!("{out}"));
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("kc-1"))
+        .unwrap_or_else(|| panic!("{out}"));
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cols[..4], ["kc-1", "1/2", "Running", "0"], "{out}");
 
     let k2 = k.clone();
     let (code, out, err) = tokio::task::spawn_blocking(move || {
-        k2.run(&["exec", "-i", "kc-1", "-c", "helper", "--", "sh", "-c", "cat; echo bye"], Some("through stdin\n"))
+        k2.run(
+            &[
+                "exec",
+                "-i",
+                "kc-1",
+                "-c",
+                "helper",
+                "--",
+                "sh",
+                "-c",
+                "cat; echo bye",
+            ],
+            Some("through stdin\n"),
+        )
     })
     .await
     .unwrap();
@@ -124,15 +165,25 @@ async fn kubectl_get_logs_exec() {
     assert_eq!(out, "through stdin\nbye\n");
 
     let k2 = k.clone();
-    let (code, _, err) = tokio::task::spawn_blocking(move || k2.run(&["exec", "kc-1", "-c", "helper", "--", "sh", "-c", "exit 3"], None))
-        .await
-        .unwrap();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        k2.run(
+            &["exec", "kc-1", "-c", "helper", "--", "sh", "-c", "exit 3"],
+            None,
+        )
+    })
+    .await
+    .unwrap();
     assert_eq!(code, 3, "kubectl exec passes the exit code: {err}");
 
     let k2 = k.clone();
-    let (code, out, err) = tokio::task::spawn_blocking(move || k2.run(&["delete", "pod", "kc-1", "--grace-period=0", "--force"], None))
-        .await
-        .unwrap();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        k2.run(
+            &["delete", "pod", "kc-1", "--grace-period=0", "--force"],
+            None,
+        )
+    })
+    .await
+    .unwrap();
     assert_eq!(code, 0, "kubectl delete: {out}{err}");
     assert!(fake.control().get("pods", "ci-jobs", "kc-1").is_none());
 }

@@ -24,8 +24,8 @@ pub fn transcripts_dir() -> PathBuf {
 
 pub fn load(file: &str) -> Vec<Value> {
     let p = transcripts_dir().join(file);
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{file}: bad line: {e}")))
@@ -82,12 +82,8 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -224,7 +220,10 @@ pub fn summary(ev: &Value) -> String {
                         "{}={}{}",
                         c["type"].as_str().unwrap_or(""),
                         c["status"].as_str().unwrap_or(""),
-                        c["reason"].as_str().map(|r| format!("({r})")).unwrap_or_default()
+                        c["reason"]
+                            .as_str()
+                            .map(|r| format!("({r})"))
+                            .unwrap_or_default()
                     )
                 })
                 .collect()
@@ -260,7 +259,10 @@ pub fn summary(ev: &Value) -> String {
         })
         .unwrap_or_default();
     let del = if o["metadata"].get("deletionTimestamp").is_some() {
-        format!(" deleting(grace={})", o["metadata"]["deletionGracePeriodSeconds"])
+        format!(
+            " deleting(grace={})",
+            o["metadata"]["deletionGracePeriodSeconds"]
+        )
     } else {
         String::new()
     };
@@ -268,7 +270,10 @@ pub fn summary(ev: &Value) -> String {
         "{} {}{}{} node={} [{}] {}",
         ev["type"].as_str().unwrap_or(""),
         s["phase"].as_str().unwrap_or(""),
-        s["reason"].as_str().map(|r| format!("/{r}")).unwrap_or_default(),
+        s["reason"]
+            .as_str()
+            .map(|r| format!("/{r}"))
+            .unwrap_or_default(),
         del,
         o["spec"]["nodeName"].as_str().unwrap_or("-"),
         conds.join(","),
@@ -327,7 +332,11 @@ fn diff_at(r: &Value, o: &Value, path: &str, out: &mut Vec<String>) {
         return;
     }
     if type_name(r) != type_name(o) {
-        out.push(format!("{path}: recorded {} {r}, ours {} {o}", type_name(r), type_name(o)));
+        out.push(format!(
+            "{path}: recorded {} {r}, ours {} {o}",
+            type_name(r),
+            type_name(o)
+        ));
         return;
     }
     match (r, o) {
@@ -349,7 +358,11 @@ fn diff_at(r: &Value, o: &Value, path: &str, out: &mut Vec<String>) {
         }
         (Value::Array(ra), Value::Array(oa)) => {
             if ra.len() != oa.len() {
-                out.push(format!("{path}: recorded {} elements, ours {}", ra.len(), oa.len()));
+                out.push(format!(
+                    "{path}: recorded {} elements, ours {}",
+                    ra.len(),
+                    oa.len()
+                ));
                 return;
             }
             for (i, (a, b)) in ra.iter().zip(oa).enumerate() {
@@ -380,7 +393,8 @@ fn generated_equal(a: &str, b: &str) -> bool {
     // Event names: <object>.<16 hex digits>.
     let event_name = |s: &str| {
         s.rsplit_once('.').and_then(|(obj, hex)| {
-            (hex.len() == 16 && hex.bytes().all(|c| c.is_ascii_hexdigit())).then_some(obj.to_string())
+            (hex.len() == 16 && hex.bytes().all(|c| c.is_ascii_hexdigit()))
+                .then_some(obj.to_string())
         })
     };
     matches!((event_name(a), event_name(b)), (Some(x), Some(y)) if x == y)
@@ -465,12 +479,16 @@ async fn raw_ws_connect(
     path: &str,
 ) -> Result<(WsStream, Option<String>), WsResult> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(fake.addr()).await.expect("connect");
+    let mut tcp = tokio::net::TcpStream::connect(fake.addr())
+        .await
+        .expect("connect");
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n",
         fake.addr()
     );
-    tcp.write_all(req.as_bytes()).await.expect("write handshake");
+    tcp.write_all(req.as_bytes())
+        .await
+        .expect("write handshake");
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -480,15 +498,27 @@ async fn raw_ws_connect(
         head.push(b[0]);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
-    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     if status != 101 {
         let mut body = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(1), tcp.read_to_end(&mut body)).await;
-        return Err(WsResult { status, protocol: None, body: String::from_utf8_lossy(&body).into_owned(), frames: Vec::new() });
+        return Err(WsResult {
+            status,
+            protocol: None,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            frames: Vec::new(),
+        });
     }
     let proto = head
         .lines()
-        .find_map(|l| l.strip_prefix("sec-websocket-protocol:").or_else(|| l.strip_prefix("Sec-WebSocket-Protocol:")))
+        .find_map(|l| {
+            l.strip_prefix("sec-websocket-protocol:")
+                .or_else(|| l.strip_prefix("Sec-WebSocket-Protocol:"))
+        })
         .map(|v| v.trim().to_string());
     let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
         tokio_tungstenite::MaybeTlsStream::Plain(tcp),
@@ -506,9 +536,11 @@ pub async fn ws_read(s: &mut WsStream, quiet: Duration) -> Vec<(String, Option<u
     loop {
         match tokio::time::timeout(quiet, s.next()).await {
             Ok(Some(Ok(m))) => match m {
-                Message::Binary(b) => {
-                    out.push(("binary".into(), b.first().copied(), b.get(1..).unwrap_or(&[]).to_vec()))
-                }
+                Message::Binary(b) => out.push((
+                    "binary".into(),
+                    b.first().copied(),
+                    b.get(1..).unwrap_or(&[]).to_vec(),
+                )),
                 Message::Text(t) => out.push(("text".into(), None, t.as_bytes().to_vec())),
                 Message::Close(f) => {
                     let code = f.map(|f| u16::from(f.code)).unwrap_or(0);
@@ -551,7 +583,9 @@ pub fn recorded_frames(records: &[Value], id: &str) -> Vec<(String, Option<u8>, 
 /// Frames normalized for comparison: consecutive data on the same channel joined
 /// (how output is cut into frames depends on pipe timing, in both servers), stdout and
 /// stderr kept apart, the order of status and close kept.
-pub fn normalize_frames(frames: &[(String, Option<u8>, Vec<u8>)]) -> Vec<(String, Option<u8>, String)> {
+pub fn normalize_frames(
+    frames: &[(String, Option<u8>, Vec<u8>)],
+) -> Vec<(String, Option<u8>, String)> {
     let mut first_empty = false;
     let mut out: Vec<(String, Option<u8>, String)> = Vec::new();
     let mut stdout = String::new();
