@@ -916,10 +916,9 @@ fn watch(
     let mut drop_rx = shared.drop_streams.subscribe();
     let compacted = shared.lock().compacted;
     tokio::spawn(async move {
-        let line = |kind: &str, obj: &Value| {
-            let mut s = util::go_json(
-                &json!({"type": kind, "object": with_type(kind_of_str(kind, obj), obj.clone())}),
-            );
+        let line = |ev_type: &str, obj: &Value| {
+            let mut s =
+                util::go_json(&json!({"type": ev_type, "object": with_type(kind, obj.clone())}));
             s.push('\n');
             Bytes::from(s)
         };
@@ -931,7 +930,6 @@ fn watch(
             let _ = tx.send(Ok(Bytes::from(s))).await;
             return;
         }
-        let _ = kind;
         for c in &initial {
             if ls.matches(&c.object)
                 && fs.matches(&c.object)
@@ -995,28 +993,6 @@ fn watch(
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(r)
-}
-
-fn kind_of_str(_event: &str, obj: &Value) -> &'static str {
-    // The stored object carries no kind; infer it from the shape we store.
-    if obj.get("spec").and_then(|s| s.get("containers")).is_some() {
-        "Pod"
-    } else if obj.get("involvedObject").is_some() {
-        "Event"
-    } else if obj.get("type").is_some() && obj.get("data").is_some() {
-        "Secret"
-    } else if obj.get("secrets").is_some()
-        || obj.get("spec").is_none() && obj.get("data").is_none() && obj.get("status").is_none()
-    {
-        "ServiceAccount"
-    } else if obj.get("data").is_some() {
-        "ConfigMap"
-    } else {
-        obj.get("kind")
-            .and_then(|k| k.as_str())
-            .map(|_| "Unknown")
-            .unwrap_or("Unknown")
-    }
 }
 
 fn base_metadata(obj: &Value, ns: &str) -> Map<String, Value> {

@@ -389,9 +389,12 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
                     sync_status(&shared2, &rt2, false);
                 });
             }
-            r = delete_rx.changed() => {
-                if r.is_err() { return; }
-                let grace = delete_rx.borrow().unwrap_or(grace_default);
+            // wait_for also sees a delete that arrived before this loop started.
+            r = async { delete_rx.wait_for(|d| d.is_some()).await.map(|g| *g) } => {
+                let grace = match r {
+                    Ok(g) => g.unwrap_or(grace_default),
+                    Err(_) => return,
+                };
                 stop_containers(&shared, &rt, grace).await;
                 tokio::time::sleep(t.status_sync.min(Duration::from_millis(50))).await;
                 sync_status(&shared, &rt, true);

@@ -503,6 +503,16 @@ async fn image_pull_failure_and_unschedulable() {
         ),
         other => panic!("{other:?}"),
     }
+    // A default (graceful) delete of a Pod that never ran completes promptly.
+    pods.delete("nope", &DeleteParams::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pods.get_opt("nope").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pod never went away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let fake = FakeKube::start(Options {
         unschedulable: true,
