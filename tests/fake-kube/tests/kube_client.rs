@@ -430,6 +430,50 @@ async fn faults() {
     .await;
     assert!(r.is_ok(), "watch ended after the drop");
 
+    // Dropped log follows and exec sessions end mid-stream too.
+    let mut logs = pods
+        .log_stream(
+            "long",
+            &LogParams {
+                follow: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .lines();
+    let mut ex = pods
+        .exec(
+            "long",
+            ["sleep", "60"],
+            &AttachParams::default().stderr(false),
+        )
+        .await
+        .unwrap();
+    let _ex_out = ex.stdout().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ctl.drop_streams();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = logs.next().await {}
+        // kube's exec task ends when the connection is cut.
+        let _ = ex.join().await;
+    })
+    .await;
+    assert!(ended.is_ok(), "log follow and exec ended after the drop");
+
+    // The same faults over HTTP, for the binary and other languages.
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/__fake/fail?n=1&code=500", fake.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    match pods.get("long").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 500),
+        other => panic!("expected 500, got {other:?}"),
+    }
+
     // 410 on the next watch, as an ERROR event in a 200 stream.
     ctl.expire_next_watch();
     let mut w = pods
