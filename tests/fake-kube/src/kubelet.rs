@@ -69,6 +69,8 @@ pub struct ContainerRt {
     pub exited: Notify,
     /// Attach clients currently connected (for stdinOnce).
     pub attached: AtomicU32,
+    /// Runs in a root of its own (Options::container_roots): exec must enter it.
+    pub in_root: Mutex<bool>,
 }
 
 impl ContainerRt {
@@ -86,6 +88,22 @@ impl ContainerRt {
     }
     pub fn cwd(&self) -> PathBuf {
         self.cwd.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// How to run a command inside this container: a prefix for exec (nsenter into the
+    /// container's mount namespace and root) when it has a root of its own.
+    pub fn exec_prefix(&self) -> Vec<String> {
+        let in_root = *self.in_root.lock().unwrap_or_else(|e| e.into_inner());
+        match (in_root, self.pid()) {
+            (true, Some(pid)) => vec![
+                "nsenter".into(),
+                format!("--target={pid}"),
+                "--mount".into(),
+                "--root".into(),
+                "--wd".into(),
+                "--".into(),
+            ],
+            _ => Vec::new(),
+        }
     }
     fn pid(&self) -> Option<i32> {
         *self.pid.lock().unwrap_or_else(|e| e.into_inner())
@@ -300,6 +318,7 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
                 cwd: Mutex::new(dir.clone()),
                 exited: Notify::new(),
                 attached: AtomicU32::new(0),
+                in_root: Mutex::new(false),
             })
         })
         .collect();
@@ -873,7 +892,54 @@ async fn start_container(
         }
         _ => root.clone(),
     };
-    *c.env.lock().unwrap_or_else(|e| e.into_inner()) = env.clone();
+    let mut env = env;
+    let mut home = root.clone();
+    let mut cwd = cwd;
+    if shared.opts.container_roots {
+        // The process sees the volumes at their mountPaths in a root of its own.
+        let mounts: Vec<String> = c.spec["volumeMounts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                let dst = m["mountPath"].as_str()?;
+                let vol = m["name"].as_str()?;
+                Some(format!(
+                    "{}|{dst}",
+                    rt.dir.join("volumes").join(vol).display()
+                ))
+            })
+            .collect();
+        let inner_cwd = c.spec["workingDir"].as_str().unwrap_or("/").to_string();
+        env.retain(|(k, _)| k != "FAKE_KUBE_ROOTFS");
+        env.push(("FAKE_KUBE_ROOTFS".into(), String::new()));
+        env.push(("FAKE_KUBE_MOUNTS".into(), mounts.join("\n")));
+        let base = rt.dir.join("containers").join(&c.name);
+        let mut wrapped = vec![
+            "unshare".to_string(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            CONTAINER_ROOT_SCRIPT.into(),
+            "fake-kube-root".into(),
+            base.display().to_string(),
+            inner_cwd.clone(),
+        ];
+        wrapped.extend(argv);
+        argv = wrapped;
+        home = PathBuf::from("/root");
+        cwd = rt.dir.clone();
+        *c.in_root.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+    *c.env.lock().unwrap_or_else(|e| e.into_inner()) = env
+        .iter()
+        .filter(|(k, _)| k != "FAKE_KUBE_MOUNTS")
+        .cloned()
+        .collect();
     *c.cwd.lock().unwrap_or_else(|e| e.into_inner()) = cwd.clone();
     let Some((prog, rest)) = argv.split_first() else {
         return;
@@ -882,7 +948,7 @@ async fn start_container(
     cmd.args(rest)
         .env_clear()
         .envs(env)
-        .env("HOME", &root)
+        .env("HOME", &home)
         .current_dir(&cwd)
         .process_group(0)
         .kill_on_drop(true)
@@ -993,6 +1059,30 @@ async fn start_container(
         rt2.wake.notify_one();
     });
 }
+
+/// Run by `sh` inside a new mount namespace: an overlay of the host's root (writes go to
+/// the container's own upper directory, never to the host), /dev, /proc and /sys bound in,
+/// each volume bound at its mountPath (resolved inside the new root, so `/var/run` is
+/// the overlay's and not the host's), then chroot and exec the container's command.
+const CONTAINER_ROOT_SCRIPT: &str = r#"set -e
+base="$1"; cwd="$2"; shift 2
+mkdir -p "$base/upper" "$base/work" "$base/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
+root="$base/root"
+for d in /dev /proc /sys; do
+  if [ -d "$d" ]; then mount --rbind "$d" "$root$d"; fi
+done
+printf '%s
+' "$FAKE_KUBE_MOUNTS" | while IFS='|' read -r src dst; do
+  [ -n "$dst" ] || continue
+  chroot "$root" mkdir -p "$dst"
+  real=$(chroot "$root" readlink -f "$dst")
+  mount --bind "$src" "$root$real"
+done
+unset FAKE_KUBE_MOUNTS
+chroot "$root" mkdir -p "$cwd"
+exec chroot "$root" /bin/sh -c 'cd "$0" && exec "$@"' "$cwd" "$@"
+"#;
 
 fn json_strings(v: &Value) -> Vec<String> {
     v.as_array()

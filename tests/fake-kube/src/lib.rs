@@ -129,6 +129,11 @@ pub struct Options {
     pub unschedulable: bool,
     /// Where Pod directories and volumes live; default a temporary directory removed on drop.
     pub work_dir: Option<PathBuf>,
+    /// Give each container a root of its own (needs root, `unshare`, overlayfs): an
+    /// overlay of the host's `/` with every volume mounted at its `mountPath`, so scripts
+    /// that use `/builds` see the Pod's volume and their writes elsewhere stay in the
+    /// container. Off by default: processes then run on the host (see README).
+    pub container_roots: bool,
 }
 
 /// The token every default server accepts with full rights.
@@ -147,6 +152,7 @@ impl Default for Options {
             timing: Timing::default(),
             unschedulable: false,
             work_dir: None,
+            container_roots: false,
         }
     }
 }

@@ -228,10 +228,13 @@ async fn exec_session(s: Session, sock: WebSocket) {
     if sink.send(frame(1, b"")).await.is_err() {
         return;
     }
-    let Some((prog, args)) = s.command.split_first() else {
+    let Some((prog, _)) = s.command.split_first() else {
         return;
     };
-    let mut cmd = tokio::process::Command::new(prog);
+    let mut full = s.c.exec_prefix();
+    full.extend(s.command.iter().cloned());
+    let (first, args) = full.split_first().unwrap_or((prog, &[]));
+    let mut cmd = tokio::process::Command::new(first);
     cmd.args(args)
         .env_clear()
         .envs(s.c.env())

@@ -581,3 +581,89 @@ async fn image_pull_failure_and_unschedulable() {
     assert_eq!(phase(&p), "Pending");
     assert!(p.spec.unwrap().node_name.is_none());
 }
+
+/// With container roots, volumes appear at their mountPaths and other writes stay in
+/// the container; exec enters the same root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_roots_mount_volumes_at_their_paths() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !root || !unshare {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root with util-linux: container roots must work"
+        );
+        eprintln!("SKIPPING container_roots test: needs root and unshare");
+        return;
+    }
+    let fake = FakeKube::start(Options {
+        container_roots: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&fake).await;
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "ci-jobs");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "creds"}, "stringData": {"token": "s3cret"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(c, "ci-jobs");
+    let leak = format!("/etc/fake-kube-leak-{}", std::process::id());
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "rooted"}, "spec": {"restartPolicy": "Never",
+        "volumes": [{"name": "builds", "emptyDir": {}}, {"name": "creds", "secret": {"secretName": "creds"}}],
+        "containers": [{"name": "build", "image": "x", "workingDir": "/builds/project",
+            "command": ["sh", "-c", format!("pwd; cat /etc/creds/token; echo; echo made > /builds/out; touch {leak}; ls /var/run/secrets/kubernetes.io/serviceaccount; sleep 30")],
+            "volumeMounts": [{"name": "builds", "mountPath": "/builds"}, {"name": "creds", "mountPath": "/etc/creds"}]}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    wait_for(&pods, "rooted", build_running).await;
+    let mut out = String::new();
+    for _ in 0..50 {
+        out = pods.logs("rooted", &LogParams::default()).await.unwrap();
+        if out.contains("token") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(out, "/builds/project\ns3cret\nca.crt\nnamespace\ntoken\n");
+    let vol = fake
+        .control()
+        .volume_dir("ci-jobs", "rooted", "builds")
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(vol.join("out")).unwrap(), "made\n");
+    assert!(
+        !std::path::Path::new(&leak).exists(),
+        "writes outside volumes stay in the container"
+    );
+    let mut ex = pods
+        .exec(
+            "rooted",
+            ["sh", "-c", "pwd; cat /builds/out"],
+            &AttachParams::default().stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut s = String::new();
+    ex.stdout().unwrap().read_to_string(&mut s).await.unwrap();
+    assert_eq!(s, "/builds/project\nmade\n");
+    pods.delete(
+        "rooted",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
