@@ -125,12 +125,16 @@ fn pct_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(v) => {
+            // Hex digits as bytes: slicing the str could split a multi-byte character.
+            b'%' if i + 2 < b.len() => match std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(v) => {
                     out.push(v);
                     i += 2;
                 }
-                Err(_) => out.push(b'%'),
+                None => out.push(b'%'),
             },
             c => out.push(c),
         }
@@ -1101,6 +1105,17 @@ fn validate_meta(obj: &Value, causes: &mut Causes) {
 
 /// Validate and default a Pod, store it and hand it to the fake kubelet.
 pub fn create_pod(shared: &Arc<Shared>, ns: &str, obj: Value) -> Result<Value, ApiError> {
+    for field in ["spec", "metadata"] {
+        if let Some(v) = obj.get(field)
+            && !v.is_object()
+        {
+            return Err(ApiError::bad_request(format!(
+                "{} in body must be of type object: {}",
+                field,
+                util::go_json(v)
+            )));
+        }
+    }
     let mut causes = Causes(Vec::new());
     validate_meta(&obj, &mut causes);
     let spec = &obj["spec"];
@@ -1445,6 +1460,18 @@ pub fn create_simple(
     ns: &str,
     obj: Value,
 ) -> Result<Value, ApiError> {
+    for field in ["data", "stringData", "spec", "metadata"] {
+        if let Some(v) = obj.get(field)
+            && !v.is_object()
+            && !v.is_null()
+        {
+            return Err(ApiError::bad_request(format!(
+                "{} in body must be of type object: {}",
+                field,
+                util::go_json(v)
+            )));
+        }
+    }
     let mut causes = Causes(Vec::new());
     validate_meta(&obj, &mut causes);
     let kind = kind_of(resource);
@@ -1703,6 +1730,25 @@ async fn control(shared: &Arc<Shared>, rest: &str, req: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn query_parsing_never_panics(q in ".{0,64}") {
+            let _ = Query::parse(Some(&q));
+        }
+
+        #[test]
+        fn percent_encoding_round_trips(s in "[ -~]{0,32}") {
+            let enc: String = s.bytes().map(|b| format!("%{b:02X}")).collect();
+            prop_assert_eq!(pct_decode(&enc), s);
+        }
+
+        #[test]
+        fn parse_json_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = parse_json(&b, "Pod");
+        }
+    }
 
     #[test]
     fn query_decoding_keeps_repeats() {

@@ -383,7 +383,7 @@ impl Control {
     pub fn lose_node(&self) {
         kubelet::lose_node(&self.shared);
     }
-    /// Add a Secret directly (as another client would).
+    /// Create an object (a Secret, a ConfigMap, a PVC...) as another client would.
     pub fn put_object(&self, resource: &str, namespace: &str, obj: serde_json::Value) {
         let _ = api::create_simple(&self.shared, resource, namespace, obj);
     }

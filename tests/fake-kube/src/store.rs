@@ -314,6 +314,31 @@ fn field_supported(resource: &str, field: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn selectors_never_panic(s in ".{0,64}") {
+            let _ = LabelSelector::parse(&s);
+            let _ = FieldSelector::parse(&s, "pods");
+        }
+
+        /// A selector of `k=v` pairs taken from an object's labels matches it, and
+        /// stops matching when one value differs.
+        #[test]
+        fn equality_selectors_match_their_labels(
+            labels in proptest::collection::btree_map("[a-z][a-z0-9]{0,8}", "[a-z0-9]{1,8}", 1..5)
+        ) {
+            let obj = json!({"metadata": {"labels": labels}});
+            let sel: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            prop_assert!(LabelSelector::parse(&sel.join(",")).unwrap().matches(&obj));
+            let (k, v) = labels.iter().next().unwrap();
+            let wrong = format!("{k}={v}x");
+            prop_assert!(!LabelSelector::parse(&wrong).unwrap().matches(&obj));
+            let not_in = format!("{k} notin ({v})");
+            prop_assert!(!LabelSelector::parse(&not_in).unwrap().matches(&obj));
+        }
+    }
 
     #[test]
     fn label_selectors() {
