@@ -667,3 +667,51 @@ async fn container_roots_mount_volumes_at_their_paths() {
     .await
     .unwrap();
 }
+
+/// kube-runtime's watcher (initial list, watch with bookmarks, re-list after a 410) keeps
+/// an accurate view across the faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_watcher_recovers_from_expired_watches() {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let fake = FakeKube::start(Options::default()).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client(&fake).await, "ci-jobs");
+    let mut stream = watcher(pods.clone(), watcher::Config::default().labels("app=podci"))
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    pods.create(&PostParams::default(), &pod("w-1", "sleep 30"))
+        .await
+        .unwrap();
+    let next_named = |name: &'static str| move |p: &Pod| p.metadata.name.as_deref() == Some(name);
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(p)) = stream.next().await {
+            if next_named("w-1")(&p) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(seen);
+    // Expire the history and cut the stream: the watcher re-lists and sees w-2.
+    fake.control().compact();
+    fake.control().expire_next_watch();
+    fake.control().drop_streams();
+    pods.create(&PostParams::default(), &pod("w-2", "sleep 30"))
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(r) = stream.next().await {
+            if let Ok(p) = r
+                && next_named("w-2")(&p)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(seen, "the watcher recovered and saw the new pod");
+}
