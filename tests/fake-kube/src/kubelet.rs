@@ -945,6 +945,7 @@ async fn start_container(
         return;
     };
     let mut cmd = tokio::process::Command::new(prog);
+    die_with_parent(&mut cmd);
     cmd.args(rest)
         .env_clear()
         .envs(env)
@@ -1083,6 +1084,18 @@ unset FAKE_KUBE_MOUNTS
 chroot "$root" mkdir -p "$cwd"
 exec chroot "$root" /bin/sh -c 'cd "$0" && exec "$@"' "$cwd" "$@"
 "#;
+
+/// Containers and execs die with the server's thread that started them, so a test that
+/// is killed (not dropped) leaves no processes behind.
+pub fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
 
 fn json_strings(v: &Value) -> Vec<String> {
     v.as_array()

@@ -40,7 +40,13 @@ fn main() -> anyhow::Result<()> {
             fake.write_kubeconfig(p, &args.namespace)?;
             println!("kubeconfig written to {}", p.display());
         }
-        tokio::signal::ctrl_c().await?;
+        // Stop on SIGINT or SIGTERM; dropping the server kills every Pod's processes.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+        drop(fake);
         Ok(())
     })
 }

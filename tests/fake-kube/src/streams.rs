@@ -235,6 +235,7 @@ async fn exec_session(s: Session, sock: WebSocket) {
     full.extend(s.command.iter().cloned());
     let (first, args) = full.split_first().unwrap_or((prog, &[]));
     let mut cmd = tokio::process::Command::new(first);
+    crate::kubelet::die_with_parent(&mut cmd);
     cmd.args(args)
         .env_clear()
         .envs(s.c.env())
