@@ -503,6 +503,35 @@ fn nested_array_of_hashes(n: &Node, max_level: usize) -> bool {
     walk(n, max_level)
 }
 
+/// The keywords a job and `default:` share (and a job inherits), checked the same way in
+/// both places.
+fn inheritable_keywords(ck: &mut Checker, loc: &str, map: &Mapping) {
+    if let Some(n) = present(map, "hooks") {
+        hooks(ck, &at(loc, "hooks"), n);
+    }
+    if let Some(n) = present(map, "cache") {
+        caches(ck, &at(loc, "cache"), n);
+    }
+    if let Some(n) = present(map, "image") {
+        image(ck, &at(loc, "image"), n);
+    }
+    if let Some(n) = present(map, "services") {
+        services(ck, &at(loc, "services"), n);
+    }
+    if let Some(n) = present(map, "timeout") {
+        timeout(ck, &at(loc, "timeout"), n);
+    }
+    if let Some(n) = present(map, "retry") {
+        retry(ck, n);
+    }
+    if let Some(n) = present(map, "tags") {
+        tags(ck, &at(loc, "tags"), n);
+    }
+    if let Some(n) = present(map, "artifacts") {
+        artifacts(ck, &at(loc, "artifacts"), n);
+    }
+}
+
 /// What only `Entry::Job` (+ EE) checks.
 fn job_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
     check_keys(ck, loc, node, map, JOB_KEYS);
@@ -567,30 +596,7 @@ fn job_only(ck: &mut Checker, loc: &str, node: &Node, map: &Mapping) {
             commands(ck, &at(loc, key), n);
         }
     }
-    if let Some(n) = present(map, "hooks") {
-        hooks(ck, &at(loc, "hooks"), n);
-    }
-    if let Some(n) = present(map, "cache") {
-        caches(ck, &at(loc, "cache"), n);
-    }
-    if let Some(n) = present(map, "image") {
-        image(ck, &at(loc, "image"), n);
-    }
-    if let Some(n) = present(map, "services") {
-        services(ck, &at(loc, "services"), n);
-    }
-    if let Some(n) = present(map, "timeout") {
-        timeout(ck, &at(loc, "timeout"), n);
-    }
-    if let Some(n) = present(map, "retry") {
-        retry(ck, n);
-    }
-    if let Some(n) = present(map, "tags") {
-        tags(ck, &at(loc, "tags"), n);
-    }
-    if let Some(n) = present(map, "artifacts") {
-        artifacts(ck, &at(loc, "artifacts"), n);
-    }
+    inheritable_keywords(ck, loc, map);
     if let Some(n) = present(map, "needs") {
         needs(ck, &at(loc, "needs"), n, &["job", "cross_dependency"]);
         needs_limit(ck, loc, n);
@@ -2513,33 +2519,10 @@ pub(crate) fn default(ck: &mut Checker, node: &Node) {
             commands(ck, &at(loc, key), n);
         }
     }
-    if let Some(n) = present(m, "hooks") {
-        hooks(ck, &at(loc, "hooks"), n);
-    }
-    if let Some(n) = present(m, "cache") {
-        caches(ck, &at(loc, "cache"), n);
-    }
-    if let Some(n) = present(m, "image") {
-        image(ck, &at(loc, "image"), n);
-    }
-    if let Some(n) = present(m, "services") {
-        services(ck, &at(loc, "services"), n);
-    }
     if let Some(n) = present(m, "interruptible") {
         boolean_entry(ck, &at(loc, "interruptible"), n);
     }
-    if let Some(n) = present(m, "timeout") {
-        timeout(ck, &at(loc, "timeout"), n);
-    }
-    if let Some(n) = present(m, "retry") {
-        retry(ck, n);
-    }
-    if let Some(n) = present(m, "tags") {
-        tags(ck, &at(loc, "tags"), n);
-    }
-    if let Some(n) = present(m, "artifacts") {
-        artifacts(ck, &at(loc, "artifacts"), n);
-    }
+    inheritable_keywords(ck, loc, m);
     if let Some(n) = present(m, "id_tokens") {
         id_tokens(ck, &at(loc, "id_tokens"), n);
     }
