@@ -193,9 +193,16 @@ pub struct EvaluatedJob {
     pub user: Arc<Vec<Variable>>,
     /// Job id in this pipeline.
     pub id: u64,
+    /// `name`, shared by every payload that lists this job as a dependency.
+    shared_name: Arc<str>,
 }
 
 impl EvaluatedJob {
+    /// The instance name as a shared string (cheap to copy into many payloads).
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.shared_name)
+    }
+
     /// All variables in precedence order, lowest first, each name once (the winning
     /// definition, at the position of its first definition).
     pub fn variables(&self) -> Vec<&Variable> {
@@ -922,6 +929,7 @@ impl Pipeline {
                 VariableLevel::Predefined,
             ));
             out.push(EvaluatedJob {
+                shared_name: Arc::from(inst.as_str()),
                 name: inst.clone(),
                 job: job.name.clone(),
                 stage: job.stage.clone(),

@@ -261,8 +261,8 @@ pub struct Credential {
 pub struct Dependency {
     /// Job id.
     pub id: u64,
-    /// Job name.
-    pub name: String,
+    /// Job name (shared: a large pipeline lists the same job in thousands of payloads).
+    pub name: std::sync::Arc<str>,
     /// That job's token, for the download.
     pub token: String,
     /// The artifacts archive, when there is one.
@@ -731,7 +731,7 @@ mod build {
     fn dependencies(eval: &Evaluation, ej: &EvaluatedJob, cfg: &Mapping) -> Vec<Dependency> {
         let dep = |j: &EvaluatedJob| Dependency {
             id: j.id,
-            name: j.name.clone(),
+            name: j.shared_name(),
             token: String::new(),
             artifacts_file: None,
         };
