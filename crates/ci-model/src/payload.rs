@@ -796,7 +796,7 @@ mod tests {
         assert_eq!(t.steps[1].when, "always");
         assert_eq!(t.runner_info.timeout, 600);
         assert_eq!(
-            t.dependencies.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            t.dependencies.iter().map(|d| &*d.name).collect::<Vec<_>>(),
             vec!["build"]
         );
         let l = p.payload(&e, "lint", &ctx, "tok").unwrap();
