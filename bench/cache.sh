@@ -71,7 +71,7 @@ elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 peak_rss() { awk '/Maximum resident set size/ {print int($NF/1024)}' "$1"; }
 
 STORE=$WORK/store
-rm -rf "$STORE" "$WORK/out" "$WORK/restore-"*
+rm -rf "$STORE" "$WORK/store-nofsync" "$WORK/out" "$WORK/restore-"*
 mkdir -p "$WORK/out"
 
 echo "::: push"
@@ -81,6 +81,10 @@ t0=$(now); /usr/bin/time -v -o "$WORK/push2.time" "$PODCI" cache push --store "$
 PUSH2=$(elapsed "$t0" "$t1")
 t0=$(now); (cd "$TREE" && tar -cf - .m2/repository | zstd -q -T0 -3 -o "$WORK/out/cache.tar.zst"); t1=$(now)
 TARZ=$(elapsed "$t0" "$t1")
+t0=$(now); "$PODCI" cache push --no-fsync --store "$WORK/store-nofsync" --key maven --path .m2/repository --project-dir "$TREE"; t1=$(now)
+PUSHNF=$(elapsed "$t0" "$t1")
+t0=$(now); (cd "$TREE" && tar -cf - .m2/repository | zstd -q -T0 -3 -c | dd of="$WORK/out/durable.tar.zst" bs=1M conv=fsync status=none); t1=$(now)
+TARZD=$(elapsed "$t0" "$t1")
 t0=$(now); (cd "$TREE" && zip -r -q -y "$WORK/out/cache.zip" .m2/repository); t1=$(now)
 ZIP=$(elapsed "$t0" "$t1")
 
@@ -108,6 +112,8 @@ echo
 echo "=== results (seconds; ratio = peer time / podci time, higher is better for podci)"
 printf '%-34s %8s   %s\n' "podci cache push"               "$PUSH1" "archive $((SIZE_PODCI >> 20)) MiB, peak RSS ${RSS_PUSH} MiB"
 printf '%-34s %8s   %s\n' "tar -cf - | zstd -T0 -3"        "$TARZ"  "archive $((SIZE_TARZ >> 20)) MiB   ratio $(ratio "$TARZ" "$PUSH1")x (target >= 0.9)"
+printf '%-34s %8s   %s\n' "podci cache push --no-fsync"    "$PUSHNF" "ratio tar+zstd/podci $(ratio "$TARZ" "$PUSHNF")x (same durability as the pipeline)"
+printf '%-34s %8s   %s\n' "tar | zstd | dd conv=fsync"     "$TARZD" "ratio $(ratio "$TARZD" "$PUSH1")x vs podci push (both durable)"
 printf '%-34s %8s   %s\n' "zip -r -q"                      "$ZIP"   "archive $((SIZE_ZIP >> 20)) MiB   ratio $(ratio "$ZIP" "$PUSH1")x (target >= 5)"
 printf '%-34s %8s   %s\n' "podci cache push (unchanged)"   "$PUSH2" "$(python3 -c "print(f'{100 * $PUSH2 / $PUSH1:.1f}')")% of first push (target < 5%)"
 printf '%-34s %8s   %s\n' "podci cache pull"               "$PULL"  "peak RSS ${RSS_PULL} MiB"

@@ -630,9 +630,9 @@ pub struct ThreadedHashWriter {
 const CHUNK: usize = 1 << 20;
 
 impl ThreadedHashWriter {
-    /// Write into `file`. The kernel is asked to start writing back every few MiB as
-    /// they are written, so the final fsync finds little left to do.
-    pub fn new(mut file: File) -> Self {
+    /// Write into `file`. With `writeback` the kernel is asked to start writing back
+    /// every few MiB as they are written, so the final fsync finds little left to do.
+    pub fn new(mut file: File, writeback: bool) -> Self {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
         let (back_tx, back) = mpsc::channel::<Vec<u8>>();
         let handle = std::thread::spawn(move || -> io::Result<(String, u64)> {
@@ -644,7 +644,7 @@ impl ThreadedHashWriter {
                 hasher.update(&chunk);
                 file.write_all(&chunk)?;
                 count += chunk.len() as u64;
-                if count - flushed >= 8 << 20 {
+                if writeback && count - flushed >= 8 << 20 {
                     // SAFETY: plain syscall on an fd we own; a failure only loses the hint.
                     unsafe {
                         libc::sync_file_range(

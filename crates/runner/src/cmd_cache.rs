@@ -29,6 +29,10 @@ pub struct StoreArgs {
     /// (`<key>/cache.zip` in a directory, `<prefix>/<key>` in S3, with the prefix in --store).
     #[arg(long, value_enum, default_value = "podci", env = "PODCI_CACHE_LAYOUT")]
     pub layout: LayoutArg,
+    /// Do not fsync archives in a directory store. They still appear atomically and are
+    /// verified on pull; a crash can only turn a recent cache into a miss.
+    #[arg(long, env = "PODCI_CACHE_NO_FSYNC")]
+    pub no_fsync: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -39,7 +43,9 @@ pub enum LayoutArg {
 
 impl StoreArgs {
     pub fn store(&self) -> anyhow::Result<Store> {
-        Store::from_url(&self.store).with_context(|| format!("opening cache store {}", self.store))
+        Ok(Store::from_url(&self.store)
+            .with_context(|| format!("opening cache store {}", self.store))?
+            .with_fsync(!self.no_fsync))
     }
     fn cache(&self) -> anyhow::Result<Cache> {
         let layout = match self.layout {
