@@ -75,8 +75,25 @@ fn cache_push_pull_ls_prune() {
         project.path(),
     );
     assert!(stderr(&again).contains("unchanged"), "{}", stderr(&again));
-    let nofsync = podci(&["cache", "push", "--no-fsync", "--store", s, "--key", "nofsync", "--path", ".m2/repository"], project.path());
-    assert!(stderr(&nofsync).contains("already stored"), "same content, same object: {}", stderr(&nofsync));
+    let nofsync = podci(
+        &[
+            "cache",
+            "push",
+            "--no-fsync",
+            "--store",
+            s,
+            "--key",
+            "nofsync",
+            "--path",
+            ".m2/repository",
+        ],
+        project.path(),
+    );
+    assert!(
+        stderr(&nofsync).contains("already stored"),
+        "same content, same object: {}",
+        stderr(&nofsync)
+    );
     let skipped = podci(
         &[
             "cache", "push", "--store", s, "--key", "k2", "--path", ".m2", "--policy", "pull",
