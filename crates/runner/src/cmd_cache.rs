@@ -98,7 +98,8 @@ enum CacheCommand {
         /// Archive format (pull detects it): tar-zstd or zip (GitLab Runner's).
         #[arg(long)]
         format: Option<Format>,
-        #[arg(long, default_value_t = 3)]
+        /// 1 is fast and loses little on already-compressed content (jars); 3+ for source trees.
+        #[arg(long, default_value_t = 1)]
         zstd_level: i32,
         /// Compression threads; 0 = one per CPU.
         #[arg(long, default_value_t = 0)]
