@@ -93,10 +93,14 @@ ZIP=$(elapsed "$t0" "$t1")
 
 echo "::: pull"
 mkdir -p "$WORK/restore-podci" "$WORK/restore-tar" "$WORK/restore-zip"
+# Flush the pushes' dirty pages first so no pull pays for earlier writeback.
+sync
 t0=$(now); /usr/bin/time -v -o "$WORK/pull.time" "$PODCI" cache pull --store "$STORE" --key maven --project-dir "$WORK/restore-podci"; t1=$(now)
 PULL=$(elapsed "$t0" "$t1")
+sync
 t0=$(now); zstd -q -d -c "$WORK/out/cache.tar.zst" | tar -x -C "$WORK/restore-tar"; t1=$(now)
 UNTARZ=$(elapsed "$t0" "$t1")
+sync
 t0=$(now); unzip -q "$WORK/out/cache.zip" -d "$WORK/restore-zip"; t1=$(now)
 UNZIP=$(elapsed "$t0" "$t1")
 
