@@ -39,9 +39,7 @@ impl std::str::FromStr for Format {
         match s {
             "tar-zstd" | "tarzstd" | "tar.zst" => Ok(Format::TarZstd),
             "zip" => Ok(Format::Zip),
-            other => Err(format!(
-                "unknown archive format {other:?}; use tar-zstd or zip"
-            )),
+            other => Err(format!("unknown archive format {other:?}; use tar-zstd or zip")),
         }
     }
 }
@@ -101,8 +99,7 @@ pub fn write_tar_zst<W: Write>(
         source: e,
     };
     let mut enc = zstd::stream::write::Encoder::new(out, opts.zstd_level).map_err(zerr)?;
-    enc.multithread(worker_threads(opts.threads))
-        .map_err(zerr)?;
+    enc.multithread(worker_threads(opts.threads)).map_err(zerr)?;
     // Keep the output byte-identical for identical input, so content addressing dedupes.
     enc.include_checksum(true).map_err(zerr)?;
     // Batch tar's small header and 8 KiB content writes into large zstd inputs.
@@ -181,18 +178,14 @@ pub fn write_zip<W: Write + Seek>(root: &Path, entries: &[Entry], out: W) -> Res
             .large_file(e.meta.len() >= u32::MAX as u64);
         let mut ts = vec![1u8];
         ts.extend_from_slice(&(u32::try_from(mtime).unwrap_or(u32::MAX)).to_le_bytes());
-        opts.add_extra_field(ZIP_EXT_TIMESTAMP, ts, false)
-            .map_err(zerr)?;
+        opts.add_extra_field(ZIP_EXT_TIMESTAMP, ts, false).map_err(zerr)?;
         let mut ux = vec![1u8, 4];
         ux.extend_from_slice(&e.meta.uid().to_le_bytes());
         ux.push(4);
         ux.extend_from_slice(&e.meta.gid().to_le_bytes());
-        opts.add_extra_field(ZIP_UNIX_UIDGID, ux, false)
-            .map_err(zerr)?;
+        opts.add_extra_field(ZIP_UNIX_UIDGID, ux, false).map_err(zerr)?;
         match e.kind {
-            EntryKind::Dir => zw
-                .add_directory(format!("{}/", e.rel), opts)
-                .map_err(zerr)?,
+            EntryKind::Dir => zw.add_directory(format!("{}/", e.rel), opts).map_err(zerr)?,
             EntryKind::Symlink => {
                 let target = fs::read_link(&full).map_err(io("read link", &full))?;
                 let target = target.to_str().ok_or_else(|| Error::UnsafeEntry {
@@ -232,15 +225,9 @@ fn dos_time(secs: u64) -> zip::DateTime {
 }
 
 fn unix_from_dos(dt: &zip::DateTime) -> u64 {
-    let days = days_from_civil(
-        i64::from(dt.year()),
-        u32::from(dt.month()),
-        u32::from(dt.day()),
-    );
-    let secs = days * 86400
-        + i64::from(dt.hour()) * 3600
-        + i64::from(dt.minute()) * 60
-        + i64::from(dt.second());
+    let days = days_from_civil(i64::from(dt.year()), u32::from(dt.month()), u32::from(dt.day()));
+    let secs =
+        days * 86400 + i64::from(dt.hour()) * 3600 + i64::from(dt.minute()) * 60 + i64::from(dt.second());
     u64::try_from(secs).unwrap_or(0)
 }
 
@@ -479,14 +466,10 @@ fn check_link_target(rel: &str, target: &Path, links: &HashSet<String>) -> Resul
             ".." => {
                 let here = stack.join("/");
                 if !here.is_empty() && links.contains(&here) {
-                    return refuse(format!(
-                        "symlink target {t:?} climbs out of another symlink"
-                    ));
+                    return refuse(format!("symlink target {t:?} climbs out of another symlink"));
                 }
                 if stack.pop().is_none() {
-                    return refuse(format!(
-                        "symlink target {t:?} escapes the extraction directory"
-                    ));
+                    return refuse(format!("symlink target {t:?} escapes the extraction directory"));
                 }
             }
             s => stack.push(s),
@@ -560,10 +543,7 @@ impl<R: Read> HashingReader<R> {
     /// `blake3:<hex>` and the byte count.
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((
-            format!("blake3:{}", self.hasher.finalize().to_hex()),
-            self.count,
-        ))
+        Ok((format!("blake3:{}", self.hasher.finalize().to_hex()), self.count))
     }
 }
 
@@ -673,10 +653,7 @@ impl ThreadedHashWriter {
     }
 
     fn send(&mut self) -> io::Result<()> {
-        let next = self
-            .back
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let next = self.back.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         let full = std::mem::replace(&mut self.buf, next);
         let tx = self
             .tx
@@ -727,11 +704,7 @@ impl Write for ThreadedHashWriter {
 /// Extract a tar + zstd stream into `dir` (a fresh staging directory). Decompression
 /// runs on its own thread so that it overlaps with writing files.
 /// `expected` is the `blake3:<hex>` digest the input must have; checked at the end.
-pub fn extract_tar_zst<R: Read + Send>(
-    input: R,
-    dir: &Path,
-    expected: Option<&str>,
-) -> Result<Stats> {
+pub fn extract_tar_zst<R: Read + Send>(input: R, dir: &Path, expected: Option<&str>) -> Result<Stats> {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
     let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
@@ -761,10 +734,7 @@ pub fn extract_tar_zst<R: Read + Send>(
                 }
             })();
             if let Err(e) = result {
-                let _ = tx.send(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    e.to_string(),
-                )));
+                let _ = tx.send(Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())));
                 return Err(e);
             }
             drop(tx);

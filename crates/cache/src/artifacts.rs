@@ -240,9 +240,7 @@ impl Artifacts {
             let rep = self.cache.push(&tmp_key, &sel, project_dir).await?;
             warnings = rep.warnings;
             archive = match rep.result {
-                PushResult::Stored { digest, .. } | PushResult::Unchanged { digest } => {
-                    Some(digest)
-                }
+                PushResult::Stored { digest, .. } | PushResult::Unchanged { digest } => Some(digest),
                 PushResult::NothingToCache => None,
             };
             self.store()
@@ -264,9 +262,7 @@ impl Artifacts {
                 let data = std::fs::read(&full).map_err(crate::error::io("read report", &full))?;
                 if ty == "dotenv" {
                     for (k, v) in parse_dotenv(&e.rel, &data)? {
-                        if let Some(slot) = dotenv
-                            .iter_mut()
-                            .find(|(ek, _): &&mut (String, String)| *ek == k)
+                        if let Some(slot) = dotenv.iter_mut().find(|(ek, _): &&mut (String, String)| *ek == k)
                         {
                             slot.1 = v;
                         } else {
@@ -324,34 +320,25 @@ impl Artifacts {
     /// Restore the artifacts of `job_ids` (a job's dependencies, in order) into
     /// `project_dir` and return their dotenv variables (later jobs win). Unlike a cache
     /// miss, missing or damaged artifacts fail: the job depends on them.
-    pub async fn download(
-        &self,
-        job_ids: &[u64],
-        project_dir: &Path,
-    ) -> Result<Vec<(String, String)>> {
+    pub async fn download(&self, job_ids: &[u64], project_dir: &Path) -> Result<Vec<(String, String)>> {
         let mut vars: Vec<(String, String)> = Vec::new();
         for &id in job_ids {
-            let m = self.manifest(id).await?.ok_or_else(|| {
-                Error::Corrupt(format!("artifacts of job {id} are missing or expired"))
-            })?;
+            let m = self
+                .manifest(id)
+                .await?
+                .ok_or_else(|| Error::Corrupt(format!("artifacts of job {id} are missing or expired")))?;
             if let Some(digest) = &m.archive {
-                let fetched = self
-                    .store()
-                    .fetch(&blob_path(digest))
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Corrupt(format!("artifact archive {digest} of job {id} is missing"))
-                    })?;
+                let fetched = self.store().fetch(&blob_path(digest)).await?.ok_or_else(|| {
+                    Error::Corrupt(format!("artifact archive {digest} of job {id} is missing"))
+                })?;
                 let (path, dir, d) = (
                     fetched.path().to_path_buf(),
                     project_dir.to_path_buf(),
                     digest.clone(),
                 );
-                tokio::task::spawn_blocking(move || {
-                    crate::cache::extract_file(&path, &dir, Some(&d))
-                })
-                .await
-                .map_err(|e| Error::Config(format!("extract task failed: {e}")))??;
+                tokio::task::spawn_blocking(move || crate::cache::extract_file(&path, &dir, Some(&d)))
+                    .await
+                    .map_err(|e| Error::Config(format!("extract task failed: {e}")))??;
             }
             for (k, v) in m.dotenv {
                 if let Some(slot) = vars.iter_mut().find(|(ek, _)| *ek == k) {
@@ -392,11 +379,7 @@ mod tests {
 
     #[test]
     fn dotenv_rules() {
-        let v = parse_dotenv(
-            "b.env",
-            b"\xEF\xBB\xBFA=1\nB = two words \nA=3\nC=x=y\nD=\n",
-        )
-        .unwrap();
+        let v = parse_dotenv("b.env", b"\xEF\xBB\xBFA=1\nB = two words \nA=3\nC=x=y\nD=\n").unwrap();
         assert_eq!(
             v,
             [

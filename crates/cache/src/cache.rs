@@ -241,11 +241,7 @@ impl Cache {
         if self.layout == Layout::Podci
             && let Some(old) = self.read_pointer(&key).await.ok().flatten()
             && old.fingerprint == fp
-            && self
-                .store
-                .exists(&blob_path(&old.digest))
-                .await
-                .unwrap_or(false)
+            && self.store.exists(&blob_path(&old.digest)).await.unwrap_or(false)
         {
             return Ok(PushReport {
                 key,
@@ -272,11 +268,8 @@ impl Cache {
                     Ok((digest, stats))
                 }
                 Format::Zip => {
-                    let (mut out, stats) = archive::write_zip(
-                        &dir,
-                        &entries,
-                        BufWriter::with_capacity(1 << 20, file),
-                    )?;
+                    let (mut out, stats) =
+                        archive::write_zip(&dir, &entries, BufWriter::with_capacity(1 << 20, file))?;
                     out.flush().map_err(io("write", &spool_path))?;
                     drop(out);
                     let (digest, _) = hash_file(&spool_path)?;
@@ -303,9 +296,7 @@ impl Cache {
         let blob = blob_path(&digest);
         let (size, uploaded) = if self.store.exists(&blob).await? {
             (
-                std::fs::metadata(spool.path())
-                    .map(|m| m.len())
-                    .unwrap_or(0),
+                std::fs::metadata(spool.path()).map(|m| m.len()).unwrap_or(0),
                 false,
             )
         } else {
@@ -397,10 +388,9 @@ impl Cache {
         };
         let path = fetched.path().to_path_buf();
         let dir = project_dir.to_path_buf();
-        let stats =
-            tokio::task::spawn_blocking(move || extract_file(&path, &dir, expected.as_deref()))
-                .await
-                .map_err(|e| Error::Config(format!("extract task failed: {e}")))??;
+        let stats = tokio::task::spawn_blocking(move || extract_file(&path, &dir, expected.as_deref()))
+            .await
+            .map_err(|e| Error::Config(format!("extract task failed: {e}")))??;
         drop(fetched);
         Ok(Some(stats))
     }
@@ -480,9 +470,8 @@ pub fn extract_file(path: &Path, project_dir: &Path, expected: Option<&str>) -> 
     {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(io("open", path))?;
-        f.read_exact(&mut magic).map_err(|_| {
-            Error::Corrupt(format!("{} is too short to be an archive", path.display()))
-        })?;
+        f.read_exact(&mut magic)
+            .map_err(|_| Error::Corrupt(format!("{} is too short to be an archive", path.display())))?;
     }
     let pb: PathBuf = path.to_path_buf();
     match magic {

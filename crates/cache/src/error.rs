@@ -18,9 +18,7 @@ pub enum Error {
     InvalidPattern { pattern: String, reason: String },
 
     /// A pattern that points outside the project directory.
-    #[error(
-        "path {0:?} is outside the project directory; cache and artifact paths must be relative to it"
-    )]
+    #[error("path {0:?} is outside the project directory; cache and artifact paths must be relative to it")]
     OutsideProject(String),
 
     /// An archive entry that would be written outside the target directory.
@@ -74,10 +72,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attach the operation and path to an `io::Error`.
-pub(crate) fn io(
-    op: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { op, path, source }
 }

@@ -277,11 +277,7 @@ fn shell_name(s: &str) -> (Option<&str>, usize) {
         .iter()
         .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
         .count();
-    if n == 0 {
-        (None, 0)
-    } else {
-        (Some(&s[..n]), n)
-    }
+    if n == 0 { (None, 0) } else { (Some(&s[..n]), n) }
 }
 
 fn is_special(c: u8) -> bool {
@@ -417,10 +413,7 @@ mod tests {
         assert_eq!(sanitize_key("main").unwrap(), "main");
         assert_eq!(sanitize_key("build/main").unwrap(), "build/main");
         assert_eq!(sanitize_key("build%2Fmain").unwrap(), "build/main");
-        assert_eq!(
-            sanitize_key("build%2fmain%2E%2e/x").unwrap(),
-            "build/main../x"
-        );
+        assert_eq!(sanitize_key("build%2fmain%2E%2e/x").unwrap(), "build/main../x");
         assert_eq!(sanitize_key("a\\b").unwrap(), "a/b");
         assert_eq!(sanitize_key("../../etc/passwd").unwrap(), "etc/passwd");
         assert_eq!(sanitize_key("a/b/../c").unwrap(), "a/c");
@@ -523,16 +516,7 @@ mod tests {
             files: vec!["a".into(), "b".into(), "c".into()],
             prefix: None,
         };
-        assert!(
-            server_key(
-                Some(&three),
-                &[],
-                0,
-                ServerKeyOptions::default(),
-                dir.path()
-            )
-            .is_err()
-        );
+        assert!(server_key(Some(&three), &[], 0, ServerKeyOptions::default(), dir.path()).is_err());
     }
 
     #[test]

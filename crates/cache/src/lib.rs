@@ -29,9 +29,7 @@ pub mod store;
 
 pub use archive::{Format, Stats, WriteOptions};
 pub use artifacts::{ArtifactManifest, ArtifactSpec, Artifacts};
-pub use cache::{
-    Cache, Layout, Pointer, PruneReport, PullReport, PushReport, PushResult, Selection,
-};
+pub use cache::{Cache, Layout, Pointer, PruneReport, PullReport, PushReport, PushResult, Selection};
 pub use error::{Error, Result};
 pub use key::{CacheSpec, JobContext, Policy, When};
 pub use store::{S3Config, Store};

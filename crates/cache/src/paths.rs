@@ -120,12 +120,7 @@ impl PathSet {
         Self::build(paths, exclude, untracked, Some(project_dir))
     }
 
-    fn build(
-        paths: &[String],
-        exclude: &[String],
-        untracked: bool,
-        root: Option<&Path>,
-    ) -> Result<Self> {
+    fn build(paths: &[String], exclude: &[String], untracked: bool, root: Option<&Path>) -> Result<Self> {
         let mut includes = Vec::new();
         for raw in paths.iter().filter(|p| !p.trim().is_empty()) {
             let Some(clean) = normalize(raw, root) else {
@@ -186,11 +181,7 @@ impl PathSet {
                         Err(e) => return Err(io("stat", full)(e)),
                     }
                 }
-                Include::Glob {
-                    base,
-                    pattern,
-                    glob,
-                } => {
+                Include::Glob { base, pattern, glob } => {
                     let before = out.len();
                     let start = if base.is_empty() {
                         project_dir.to_path_buf()
@@ -198,9 +189,7 @@ impl PathSet {
                         project_dir.join(base)
                     };
                     if start.is_dir() {
-                        let mut it = walkdir::WalkDir::new(&start)
-                            .follow_links(false)
-                            .into_iter();
+                        let mut it = walkdir::WalkDir::new(&start).follow_links(false).into_iter();
                         while let Some(item) = it.next() {
                             let item = item.map_err(|e| walk_err(&start, e))?;
                             let Some(rel) = rel_of(project_dir, item.path()) else {
@@ -303,15 +292,9 @@ pub fn untracked_files(project_dir: &Path) -> Result<Vec<String>> {
         .arg(project_dir)
         .args(["ls-files", "-o", "-z"])
         .output()
-        .map_err(|e| {
-            Error::Git(format!(
-                "could not run git: {e}; install git or drop `untracked`"
-            ))
-        })?;
+        .map_err(|e| Error::Git(format!("could not run git: {e}; install git or drop `untracked`")))?;
     if !out.status.success() {
-        return Err(Error::Git(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ));
+        return Err(Error::Git(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
     }
     Ok(out
         .stdout
@@ -347,12 +330,7 @@ mod tests {
     }
 
     fn rels(set: &PathSet, d: &Path) -> Vec<String> {
-        set.collect(d)
-            .unwrap()
-            .files
-            .into_iter()
-            .map(|e| e.rel)
-            .collect()
+        set.collect(d).unwrap().files.into_iter().map(|e| e.rel).collect()
     }
 
     #[test]
@@ -460,11 +438,7 @@ mod tests {
                 .args(args)
                 .output()
                 .unwrap();
-            assert!(
-                ok.status.success(),
-                "{}",
-                String::from_utf8_lossy(&ok.stderr)
-            );
+            assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
         };
         git(&["init", "-q"]);
         git(&["add", "src/main.c", ".m2", "target", "deep"]);

@@ -200,9 +200,7 @@ impl Store {
             })
             .with_virtual_hosted_style_request(cfg.virtual_host_style);
         if let Some(ep) = &cfg.endpoint {
-            b = b
-                .with_endpoint(ep)
-                .with_allow_http(ep.starts_with("http://"));
+            b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
         }
         if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
@@ -330,8 +328,7 @@ impl Store {
 
     /// Start writing an object: a temp file in the store (directory) or the spool dir.
     pub fn spool(&self) -> Result<Spool> {
-        fs::create_dir_all(&self.spool_dir)
-            .map_err(io("create spool directory", &self.spool_dir))?;
+        fs::create_dir_all(&self.spool_dir).map_err(io("create spool directory", &self.spool_dir))?;
         let path = self.spool_dir.join(unique_name(".part"));
         let file = File::options()
             .read(true)
@@ -383,17 +380,14 @@ impl Store {
                         attributes: octet_stream(),
                         ..Default::default()
                     };
-                    store
-                        .put_opts(&location, PutPayload::from(data), opts)
-                        .await?;
+                    store.put_opts(&location, PutPayload::from(data), opts).await?;
                 } else {
                     let opts = PutMultipartOptions {
                         attributes: octet_stream(),
                         ..Default::default()
                     };
                     let upload = store.put_multipart_opts(&location, opts).await?;
-                    let mut w =
-                        object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
                     let mut f = tokio::fs::File::open(&spool.path)
                         .await
                         .map_err(io("open", &spool.path))?;
@@ -419,13 +413,11 @@ impl Store {
     pub async fn exists(&self, rel: &str) -> Result<bool> {
         match &self.backend {
             Backend::Dir(root) => Ok(root.join(rel).is_file()),
-            Backend::Object { store, prefix, .. } => {
-                match store.head(&Self::obj_path(prefix, rel)).await {
-                    Ok(_) => Ok(true),
-                    Err(object_store::Error::NotFound { .. }) => Ok(false),
-                    Err(e) => Err(e.into()),
-                }
-            }
+            Backend::Object { store, prefix, .. } => match store.head(&Self::obj_path(prefix, rel)).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            },
         }
     }
 
@@ -450,13 +442,11 @@ impl Store {
                     Err(e) => Err(io("read", p)(e)),
                 }
             }
-            Backend::Object { store, prefix, .. } => {
-                match store.get(&Self::obj_path(prefix, rel)).await {
-                    Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e.into()),
-                }
-            }
+            Backend::Object { store, prefix, .. } => match store.get(&Self::obj_path(prefix, rel)).await {
+                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
         }
     }
 
@@ -466,10 +456,7 @@ impl Store {
         match &self.backend {
             Backend::Dir(root) => {
                 let p = root.join(rel);
-                Ok(p.is_file().then_some(Fetched {
-                    path: p,
-                    temp: false,
-                }))
+                Ok(p.is_file().then_some(Fetched { path: p, temp: false }))
             }
             Backend::Object { store, prefix, .. } => {
                 let r = match store.get(&Self::obj_path(prefix, rel)).await {
@@ -477,8 +464,7 @@ impl Store {
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 };
-                fs::create_dir_all(&self.spool_dir)
-                    .map_err(io("create spool directory", &self.spool_dir))?;
+                fs::create_dir_all(&self.spool_dir).map_err(io("create spool directory", &self.spool_dir))?;
                 let path = self.spool_dir.join(unique_name(".download"));
                 let fetched = Fetched {
                     path: path.clone(),
@@ -507,12 +493,10 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(io("delete", root.join(rel))(e)),
             },
-            Backend::Object { store, prefix, .. } => {
-                match store.delete(&Self::obj_path(prefix, rel)).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(e.into()),
-                }
-            }
+            Backend::Object { store, prefix, .. } => match store.delete(&Self::obj_path(prefix, rel)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
         }
     }
 

@@ -43,21 +43,13 @@ fn round_trip_keeps_content_modes_symlinks_and_mtimes() {
             )
             .await
             .unwrap();
-        let PushResult::Stored {
-            uploaded, stats, ..
-        } = rep.result
-        else {
+        let PushResult::Stored { uploaded, stats, .. } = rep.result else {
             panic!("{:?}", rep.result)
         };
         assert!(uploaded);
         assert!(stats.entries > 10);
         let pulled = cache.pull(&["maven/main".into()], dst.path()).await;
-        assert_eq!(
-            pulled.hit.as_deref(),
-            Some("maven/main"),
-            "{:?}",
-            pulled.warnings
-        );
+        assert_eq!(pulled.hit.as_deref(), Some("maven/main"), "{:?}", pulled.warnings);
     });
     let want = only(&snapshot(src.path()), &[".m2/repository", "bin", "target"]);
     let got = snapshot(dst.path());
@@ -75,14 +67,8 @@ fn identical_content_is_stored_once_and_unchanged_pushes_are_skipped() {
     sample_tree(src.path());
     let cache = Cache::new(Store::dir(store.path()).unwrap());
     rt().block_on(async {
-        let a = cache
-            .push("a", &sel(&["bin", ".m2"]), src.path())
-            .await
-            .unwrap();
-        let b = cache
-            .push("b", &sel(&["bin", ".m2"]), src.path())
-            .await
-            .unwrap();
+        let a = cache.push("a", &sel(&["bin", ".m2"]), src.path()).await.unwrap();
+        let b = cache.push("b", &sel(&["bin", ".m2"]), src.path()).await.unwrap();
         let (
             PushResult::Stored {
                 digest: da,
@@ -101,24 +87,16 @@ fn identical_content_is_stored_once_and_unchanged_pushes_are_skipped() {
         assert_eq!(da, db, "archives of the same tree must be byte-identical");
         assert!(ua && !ub, "the second key must reuse the object");
         assert_eq!(
-            fs::read_dir(store.path().join("blobs/blake3"))
-                .unwrap()
-                .count(),
+            fs::read_dir(store.path().join("blobs/blake3")).unwrap().count(),
             1
         );
 
-        let again = cache
-            .push("a", &sel(&["bin", ".m2"]), src.path())
-            .await
-            .unwrap();
+        let again = cache.push("a", &sel(&["bin", ".m2"]), src.path()).await.unwrap();
         assert_eq!(again.result, PushResult::Unchanged { digest: da.clone() });
 
         // touching one file's content (and mtime) makes it a real push again
         fs::write(src.path().join("bin/run.sh"), "#!/bin/sh\necho changed\n").unwrap();
-        let changed = cache
-            .push("a", &sel(&["bin", ".m2"]), src.path())
-            .await
-            .unwrap();
+        let changed = cache.push("a", &sel(&["bin", ".m2"]), src.path()).await.unwrap();
         assert!(
             matches!(changed.result, PushResult::Stored { uploaded: true, .. }),
             "{:?}",
@@ -143,15 +121,9 @@ fn pull_then_push_of_an_untouched_tree_is_unchanged() {
     sample_tree(src.path());
     let cache = Cache::new(Store::dir(store.path()).unwrap());
     rt().block_on(async {
-        cache
-            .push("k", &sel(&[".m2", "bin"]), src.path())
-            .await
-            .unwrap();
+        cache.push("k", &sel(&[".m2", "bin"]), src.path()).await.unwrap();
         assert!(cache.pull(&["k".into()], dst.path()).await.hit.is_some());
-        let rep = cache
-            .push("k", &sel(&[".m2", "bin"]), dst.path())
-            .await
-            .unwrap();
+        let rep = cache.push("k", &sel(&[".m2", "bin"]), dst.path()).await.unwrap();
         assert!(
             matches!(rep.result, PushResult::Unchanged { .. }),
             "{:?}",
@@ -170,10 +142,7 @@ fn fallback_keys_are_tried_in_order_and_misses_are_warnings() {
     sample_tree(src.path());
     let cache = Cache::new(Store::dir(store.path()).unwrap());
     rt().block_on(async {
-        cache
-            .push("main", &sel(&["bin"]), src.path())
-            .await
-            .unwrap();
+        cache.push("main", &sel(&["bin"]), src.path()).await.unwrap();
         let rep = cache
             .pull(&["feature".into(), "..".into(), "main".into()], dst.path())
             .await;
@@ -181,10 +150,7 @@ fn fallback_keys_are_tried_in_order_and_misses_are_warnings() {
         assert_eq!(rep.warnings.len(), 2, "{:?}", rep.warnings);
         let none = cache.pull(&["nothing".into()], dst.path()).await;
         assert!(none.hit.is_none());
-        let empty = cache
-            .push("e", &sel(&["no/such/dir"]), src.path())
-            .await
-            .unwrap();
+        let empty = cache.push("e", &sel(&["no/such/dir"]), src.path()).await.unwrap();
         assert_eq!(empty.result, PushResult::NothingToCache);
     });
     assert!(dst.path().join("bin/run.sh").is_file());
@@ -205,10 +171,7 @@ fn assert_fault_is_a_clean_miss(how: fn(&Path)) {
     let before = snapshot(dst.path());
     let cache = Cache::new(Store::dir(store.path()).unwrap());
     rt().block_on(async {
-        let rep = cache
-            .push("k", &sel(&["data", "bin"]), src.path())
-            .await
-            .unwrap();
+        let rep = cache.push("k", &sel(&["data", "bin"]), src.path()).await.unwrap();
         let PushResult::Stored { digest, .. } = rep.result else {
             panic!()
         };
@@ -268,20 +231,13 @@ fn hostile_tar(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
     let mut h = tar::Header::new_gnu();
     h.set_size(5);
     h.set_mode(0o644);
-    b.append_data(&mut h, "good/first.txt", &b"hello"[..])
-        .unwrap();
+    b.append_data(&mut h, "good/first.txt", &b"hello"[..]).unwrap();
     build(&mut b);
     let tar = b.into_inner().unwrap();
     zstd::encode_all(&tar[..], 3).unwrap()
 }
 
-fn raw_entry(
-    b: &mut tar::Builder<Vec<u8>>,
-    name: &str,
-    ty: tar::EntryType,
-    link: Option<&str>,
-    data: &[u8],
-) {
+fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, ty: tar::EntryType, link: Option<&str>, data: &[u8]) {
     let mut h = tar::Header::new_old();
     // write the name bytes directly: the tar crate refuses `..` in set_path
     h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
@@ -305,15 +261,7 @@ fn unsafe_archives_are_refused_and_write_nothing() {
         ),
         (
             "nested dotdot",
-            Box::new(|b| {
-                raw_entry(
-                    b,
-                    "good/../../escaped.txt",
-                    tar::EntryType::Regular,
-                    None,
-                    b"x",
-                )
-            }),
+            Box::new(|b| raw_entry(b, "good/../../escaped.txt", tar::EntryType::Regular, None, b"x")),
         ),
         (
             "absolute",
@@ -333,15 +281,7 @@ fn unsafe_archives_are_refused_and_write_nothing() {
         ),
         (
             "climbing symlink",
-            Box::new(|b| {
-                raw_entry(
-                    b,
-                    "good/link",
-                    tar::EntryType::Symlink,
-                    Some("../../.."),
-                    b"",
-                )
-            }),
+            Box::new(|b| raw_entry(b, "good/link", tar::EntryType::Symlink, Some("../../.."), b"")),
         ),
         (
             "write through symlink",
@@ -374,10 +314,7 @@ fn unsafe_archives_are_refused_and_write_nothing() {
             matches!(err, podci_cache::Error::UnsafeEntry { .. }),
             "{name}: {err}"
         );
-        assert!(
-            err.to_string().contains("nothing was extracted"),
-            "{name}: {err}"
-        );
+        assert!(err.to_string().contains("nothing was extracted"), "{name}: {err}");
         assert_eq!(
             fs::read_dir(&target).unwrap().count(),
             0,
@@ -428,10 +365,7 @@ fn concurrent_writers_leave_one_complete_winner_and_readers_never_see_a_torn_arc
     let cache = Cache::new(Store::dir(store.path()).unwrap());
     let runtime = rt();
     runtime.block_on(async {
-        cache
-            .push("shared", &sel(&["data"]), a.path())
-            .await
-            .unwrap();
+        cache.push("shared", &sel(&["data"]), a.path()).await.unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
             let (cache, stop) = (cache.clone(), stop.clone());
@@ -477,13 +411,7 @@ fn concurrent_writers_leave_one_complete_winner_and_readers_never_see_a_torn_arc
         assert!(reader.await.unwrap() >= 1);
         // the winner is one of the two trees, complete
         let dst = tempfile::tempdir().unwrap();
-        assert!(
-            cache
-                .pull(&["shared".into()], dst.path())
-                .await
-                .hit
-                .is_some()
-        );
+        assert!(cache.pull(&["shared".into()], dst.path()).await.hit.is_some());
         let who = fs::read_to_string(dst.path().join("data/who")).unwrap();
         let src = if who == "a" { a.path() } else { b.path() };
         assert_eq!(
@@ -585,9 +513,7 @@ fn kill_during_upload_leaves_the_store_consistent() {
     );
     // only the old blob is visible; the partial file sits in tmp/ until pruned
     assert_eq!(
-        fs::read_dir(store.path().join("blobs/blake3"))
-            .unwrap()
-            .count(),
+        fs::read_dir(store.path().join("blobs/blake3")).unwrap().count(),
         1
     );
     assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1);
@@ -604,10 +530,7 @@ fn prune_removes_old_keys_and_unreferenced_objects() {
     sample_tree(src.path());
     let cache = Cache::new(Store::dir(store.path()).unwrap());
     rt().block_on(async {
-        cache
-            .push("keep", &sel(&["bin"]), src.path())
-            .await
-            .unwrap();
+        cache.push("keep", &sel(&["bin"]), src.path()).await.unwrap();
         cache.push("old", &sel(&[".m2"]), src.path()).await.unwrap();
         // age the "old" pointer by rewriting its created time
         let p = store.path().join("keys/old.json");
@@ -621,13 +544,7 @@ fn prune_removes_old_keys_and_unreferenced_objects() {
         let rep = cache.prune(7 * 86_400, 0).await.unwrap();
         assert_eq!(rep.keys_deleted, ["old"]);
         assert_eq!(rep.blobs_deleted, 1);
-        let keys: Vec<_> = cache
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|k| k.key)
-            .collect();
+        let keys: Vec<_> = cache.list().await.unwrap().into_iter().map(|k| k.key).collect();
         assert_eq!(keys, ["keep"]);
         let dst = tempfile::tempdir().unwrap();
         assert!(cache.pull(&["keep".into()], dst.path()).await.hit.is_some());
@@ -674,9 +591,7 @@ fn untracked_and_exclude_select_files() {
         "tracked files are not untracked"
     );
     assert!(
-        !dst.path()
-            .join("target/classes/com/example/App.class")
-            .exists(),
+        !dst.path().join("target/classes/com/example/App.class").exists(),
         "excluded"
     );
 }

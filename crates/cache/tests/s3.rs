@@ -150,13 +150,7 @@ fn s3_push_pull_dedupe_multipart_and_faults() {
             .await
             .unwrap();
         assert!(
-            matches!(
-                again.result,
-                PushResult::Stored {
-                    uploaded: false,
-                    ..
-                }
-            ),
+            matches!(again.result, PushResult::Stored { uploaded: false, .. }),
             "{:?}",
             again.result
         );
@@ -174,19 +168,8 @@ fn s3_push_pull_dedupe_multipart_and_faults() {
         let pulled = cache
             .pull(&["missing".into(), "maven/main".into()], dst.path())
             .await;
-        assert_eq!(
-            pulled.hit.as_deref(),
-            Some("maven/main"),
-            "{:?}",
-            pulled.warnings
-        );
-        let keys: Vec<_> = cache
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|k| k.key)
-            .collect();
+        assert_eq!(pulled.hit.as_deref(), Some("maven/main"), "{:?}", pulled.warnings);
+        let keys: Vec<_> = cache.list().await.unwrap().into_iter().map(|k| k.key).collect();
         assert_eq!(keys, ["maven/main", "other"]);
         // objects are where the layout says, with the full size
         let blobs = store.list("blobs").await.unwrap();
@@ -203,10 +186,8 @@ fn s3_push_pull_dedupe_multipart_and_faults() {
             .with_secret_access_key("testing")
             .build()
             .unwrap();
-        let loc = object_store::path::Path::from(format!(
-            "podci/cache/{}",
-            podci_cache::cache::blob_path(&digest)
-        ));
+        let loc =
+            object_store::path::Path::from(format!("podci/cache/{}", podci_cache::cache::blob_path(&digest)));
         let mut opts = object_store::PutOptions::default();
         opts.attributes.insert(
             object_store::Attribute::ContentType,
@@ -291,9 +272,7 @@ fn s3_gitlab_runner_layout_interoperates() {
         .await
         .unwrap();
         let cache = Cache::new(Store::s3(&cfg).unwrap()).with_layout(Layout::GitlabRunner);
-        let rep = cache
-            .pull(&["build/main-protected".into()], dst.path())
-            .await;
+        let rep = cache.pull(&["build/main-protected".into()], dst.path()).await;
         assert_eq!(
             rep.hit.as_deref(),
             Some("build/main-protected"),
@@ -361,17 +340,8 @@ fn s3_artifacts_with_dotenv_and_reports() {
     };
     rt().block_on(async {
         // on_success artifacts are not stored for a failed job
-        assert!(
-            arts.upload(7, &spec, src.path(), false)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let (manifest, _) = arts
-            .upload(7, &spec, src.path(), true)
-            .await
-            .unwrap()
-            .unwrap();
+        assert!(arts.upload(7, &spec, src.path(), false).await.unwrap().is_none());
+        let (manifest, _) = arts.upload(7, &spec, src.path(), true).await.unwrap().unwrap();
         assert_eq!(manifest.reports.len(), 2);
         let week = manifest.expires_at.unwrap() - manifest.created;
         assert!((604_799..=604_801).contains(&week));
@@ -389,10 +359,6 @@ fn s3_artifacts_with_dotenv_and_reports() {
         );
     });
     assert!(dst.path().join("target/repo-link").is_symlink());
-    assert!(
-        !dst.path()
-            .join("target/classes/com/example/App.class")
-            .exists()
-    );
+    assert!(!dst.path().join("target/classes/com/example/App.class").exists());
     assert!(dst.path().join("target/classes").is_dir());
 }

@@ -78,9 +78,7 @@ fn zip_written_by_podci_is_read_by_unzip() {
         paths: PATHS.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let rep = rt()
-        .block_on(cache.push("maven/main", &sel, src.path()))
-        .unwrap();
+    let rep = rt().block_on(cache.push("maven/main", &sel, src.path())).unwrap();
     assert!(matches!(rep.result, PushResult::Stored { .. }));
     let obj = store.path().join("maven/main/cache.zip");
     run(Command::new("unzip").arg("-tq").arg(&obj));
@@ -91,11 +89,7 @@ fn zip_written_by_podci_is_read_by_unzip() {
         .arg(dst.path()));
     assert_eq!(comparable(dst.path()), comparable(src.path()));
     // the extra fields GitLab Runner writes are there: `zipinfo -v` names them
-    let info = Command::new("zipinfo")
-        .arg("-v")
-        .arg(&obj)
-        .output()
-        .unwrap();
+    let info = Command::new("zipinfo").arg("-v").arg(&obj).output().unwrap();
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(text.contains("0x5455"), "extended timestamp field missing");
     assert!(text.contains("0x7875"), "unix uid/gid field missing");
@@ -138,11 +132,7 @@ fn zip_with_escaping_entries_is_refused() {
         .arg("-q")
         .arg(&archive)
         .arg("../evil.txt"));
-    let listing = Command::new("unzip")
-        .arg("-Z1")
-        .arg(&archive)
-        .output()
-        .unwrap();
+    let listing = Command::new("unzip").arg("-Z1").arg(&archive).output().unwrap();
     let names = String::from_utf8_lossy(&listing.stdout).to_string();
     let target = outer.path().join("target");
     fs::create_dir_all(&target).unwrap();
@@ -171,9 +161,6 @@ fn zip_with_escaping_entries_is_refused() {
         .arg("etc"));
     let target2 = outer.path().join("target2");
     let err = podci_cache::cache::extract_file(&archive2, &target2, None).unwrap_err();
-    assert!(
-        matches!(err, podci_cache::Error::UnsafeEntry { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, podci_cache::Error::UnsafeEntry { .. }), "{err}");
     assert_eq!(fs::read_dir(&target2).unwrap().count(), 0);
 }

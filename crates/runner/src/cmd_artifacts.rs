@@ -84,10 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let (ty, path) = r
                     .split_once('=')
                     .with_context(|| format!("--report {r:?}: use TYPE=PATH"))?;
-                by_type
-                    .entry(ty.to_owned())
-                    .or_default()
-                    .push(path.to_owned());
+                by_type.entry(ty.to_owned()).or_default().push(path.to_owned());
             }
             let spec = ArtifactSpec {
                 name,
@@ -101,12 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let arts = Artifacts::new(store.store()?);
             let t = Instant::now();
             let p = Progress::start(format!("Uploading artifacts of job {job_id}"));
-            let res = rt.block_on(arts.upload(
-                job_id,
-                &spec,
-                &project_dir,
-                job_status == JobStatus::Success,
-            ));
+            let res = rt.block_on(arts.upload(job_id, &spec, &project_dir, job_status == JobStatus::Success));
             p.finish();
             match res.with_context(|| format!("uploading artifacts of job {job_id}"))? {
                 None => eprintln!("Not uploading artifacts: `when` does not match the job status"),
@@ -143,8 +135,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let vars = vars.context("downloading artifacts")?;
             let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
             match dotenv_out {
-                Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
+                }
                 None => print!("{text}"),
             }
             eprintln!(

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
-use podci_cache::{
-    Cache, Format, Layout, Policy, PushResult, Selection, Store, When, WriteOptions,
-};
+use podci_cache::{Cache, Format, Layout, Policy, PushResult, Selection, Store, When, WriteOptions};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -239,10 +237,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 eprintln!("Not saving cache: `when` does not match the job status");
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut cache = store.cache()?.with_write_options(WriteOptions {
-                zstd_level,
-                threads,
-            });
+            let mut cache = store
+                .cache()?
+                .with_write_options(WriteOptions { zstd_level, threads });
             if let Some(f) = format {
                 cache = cache.with_format(f);
             }
@@ -252,10 +249,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 untracked,
             };
             let t = Instant::now();
-            let p = Progress::start(format!(
-                "Saving cache {key} to {}",
-                cache.store().describe()
-            ));
+            let p = Progress::start(format!("Saving cache {key} to {}", cache.store().describe()));
             let rep = rt.block_on(cache.push(&key, &sel, &project_dir));
             p.finish();
             let rep = rep.with_context(|| format!("saving cache {key:?}"))?;
@@ -282,11 +276,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     stats.entries,
                     human(stats.content_bytes),
                     human(size),
-                    if uploaded {
-                        "uploaded"
-                    } else {
-                        "already stored"
-                    }
+                    if uploaded { "uploaded" } else { "already stored" }
                 ),
             }
             Ok(ExitCode::SUCCESS)
@@ -317,8 +307,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             grace,
         } => {
             let cache = store.cache()?;
-            let rep =
-                rt.block_on(cache.prune(duration_secs(&older_than)?, duration_secs(&grace)?))?;
+            let rep = rt.block_on(cache.prune(duration_secs(&older_than)?, duration_secs(&grace)?))?;
             for k in &rep.keys_deleted {
                 println!("deleted key {k}");
             }

@@ -37,11 +37,7 @@ fn cache_push_pull_ls_prune() {
         vec![1u8; 10_000],
     )
     .unwrap();
-    std::os::unix::fs::symlink(
-        "x-1.jar",
-        project.path().join(".m2/repository/org/x/latest.jar"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("x-1.jar", project.path().join(".m2/repository/org/x/latest.jar")).unwrap();
 
     let push = podci(
         &[
@@ -148,10 +144,7 @@ fn cache_push_pull_ls_prune() {
             .join(".m2/repository/org/x/latest.jar")
             .is_symlink()
     );
-    let miss = podci(
-        &["cache", "pull", "--store", s, "--key", "nope"],
-        restored.path(),
-    );
+    let miss = podci(&["cache", "pull", "--store", s, "--key", "nope"], restored.path());
     assert!(stderr(&miss).contains("cache miss"));
 
     let ls = podci(&["cache", "ls", "--store", s], project.path());
@@ -186,16 +179,11 @@ fn cache_push_pull_ls_prune() {
         ],
         project.path(),
     );
-    assert!(
-        String::from_utf8_lossy(&prune_all.stdout)
-            .contains("pruned 2 keys, 0 artifact sets, 1 objects")
-    );
+    assert!(String::from_utf8_lossy(&prune_all.stdout).contains("pruned 2 keys, 0 artifact sets, 1 objects"));
 
     // a bad key is a clear error with a non-zero exit
     let bad = Command::new(env!("CARGO_BIN_EXE_podci"))
-        .args([
-            "cache", "push", "--store", s, "--key", "..", "--path", ".m2",
-        ])
+        .args(["cache", "push", "--store", s, "--key", "..", "--path", ".m2"])
         .current_dir(project.path())
         .output()
         .unwrap();
@@ -238,11 +226,7 @@ fn artifacts_upload_download_with_dotenv() {
         ],
         project.path(),
     );
-    assert!(
-        stderr(&up).contains("1 dotenv variable(s)"),
-        "{}",
-        stderr(&up)
-    );
+    assert!(stderr(&up).contains("1 dotenv variable(s)"), "{}", stderr(&up));
     let down = podci(
         &["artifacts", "download", "--store", s, "--job-id", "41"],
         next.path(),

@@ -60,11 +60,7 @@ pub fn sample_tree(root: &Path) {
         ),
         (".m2/settings.xml", b"<settings/>", 0o640),
         ("bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755),
-        (
-            "target/classes/com/example/App.class",
-            b"\xca\xfe\xba\xbe",
-            0o644,
-        ),
+        ("target/classes/com/example/App.class", b"\xca\xfe\xba\xbe", 0o644),
     ];
     for (rel, data, mode) in files {
         let p = root.join(rel);
@@ -113,10 +109,7 @@ pub fn only(snap: &BTreeMap<String, String>, prefixes: &[&str]) -> BTreeMap<Stri
 
 /// Whether `program` can be run; in CI its absence is a failure.
 pub fn have(program: &str) -> bool {
-    let ok = std::process::Command::new(program)
-        .arg("-h")
-        .output()
-        .is_ok();
+    let ok = std::process::Command::new(program).arg("-h").output().is_ok();
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),
