@@ -257,11 +257,12 @@ impl Cache {
             .map_err(io("open", spool.path().to_path_buf()))?;
         let dir = project_dir.to_path_buf();
         let (write, spool_path) = (self.write, spool.path().to_path_buf());
+        let durable = self.store.durable();
         let entries = collected.files;
         let (digest, stats) = tokio::task::spawn_blocking(move || -> Result<(String, Stats)> {
             match format {
                 Format::TarZstd => {
-                    let out = archive::ThreadedHashWriter::new(file);
+                    let out = archive::ThreadedHashWriter::new(file, durable);
                     let (out, stats) = archive::write_tar_zst(&dir, &entries, out, write)?;
                     let (digest, _) = out.finish().map_err(io("write", &spool_path))?;
                     Ok((digest, stats))

@@ -40,6 +40,8 @@ pub struct Store {
     backend: Backend,
     /// Where S3 uploads and downloads are spooled.
     spool_dir: PathBuf,
+    /// fsync objects before they become visible (directory stores).
+    durable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +185,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Dir(root),
             spool_dir,
+            durable: true,
         })
     }
 
@@ -224,7 +227,24 @@ impl Store {
                 label,
             },
             spool_dir: std::env::temp_dir(),
+            durable: false,
         }
+    }
+
+    /// Turn fsync off for a directory store. Objects still appear atomically (rename),
+    /// and a pull verifies every archive's digest, so after a crash an archive whose
+    /// data did not reach the disk reads as a cache miss rather than a broken tree;
+    /// what is lost is only the cache itself.
+    pub fn with_fsync(mut self, on: bool) -> Self {
+        if matches!(self.backend, Backend::Dir(_)) {
+            self.durable = on;
+        }
+        self
+    }
+
+    /// Whether objects are fsynced before they become visible.
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     /// Spool S3 transfers through `dir` instead of the system temp directory.
@@ -334,13 +354,16 @@ impl Store {
             Backend::Dir(root) => {
                 let dst = root.join(rel);
                 let src = spool.path.clone();
+                let durable = self.durable;
                 tokio::task::spawn_blocking(move || -> Result<()> {
-                    file.sync_all().map_err(io("fsync", &src))?;
+                    if durable {
+                        file.sync_all().map_err(io("fsync", &src))?;
+                    }
                     drop(file);
                     let parent = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
                     fs::create_dir_all(&parent).map_err(io("create directory", &parent))?;
                     fs::rename(&src, &dst).map_err(io("rename into place", &dst))?;
-                    fsync_dir(&parent)
+                    if durable { fsync_dir(&parent) } else { Ok(()) }
                 })
                 .await
                 .map_err(|e| Error::Config(format!("commit task failed: {e}")))??;

@@ -27,6 +27,10 @@ pub struct StoreArgs {
     /// (`<key>/cache.zip` in a directory, `<prefix>/<key>` in S3, with the prefix in --store).
     #[arg(long, value_enum, default_value = "podci", env = "PODCI_CACHE_LAYOUT")]
     pub layout: LayoutArg,
+    /// Do not fsync archives in a directory store. They still appear atomically and are
+    /// verified on pull; a crash can only turn a recent cache into a miss.
+    #[arg(long, env = "PODCI_CACHE_NO_FSYNC")]
+    pub no_fsync: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -37,7 +41,9 @@ pub enum LayoutArg {
 
 impl StoreArgs {
     pub fn store(&self) -> anyhow::Result<Store> {
-        Store::from_url(&self.store).with_context(|| format!("opening cache store {}", self.store))
+        Ok(Store::from_url(&self.store)
+            .with_context(|| format!("opening cache store {}", self.store))?
+            .with_fsync(!self.no_fsync))
     }
     fn cache(&self) -> anyhow::Result<Cache> {
         let layout = match self.layout {
@@ -90,7 +96,8 @@ enum CacheCommand {
         /// Archive format (pull detects it): tar-zstd or zip (GitLab Runner's).
         #[arg(long)]
         format: Option<Format>,
-        #[arg(long, default_value_t = 3)]
+        /// 1 is fast and loses little on already-compressed content (jars); 3+ for source trees.
+        #[arg(long, default_value_t = 1)]
         zstd_level: i32,
         /// Compression threads; 0 = one per CPU.
         #[arg(long, default_value_t = 0)]

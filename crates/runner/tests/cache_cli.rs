@@ -71,6 +71,25 @@ fn cache_push_pull_ls_prune() {
         project.path(),
     );
     assert!(stderr(&again).contains("unchanged"), "{}", stderr(&again));
+    let nofsync = podci(
+        &[
+            "cache",
+            "push",
+            "--no-fsync",
+            "--store",
+            s,
+            "--key",
+            "nofsync",
+            "--path",
+            ".m2/repository",
+        ],
+        project.path(),
+    );
+    assert!(
+        stderr(&nofsync).contains("already stored"),
+        "same content, same object: {}",
+        stderr(&nofsync)
+    );
     let skipped = podci(
         &[
             "cache", "push", "--store", s, "--key", "k2", "--path", ".m2", "--policy", "pull",
@@ -131,7 +150,7 @@ fn cache_push_pull_ls_prune() {
     let ls = podci(&["cache", "ls", "--store", s], project.path());
     let listing = String::from_utf8_lossy(&ls.stdout);
     assert!(listing.starts_with("maven/main\tblake3:"), "{listing}");
-    assert_eq!(listing.lines().count(), 1);
+    assert_eq!(listing.lines().count(), 2);
 
     let prune = podci(
         &[
@@ -160,7 +179,7 @@ fn cache_push_pull_ls_prune() {
         ],
         project.path(),
     );
-    assert!(String::from_utf8_lossy(&prune_all.stdout).contains("pruned 1 keys, 0 artifact sets, 1 objects"));
+    assert!(String::from_utf8_lossy(&prune_all.stdout).contains("pruned 2 keys, 0 artifact sets, 1 objects"));
 
     // a bad key is a clear error with a non-zero exit
     let bad = Command::new(env!("CARGO_BIN_EXE_podci"))
