@@ -587,9 +587,9 @@ fn extend_entry(
         return Ok(());
     }
     if let Some(n) = root.get_mut(key)
-        && let Value::Map(own) = &n.value
+        && let Value::Map(own) = &mut n.value
     {
-        deep_merge(&mut merged, own.clone());
+        deep_merge(&mut merged, std::mem::take(own));
         n.value = Value::Map(merged);
     }
     done.insert(key.to_string());
