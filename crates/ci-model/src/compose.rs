@@ -597,12 +597,64 @@ fn extend_entry(
 }
 
 /// Resolves every `!reference` in the configuration.
+///
+/// References are looked up in the configuration as it was before any was replaced, so the
+/// replacements are computed first (reading only) and applied afterwards; this avoids
+/// copying the whole configuration.
 fn resolve_references(config: &mut Node, diags: &mut Vec<Diagnostic>) {
-    let snapshot = config.clone();
+    let mut replacements: Vec<(Vec<usize>, Node)> = Vec::new();
     let mut chain = Vec::new();
-    if let Err(d) = resolve_in(config, &snapshot, &mut chain) {
+    let mut path = Vec::new();
+    if let Err(d) = collect_references(config, config, &mut path, &mut replacements, &mut chain) {
         diags.push(d);
+        return;
     }
+    for (at, value) in replacements {
+        if let Some(slot) = node_at_mut(config, &at) {
+            *slot = value;
+        }
+    }
+}
+
+fn collect_references(
+    node: &Node,
+    root: &Node,
+    path: &mut Vec<usize>,
+    out: &mut Vec<(Vec<usize>, Node)>,
+    chain: &mut Vec<String>,
+) -> Result<(), Diagnostic> {
+    match &node.value {
+        Value::Reference(p) => {
+            out.push((path.clone(), resolve_reference(p, node.span, root, chain)?));
+        }
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(i);
+                collect_references(item, root, path, out, chain)?;
+                path.pop();
+            }
+        }
+        Value::Map(m) => {
+            for (i, (_, v)) in m.iter().enumerate() {
+                path.push(i);
+                collect_references(v, root, path, out, chain)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn node_at_mut<'a>(mut node: &'a mut Node, path: &[usize]) -> Option<&'a mut Node> {
+    for &i in path {
+        node = match &mut node.value {
+            Value::Seq(items) => items.get_mut(i)?,
+            Value::Map(m) => m.value_at_mut(i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
 }
 
 fn reference_text(path: &[Node]) -> String {

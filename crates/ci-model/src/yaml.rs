@@ -185,6 +185,11 @@ impl Mapping {
         self.entries.iter().map(|(k, s, v)| (k.as_str(), *s, v))
     }
 
+    /// The value of the `i`-th entry, mutably.
+    pub fn value_at_mut(&mut self, i: usize) -> Option<&mut Node> {
+        self.entries.get_mut(i).map(|(_, _, v)| v)
+    }
+
     /// Entries in order, values mutable.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut Node)> {
         self.entries.iter_mut().map(|(k, _, v)| (k.as_str(), v))
