@@ -1322,29 +1322,7 @@ fn flags_node_lost(rt: &PodRuntime) -> bool {
 /// `GET pods/NAME/log`, with the kubelet's refusals and options.
 pub async fn logs(shared: Arc<Shared>, ns: &str, name: &str, q: &Query) -> Result<Response, ApiError> {
     let pod = get_pod(&shared, ns, name).ok_or_else(|| ApiError::not_found("pods", name))?;
-    let names: Vec<String> = pod["spec"]["containers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let cname = match q.get("container") {
-        Some(c) if !c.is_empty() => c.to_string(),
-        _ if names.len() == 1 => names[0].clone(),
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                names.join(" ")
-            )));
-        }
-    };
-    if !names.contains(&cname) {
-        return Err(ApiError::bad_request(format!(
-            "container {cname} is not valid for pod {name}"
-        )));
-    }
+    let cname = select_container(&pod, name, q)?;
     if q.flag("previous") {
         return Err(ApiError::bad_request(format!(
             "previous terminated container \"{cname}\" in pod \"{name}\" not found"
@@ -1464,4 +1442,33 @@ pub async fn logs(shared: Arc<Shared>, ns: &str, name: &str, q: &Query) -> Resul
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(r)
+}
+
+/// The container a `log`/`exec`/`attach` request addresses: the `container` parameter, or the
+/// only container; the API server's 400 messages otherwise.
+pub(crate) fn select_container(pod: &Value, name: &str, q: &Query) -> Result<String, ApiError> {
+    let names: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cname = match q.get("container") {
+        Some(c) if !c.is_empty() => c.to_string(),
+        _ if names.len() == 1 => names[0].clone(),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            )));
+        }
+    };
+    if !names.contains(&cname) {
+        return Err(ApiError::bad_request(format!(
+            "container {cname} is not valid for pod {name}"
+        )));
+    }
+    Ok(cname)
 }

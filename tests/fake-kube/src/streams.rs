@@ -51,29 +51,7 @@ pub async fn handle(
         .get(&Key::new("pods", ns, name))
         .cloned()
         .ok_or_else(|| ApiError::not_found("pods", name))?;
-    let names: Vec<String> = pod["spec"]["containers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let cname = match q.get("container") {
-        Some(c) if !c.is_empty() => c.to_string(),
-        _ if names.len() == 1 => names[0].clone(),
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                names.join(" ")
-            )));
-        }
-    };
-    if !names.contains(&cname) {
-        return Err(ApiError::bad_request(format!(
-            "container {cname} is not valid for pod {name}"
-        )));
-    }
+    let cname = crate::kubelet::select_container(&pod, name, q)?;
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
