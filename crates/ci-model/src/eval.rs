@@ -195,6 +195,9 @@ pub struct EvaluatedJob {
     pub id: u64,
     /// `name`, shared by every payload that lists this job as a dependency.
     shared_name: Arc<str>,
+    /// Position of each name in `shared` (its names are unique), shared between jobs so
+    /// that [`EvaluatedJob::variables`] hashes only the job's own and user variables.
+    shared_index: Arc<HashMap<String, usize>>,
 }
 
 impl EvaluatedJob {
@@ -203,11 +206,45 @@ impl EvaluatedJob {
         Arc::clone(&self.shared_name)
     }
 
+    /// This job as another job's payload lists it in `dependencies` (GitLab fills the
+    /// token and artifacts file when the job has run).
+    pub(crate) fn dependency(&self) -> crate::payload::Dependency {
+        crate::payload::Dependency {
+            id: self.id,
+            name: self.shared_name(),
+            token: String::new(),
+            artifacts_file: None,
+        }
+    }
+
     /// All variables in precedence order, lowest first, each name once (the winning
     /// definition, at the position of its first definition).
     pub fn variables(&self) -> Vec<&Variable> {
         let mut out: Vec<&Variable> =
             Vec::with_capacity(self.shared.len() + self.own.len() + self.user.len());
+        if self.shared_index.len() == self.shared.len() {
+            // `shared` has unique names: take it whole, then place the job's own and the
+            // user variables, hashing only those.
+            out.extend(self.shared.iter());
+            let base = out.len();
+            let mut extra: HashMap<&str, usize> = HashMap::new();
+            for v in self.own.iter().chain(self.user.iter()) {
+                let slot = self
+                    .shared_index
+                    .get(v.key.as_str())
+                    .copied()
+                    .or_else(|| extra.get(v.key.as_str()).copied());
+                match slot {
+                    Some(i) => out[i] = v,
+                    None => {
+                        extra.insert(v.key.as_str(), out.len());
+                        out.push(v);
+                    }
+                }
+            }
+            debug_assert!(out.len() >= base);
+            return out;
+        }
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(out.capacity());
         for v in self.shared.iter().chain(self.own.iter()).chain(self.user.iter()) {
             match index.get(v.key.as_str()) {
@@ -219,6 +256,16 @@ impl EvaluatedJob {
             }
         }
         out
+    }
+
+    /// Whether any layer defines `key` (a hash lookup in the shared layer).
+    pub(crate) fn defines(&self, key: &str) -> bool {
+        let in_shared = if self.shared_index.len() == self.shared.len() {
+            self.shared_index.contains_key(key)
+        } else {
+            self.shared.iter().any(|v| v.key == key)
+        };
+        in_shared || self.own.iter().any(|v| v.key == key) || self.user.iter().any(|v| v.key == key)
     }
 
     /// The winning definition of `key`.
@@ -246,6 +293,9 @@ pub struct Evaluation {
     /// Errors GitLab would report when creating the pipeline (e.g. a need on an absent job).
     pub errors: Vec<Diagnostic>,
     index: HashMap<String, usize>,
+    /// Per stage index: the payload `dependencies` of a job without `needs` (every job of
+    /// earlier stages), built on first use and shared by all payloads of that stage.
+    stage_dependencies: Vec<std::sync::OnceLock<Arc<Vec<crate::payload::Dependency>>>>,
 }
 
 impl Evaluation {
@@ -258,6 +308,24 @@ impl Evaluation {
     pub fn jobs_before_stage(&self, stage_index: usize) -> &[EvaluatedJob] {
         let end = self.jobs.partition_point(|j| j.stage_index < stage_index);
         &self.jobs[..end]
+    }
+
+    /// The dependencies GitLab lists for a job of `stage_index` without `needs` or
+    /// `dependencies:`: every job of earlier stages, in pipeline order. Built once per
+    /// stage; every payload of the stage shares it.
+    pub(crate) fn stage_dependencies(&self, stage_index: usize) -> Arc<Vec<crate::payload::Dependency>> {
+        let build = || {
+            Arc::new(
+                self.jobs_before_stage(stage_index)
+                    .iter()
+                    .map(EvaluatedJob::dependency)
+                    .collect(),
+            )
+        };
+        match self.stage_dependencies.get(stage_index) {
+            Some(cell) => Arc::clone(cell.get_or_init(build)),
+            None => build(),
+        }
     }
 }
 
@@ -650,7 +718,7 @@ fn ref_matches(r: &str, ctx: &PipelineContext) -> bool {
 struct Shared<'a> {
     ctx: &'a PipelineContext,
     global: Arc<Vec<Variable>>,
-    global_index: HashMap<String, usize>,
+    global_index: Arc<HashMap<String, usize>>,
     user: Arc<Vec<Variable>>,
     cache: ExprCache,
 }
@@ -669,6 +737,7 @@ impl Pipeline {
             decisions: Vec::new(),
             errors: Vec::new(),
             index: HashMap::new(),
+            stage_dependencies: Vec::new(),
         };
         let root = self.config.as_map();
         let mut user: Vec<Variable> = ctx
@@ -719,7 +788,7 @@ impl Pipeline {
 
         let shared = Shared {
             ctx,
-            global_index: index_of(&global),
+            global_index: Arc::new(index_of(&global)),
             global: Arc::new(global),
             user: Arc::new(user),
             cache,
@@ -758,6 +827,9 @@ impl Pipeline {
             .enumerate()
             .map(|(i, j)| (j.name.clone(), i))
             .collect();
+        eval.stage_dependencies = (0..=pending.last().map_or(0, |j| j.stage_index))
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
         eval.jobs = pending;
         eval.errors = errors;
         eval
@@ -771,7 +843,7 @@ impl Pipeline {
             .get("inherit")
             .and_then(Node::as_map)
             .and_then(|m| m.get("variables"));
-        let (shared_vars, shared_index): (Arc<Vec<Variable>>, std::borrow::Cow<'_, HashMap<String, usize>>) =
+        let (shared_vars, shared_index): (Arc<Vec<Variable>>, Arc<HashMap<String, usize>>) =
             match inherit.map(|n| &n.value) {
                 Some(Value::Bool(false)) | Some(Value::Seq(_)) => {
                     let keep = |v: &Variable| {
@@ -782,12 +854,9 @@ impl Pipeline {
                     };
                     let filtered: Vec<Variable> = sh.global.iter().filter(|v| keep(v)).cloned().collect();
                     let ix = index_of(&filtered);
-                    (Arc::new(filtered), std::borrow::Cow::Owned(ix))
+                    (Arc::new(filtered), Arc::new(ix))
                 }
-                _ => (
-                    Arc::clone(&sh.global),
-                    std::borrow::Cow::Borrowed(&sh.global_index),
-                ),
+                _ => (Arc::clone(&sh.global), Arc::clone(&sh.global_index)),
             };
         let mut own: Vec<Variable> = vec![
             Variable::plain("CI_JOB_NAME", &job.name, VariableLevel::Predefined),
@@ -940,6 +1009,7 @@ impl Pipeline {
                 allow_failure_exit_codes: exit_codes.clone(),
                 needs: needs.clone(),
                 shared: Arc::clone(&shared_vars),
+                shared_index: Arc::clone(&shared_index),
                 own: v,
                 user: Arc::clone(&sh.user),
                 id: *next_id,

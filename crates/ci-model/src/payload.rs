@@ -38,8 +38,9 @@ pub struct JobPayload {
     pub cache: Vec<Cache>,
     /// Registry credentials.
     pub credentials: Vec<Credential>,
-    /// Jobs whose artifacts to download.
-    pub dependencies: Vec<Dependency>,
+    /// Jobs whose artifacts to download. Reads and writes like a `Vec<Dependency>`;
+    /// payloads of one stage share one list until one of them is changed.
+    pub dependencies: Dependencies,
     /// Server features.
     pub features: Features,
     /// `run:` steps as a JSON string (GitLab's format), when the job uses them.
@@ -267,6 +268,90 @@ pub struct Dependency {
     pub token: String,
     /// The artifacts archive, when there is one.
     pub artifacts_file: Option<ArtifactsFile>,
+}
+
+/// A payload's `dependencies`: a list shared between payloads (copy on write).
+///
+/// Why: GitLab lists every job of earlier stages as a dependency of a job without
+/// `needs`, so a 2,000-job pipeline has about 1.8 million entries across its payloads,
+/// nearly all equal per stage. Sharing them makes building all payloads cheap; it
+/// dereferences to `Vec<Dependency>` (mutably too, cloning a shared list first), and
+/// serializes as a plain JSON array.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dependencies(std::sync::Arc<Vec<Dependency>>);
+
+impl Dependencies {
+    /// A list that shares `list` (cheap to clone).
+    pub fn shared(list: std::sync::Arc<Vec<Dependency>>) -> Self {
+        Dependencies(list)
+    }
+
+    /// The list, copied out only when another payload shares it.
+    pub fn into_vec(self) -> Vec<Dependency> {
+        std::sync::Arc::unwrap_or_clone(self.0)
+    }
+
+    /// Whether `other` is the very same shared list (not just an equal one).
+    pub fn ptr_eq(&self, other: &Dependencies) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for Dependencies {
+    type Target = Vec<Dependency>;
+    fn deref(&self) -> &Vec<Dependency> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Dependencies {
+    fn deref_mut(&mut self) -> &mut Vec<Dependency> {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<Vec<Dependency>> for Dependencies {
+    fn from(v: Vec<Dependency>) -> Self {
+        Dependencies(std::sync::Arc::new(v))
+    }
+}
+
+impl From<Dependencies> for Vec<Dependency> {
+    fn from(d: Dependencies) -> Self {
+        d.into_vec()
+    }
+}
+
+impl FromIterator<Dependency> for Dependencies {
+    fn from_iter<I: IntoIterator<Item = Dependency>>(iter: I) -> Self {
+        Dependencies(std::sync::Arc::new(iter.into_iter().collect()))
+    }
+}
+
+impl<'a> IntoIterator for &'a Dependencies {
+    type Item = &'a Dependency;
+    type IntoIter = std::slice::Iter<'a, Dependency>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl PartialEq<Vec<Dependency>> for Dependencies {
+    fn eq(&self, other: &Vec<Dependency>) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl Serialize for Dependencies {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dependencies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Dependency>::deserialize(d).map(Dependencies::from)
+    }
 }
 
 /// An uploaded artifacts archive.
@@ -614,7 +699,7 @@ mod build {
             let job_vars = ej.variables();
             let mut variables: Vec<JobVariable> = Vec::with_capacity(job_vars.len() + specials.len());
             for (key, value, public, masked) in specials {
-                if !job_vars.iter().any(|v| v.key == key) {
+                if !ej.defines(key) {
                     variables.push(JobVariable {
                         key: key.into(),
                         value: value.into(),
@@ -727,21 +812,15 @@ mod build {
     }
 
     /// Jobs whose artifacts `ej` downloads: its `dependencies:` list, else its needs with
-    /// artifacts, else every job of earlier stages.
-    fn dependencies(eval: &Evaluation, ej: &EvaluatedJob, cfg: &Mapping) -> Vec<Dependency> {
-        let dep = |j: &EvaluatedJob| Dependency {
-            id: j.id,
-            name: j.shared_name(),
-            token: String::new(),
-            artifacts_file: None,
-        };
+    /// artifacts, else every job of earlier stages (one list shared per stage).
+    fn dependencies(eval: &Evaluation, ej: &EvaluatedJob, cfg: &Mapping) -> Dependencies {
         if let Some(list) = cfg.get("dependencies").and_then(Node::as_seq) {
             let names: Vec<String> = list.iter().filter_map(Node::scalar_to_string).collect();
             return eval
                 .jobs
                 .iter()
                 .filter(|j| names.iter().any(|n| *n == j.name || *n == j.job))
-                .map(dep)
+                .map(EvaluatedJob::dependency)
                 .collect();
         }
         match &ej.needs {
@@ -749,14 +828,9 @@ mod build {
                 .iter()
                 .filter(|(_, artifacts, _)| *artifacts)
                 .filter_map(|(n, _, _)| eval.job(n))
-                .map(dep)
+                .map(EvaluatedJob::dependency)
                 .collect(),
-            None => eval
-                .jobs
-                .iter()
-                .filter(|j| j.stage_index < ej.stage_index)
-                .map(dep)
-                .collect(),
+            None => Dependencies::shared(eval.stage_dependencies(ej.stage_index)),
         }
     }
 }
@@ -805,5 +879,35 @@ mod tests {
         let json = serde_json::to_string(&b).unwrap();
         let back: super::JobPayload = serde_json::from_str(&json).unwrap();
         assert_eq!(back, b);
+    }
+
+    #[test]
+    fn payloads_of_a_stage_share_dependencies_until_changed() {
+        let y = "stages: [a, b]\na1: {stage: a, script: x}\na2: {stage: a, script: x}\nb1: {stage: b, script: x}\nb2: {stage: b, script: x}\nb3: {stage: b, script: x, needs: [a2]}\n";
+        let p = load(".gitlab-ci.yml", y, &MemorySource::new(), &LoadOptions::default());
+        assert!(p.is_valid(), "{:?}", p.diagnostics);
+        let ctx = PipelineContext::default();
+        let e = p.evaluate(&ctx);
+        let b1 = p.payload(&e, "b1", &ctx, "t").unwrap();
+        let mut b2 = p.payload(&e, "b2", &ctx, "t").unwrap();
+        let b3 = p.payload(&e, "b3", &ctx, "t").unwrap();
+        let names = |d: &super::Dependencies| d.iter().map(|d| d.name.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&b1.dependencies), vec!["a1", "a2"]);
+        assert!(b1.dependencies.ptr_eq(&b2.dependencies), "one list per stage");
+        assert_eq!(names(&b3.dependencies), vec!["a2"]);
+        // Writing through the shared list copies it first: the other payload keeps its own.
+        b2.dependencies[0].token = "dep-token".into();
+        b2.dependencies.push(super::Dependency::default());
+        assert!(!b1.dependencies.ptr_eq(&b2.dependencies));
+        assert_eq!(b1.dependencies[0].token, "");
+        assert_eq!(b2.dependencies.len(), 3);
+        // Serialized as a plain array, and read back.
+        let json = serde_json::to_value(&b1.dependencies).unwrap();
+        assert_eq!(json[1]["name"], "a2");
+        assert_eq!(json[1]["id"], b1.dependencies[1].id);
+        let back: super::Dependencies = serde_json::from_value(json).unwrap();
+        assert_eq!(back, b1.dependencies);
+        let v: Vec<super::Dependency> = back.into();
+        assert_eq!(v.len(), 2);
     }
 }
