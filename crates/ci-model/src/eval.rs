@@ -116,6 +116,52 @@ pub struct PipelineContext {
     pub variables: Vec<Variable>,
     /// Merge request source and target branch, for MR pipelines.
     pub merge_request: Option<(String, String)>,
+    /// GitLab's version (`CI_SERVER_VERSION`, and its `_MAJOR`/`_MINOR`/`_PATCH` parts).
+    pub server_version: String,
+    /// GitLab's revision (`CI_SERVER_REVISION`).
+    pub server_revision: String,
+    /// When the pipeline was created (ISO 8601); `None` uses `commit_timestamp`.
+    pub pipeline_created_at: Option<String>,
+    /// When the job starts (`CI_JOB_STARTED_AT`, ISO 8601); `None` uses the pipeline's
+    /// creation time. podci-model reads no clock: a runner sets this.
+    pub job_started_at: Option<String>,
+    /// Who started the pipeline (`GITLAB_USER_*`); `None` takes name and e-mail from
+    /// `commit_author`, login from the e-mail's local part, id 1.
+    pub user: Option<PipelineUser>,
+    /// The runner that picks the jobs (`CI_RUNNER_*`); `None` leaves those out.
+    pub runner: Option<RunnerIdentity>,
+    /// `CI_PROJECT_VISIBILITY`: `private`, `internal` or `public`.
+    pub project_visibility: String,
+    /// `CI_PROJECT_DESCRIPTION`.
+    pub project_description: String,
+    /// `CI_PROJECT_TOPICS` (sent lowercased, comma-separated).
+    pub project_topics: Vec<String>,
+    /// `CI_PROJECT_NAMESPACE_ID`.
+    pub namespace_id: u64,
+}
+
+/// The user a pipeline runs as (`GITLAB_USER_ID`, `_LOGIN`, `_NAME`, `_EMAIL`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineUser {
+    /// User id.
+    pub id: u64,
+    /// User name (login).
+    pub login: String,
+    /// Display name.
+    pub name: String,
+    /// E-mail address.
+    pub email: String,
+}
+
+/// The runner that runs a job (`CI_RUNNER_ID`, `_DESCRIPTION`, `_TAGS`), as GitLab knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunnerIdentity {
+    /// Runner id.
+    pub id: u64,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
 }
 
 impl Default for PipelineContext {
@@ -141,6 +187,16 @@ impl Default for PipelineContext {
             first_job_id: 1,
             variables: Vec::new(),
             merge_request: None,
+            server_version: "17.11.0".into(),
+            server_revision: String::new(),
+            pipeline_created_at: None,
+            job_started_at: None,
+            user: None,
+            runner: None,
+            project_visibility: "private".into(),
+            project_description: String::new(),
+            project_topics: Vec::new(),
+            namespace_id: 1,
         }
     }
 }
@@ -426,6 +482,35 @@ impl PipelineContext {
             .split_once('\n')
             .map(|(_, d)| d.trim_start_matches('\n'))
             .unwrap_or("");
+        // Ruby's `chomp`: one trailing line break.
+        let description = description
+            .strip_suffix('\n')
+            .map(|d| d.strip_suffix('\r').unwrap_or(d))
+            .unwrap_or(description);
+        let created_at = self
+            .pipeline_created_at
+            .as_deref()
+            .unwrap_or(&self.commit_timestamp);
+        let mut version = self.server_version.splitn(3, '.');
+        let (major, minor) = (version.next().unwrap_or(""), version.next().unwrap_or(""));
+        // `17.11.0-ee` -> patch `0`.
+        let patch: String = version
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let (user_id, user_login, user_name, user_email) = match &self.user {
+            Some(u) => (u.id.to_string(), u.login.clone(), u.name.clone(), u.email.clone()),
+            None => {
+                let (name, email) = match self.commit_author.rsplit_once('<') {
+                    Some((n, e)) => (n.trim().to_string(), e.trim_end_matches('>').trim().to_string()),
+                    None => (self.commit_author.trim().to_string(), String::new()),
+                };
+                let login = email.split('@').next().unwrap_or("").to_string();
+                ("1".to_string(), login, name, email)
+            }
+        };
         let project_url = format!("{}/{}", self.server_url.trim_end_matches('/'), self.project_path);
         let mut v = vec![
             p("CI", "true"),
@@ -456,11 +541,38 @@ impl PipelineContext {
                 namespace.split('/').next().unwrap_or(""),
             ),
             p("CI_PROJECT_URL", &project_url),
-            p("CI_PROJECT_VISIBILITY", "private"),
+            p("CI_PROJECT_VISIBILITY", &self.project_visibility),
+            p("CI_PROJECT_DESCRIPTION", &self.project_description),
+            p(
+                "CI_PROJECT_TOPICS",
+                &self
+                    .project_topics
+                    .iter()
+                    .map(|t| t.to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            p("CI_PROJECT_NAMESPACE_ID", &self.namespace_id.to_string()),
+            p("CI_PROJECT_NAMESPACE_SLUG", &ref_slug(namespace)),
             p("CI_PROJECT_REPOSITORY_LANGUAGES", ""),
             p("CI_PROJECT_CLASSIFICATION_LABEL", ""),
             p("CI_DEFAULT_BRANCH", &self.default_branch),
+            p("CI_DEFAULT_BRANCH_SLUG", &ref_slug(&self.default_branch)),
+            p("CI_PROJECT_CONFIG_PATH", ".gitlab-ci.yml"),
             p("CI_CONFIG_PATH", ".gitlab-ci.yml"),
+            p("CI_SERVER_VERSION", &self.server_version),
+            p("CI_SERVER_VERSION_MAJOR", major),
+            p("CI_SERVER_VERSION_MINOR", minor),
+            p("CI_SERVER_VERSION_PATCH", &patch),
+            p("CI_SERVER_REVISION", &self.server_revision),
+            p("CI_SERVER_SHELL_SSH_HOST", server_host),
+            p("CI_SERVER_SHELL_SSH_PORT", "22"),
+            p("GITLAB_FEATURES", ""),
+            p("CI_TEMPLATE_REGISTRY_HOST", "registry.gitlab.com"),
+            p("GITLAB_USER_ID", &user_id),
+            p("GITLAB_USER_EMAIL", &user_email),
+            p("GITLAB_USER_LOGIN", &user_login),
+            p("GITLAB_USER_NAME", &user_name),
             p("CI_PIPELINE_ID", &self.pipeline_id.to_string()),
             p("CI_PIPELINE_IID", &self.pipeline_iid.to_string()),
             p("CI_PIPELINE_SOURCE", &self.source),
@@ -468,7 +580,7 @@ impl PipelineContext {
                 "CI_PIPELINE_URL",
                 &format!("{project_url}/-/pipelines/{}", self.pipeline_id),
             ),
-            p("CI_PIPELINE_CREATED_AT", &self.commit_timestamp),
+            p("CI_PIPELINE_CREATED_AT", created_at),
             p("CI_COMMIT_SHA", &self.sha),
             p("CI_COMMIT_SHORT_SHA", self.sha.get(..8).unwrap_or(&self.sha)),
             p("CI_COMMIT_BEFORE_SHA", &self.before_sha),
@@ -494,7 +606,27 @@ impl PipelineContext {
                 &format!("{server_host}:{port}/{namespace}/dependency_proxy/containers"),
             ),
             p("CI_PAGES_DOMAIN", &format!("pages.{server_host}")),
+            p(
+                "CI_PAGES_HOSTNAME",
+                &format!(
+                    "{}.pages.{server_host}",
+                    namespace.split('/').next().unwrap_or("").to_lowercase()
+                ),
+            ),
+            p(
+                "CI_PAGES_URL",
+                &format!(
+                    "{protocol}://{}.pages.{server_host}/{}",
+                    namespace.split('/').next().unwrap_or("").to_lowercase(),
+                    self.project_path
+                        .split_once('/')
+                        .map_or(self.project_path.as_str(), |(_, rest)| rest)
+                ),
+            ),
         ];
+        if self.source == "trigger" {
+            v.push(p("CI_PIPELINE_TRIGGERED", "true"));
+        }
         if self.tag {
             v.push(p("CI_COMMIT_TAG", &self.ref_name));
             v.push(p("CI_COMMIT_TAG_MESSAGE", ""));
@@ -782,7 +914,12 @@ impl Pipeline {
                     layers: [&user, &[], &global],
                     shared_index: &gi,
                 };
-                eval.name = Some(crate::expand::expand_existing(&name, &lookup.pairs()));
+                let name = crate::expand::expand_existing(&name, &lookup.pairs());
+                upsert(
+                    &mut global,
+                    Variable::plain("CI_PIPELINE_NAME", &name, VariableLevel::Predefined),
+                );
+                eval.name = Some(name);
             }
         }
 
@@ -866,9 +1003,32 @@ impl Pipeline {
                 VariableLevel::Predefined,
             ),
             Variable::plain("CI_JOB_STAGE", &job.stage, VariableLevel::Predefined),
+            Variable::plain("CI_NODE_TOTAL", "1", VariableLevel::Predefined),
         ];
+        if let Some(image) = cfg.get("image").and_then(|i| match &i.value {
+            Value::Map(m) => m.get("name").and_then(Node::scalar_to_string),
+            _ => i.scalar_to_string(),
+        }) {
+            own.push(Variable::plain("CI_JOB_IMAGE", &image, VariableLevel::Predefined));
+        }
+        if ctx.source == "trigger" {
+            own.push(Variable::plain(
+                "CI_JOB_TRIGGERED",
+                "true",
+                VariableLevel::Predefined,
+            ));
+        }
+
         for v in yaml_variables(cfg.get("variables"), VariableLevel::Job) {
             upsert(&mut own, v);
+        }
+        if let Some(env) = cfg.get("environment") {
+            let lookup = Lookup {
+                layers: [&sh.user, &own, &shared_vars],
+                shared_index: &shared_index,
+            };
+            let env_vars = environment_variables(env, &lookup.pairs());
+            own.extend(env_vars);
         }
 
         let job_when = cfg.get("when").and_then(Node::scalar_to_string);
@@ -997,6 +1157,14 @@ impl Pipeline {
                 &next_id.to_string(),
                 VariableLevel::Predefined,
             ));
+            if when == "manual" {
+                // A manual job's payload exists only once someone started it.
+                v.push(Variable::plain(
+                    "CI_JOB_MANUAL",
+                    "true",
+                    VariableLevel::Predefined,
+                ));
+            }
             out.push(EvaluatedJob {
                 shared_name: Arc::from(inst.as_str()),
                 name: inst.clone(),
@@ -1017,6 +1185,57 @@ impl Pipeline {
             *next_id += 1;
         }
         decision
+    }
+}
+
+/// `CI_ENVIRONMENT_*` of a job with `environment:` (name and URL expanded as GitLab
+/// does, unknown references kept). `CI_ENVIRONMENT_SLUG` is left out: GitLab derives it
+/// with a random-looking suffix from its database.
+fn environment_variables(env: &Node, vars: &[(String, String)]) -> Vec<Variable> {
+    let p = |k: &str, v: &str| Variable::plain(k, v, VariableLevel::Predefined);
+    let (name, url, action, tier) = match &env.value {
+        Value::Map(m) => (
+            m.get("name").and_then(Node::scalar_to_string),
+            m.get("url").and_then(Node::scalar_to_string),
+            m.get("action").and_then(Node::scalar_to_string),
+            m.get("deployment_tier").and_then(Node::scalar_to_string),
+        ),
+        _ => (env.scalar_to_string(), None, None, None),
+    };
+    let Some(name) = name.map(|n| crate::expand::expand_existing(&n, vars)) else {
+        return Vec::new();
+    };
+    let tier = tier.unwrap_or_else(|| guess_tier(&name).to_string());
+    let mut out = vec![
+        p("CI_ENVIRONMENT_NAME", &name),
+        p("CI_ENVIRONMENT_ACTION", action.as_deref().unwrap_or("start")),
+        p("CI_ENVIRONMENT_TIER", &tier),
+    ];
+    if let Some(url) = url {
+        out.push(p(
+            "CI_ENVIRONMENT_URL",
+            &crate::expand::expand_existing(&url, vars),
+        ));
+    }
+    out
+}
+
+/// GitLab's `Environment#guess_tier`: the deployment tier from the environment's name.
+pub fn guess_tier(name: &str) -> &'static str {
+    let n = name.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| n.contains(w));
+    if has(&["dev", "review", "trunk"]) {
+        "development"
+    } else if has(&[
+        "test", "tst", "int", "accept", "acpt", "qa", "qc", "control", "quality",
+    ]) {
+        "testing"
+    } else if has(&["stag", "stg", "model", "modl", "pre", "demo", "non"]) {
+        "staging"
+    } else if has(&["prod", "prd", "live"]) {
+        "production"
+    } else {
+        "other"
     }
 }
 

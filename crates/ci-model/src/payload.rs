@@ -690,19 +690,45 @@ mod build {
                 ctx.project_path,
                 ej.id
             );
-            let specials: [(&str, &str, bool, bool); 4] = [
-                ("CI_JOB_TOKEN", token, false, true),
-                ("CI_REGISTRY_USER", "gitlab-ci-token", true, false),
-                ("CI_REGISTRY_PASSWORD", token, false, true),
-                ("CI_JOB_URL", &job_url, true, false),
+            // Variables GitLab adds when a runner picks the job: they carry the job token or
+            // describe the runner and the start of the job.
+            let host_path = ctx
+                .server_url
+                .split_once("://")
+                .map_or(ctx.server_url.as_str(), |(_, rest)| rest)
+                .trim_end_matches('/');
+            let protocol = ctx.server_url.split_once("://").map_or("https", |(p, _)| p);
+            let repository_url = format!(
+                "{protocol}://gitlab-ci-token:{token}@{host_path}/{}.git",
+                ctx.project_path
+            );
+            let started_at = ctx
+                .job_started_at
+                .clone()
+                .or_else(|| ctx.pipeline_created_at.clone())
+                .unwrap_or_else(|| ctx.commit_timestamp.clone());
+            let mut specials: Vec<(&str, String, bool, bool)> = vec![
+                ("CI_JOB_TOKEN", token.to_string(), false, true),
+                ("CI_JOB_URL", job_url, true, false),
+                ("CI_JOB_STARTED_AT", started_at, true, false),
+                ("CI_REGISTRY_USER", "gitlab-ci-token".into(), true, false),
+                ("CI_REGISTRY_PASSWORD", token.to_string(), false, true),
+                ("CI_REPOSITORY_URL", repository_url, false, false),
+                ("CI_DEPENDENCY_PROXY_USER", "gitlab-ci-token".into(), true, false),
+                ("CI_DEPENDENCY_PROXY_PASSWORD", token.to_string(), false, true),
             ];
+            if let Some(r) = &ctx.runner {
+                specials.push(("CI_RUNNER_ID", r.id.to_string(), true, false));
+                specials.push(("CI_RUNNER_DESCRIPTION", r.description.clone(), true, false));
+                specials.push(("CI_RUNNER_TAGS", r.tags.join(", "), true, false));
+            }
             let job_vars = ej.variables();
             let mut variables: Vec<JobVariable> = Vec::with_capacity(job_vars.len() + specials.len());
             for (key, value, public, masked) in specials {
                 if !ej.defines(key) {
                     variables.push(JobVariable {
                         key: key.into(),
-                        value: value.into(),
+                        value,
                         public,
                         masked,
                         ..JobVariable::default()
