@@ -138,6 +138,12 @@ pub struct PipelineContext {
     pub project_topics: Vec<String>,
     /// `CI_PROJECT_NAMESPACE_ID`.
     pub namespace_id: u64,
+    /// Files changed between a ref and `sha`, by ref (branch, tag or commit SHA), for
+    /// `rules:changes:compare_to`. GitLab computes these diffs from the repository;
+    /// podci-model reads none, so the caller fills in the refs the pipeline compares to
+    /// (`refs/heads/X` and `refs/tags/X` also find `X`). A ref missing here is GitLab's
+    /// "not a valid ref" error.
+    pub compare_to_changes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The user a pipeline runs as (`GITLAB_USER_ID`, `_LOGIN`, `_NAME`, `_EMAIL`).
@@ -197,6 +203,7 @@ impl Default for PipelineContext {
             project_description: String::new(),
             project_topics: Vec::new(),
             namespace_id: 1,
+            compare_to_changes: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -688,6 +695,8 @@ impl crate::expr::Variables for Lookup<'_> {
 #[derive(Default)]
 struct ExprCache {
     parsed: RefCell<HashMap<String, Option<Arc<crate::expr::Expression>>>>,
+    /// Errors found while evaluating rules (GitLab fails the pipeline's creation).
+    errors: RefCell<Vec<String>>,
 }
 
 impl ExprCache {
@@ -719,8 +728,38 @@ fn rule_matches(rule: &Mapping, vars: &Lookup<'_>, cache: &ExprCache, ctx: &Pipe
         return false;
     }
     if let Some(ch) = rule.get("changes") {
-        // Without a push diff (web, schedule, first push of a branch), `changes` holds.
-        if let Some(files) = &ctx.changed_files {
+        let compare_to = match &ch.value {
+            Value::Map(m) => m.get("compare_to").and_then(Node::scalar_to_string),
+            _ => None,
+        };
+        let files: Option<&Vec<String>> = match compare_to {
+            // A diff against a named ref exists whatever started the pipeline.
+            Some(r) => {
+                let r = crate::expand::expand_existing(&r, &vars.pairs());
+                let short = r
+                    .strip_prefix("refs/heads/")
+                    .or_else(|| r.strip_prefix("refs/tags/"))
+                    .unwrap_or(&r);
+                match ctx
+                    .compare_to_changes
+                    .get(r.as_str())
+                    .or_else(|| ctx.compare_to_changes.get(short))
+                {
+                    Some(f) => Some(f),
+                    None => {
+                        // GitLab raises here: the job's rules stop (see `decide`).
+                        cache
+                            .errors
+                            .borrow_mut()
+                            .push("rules:changes:compare_to is not a valid ref".to_string());
+                        return false;
+                    }
+                }
+            }
+            // Without a push diff (web, schedule, first push of a branch), `changes` holds.
+            None => ctx.changed_files.as_ref(),
+        };
+        if let Some(files) = files {
             let pats = match &ch.value {
                 Value::Map(m) => strings(m.get("paths")),
                 _ => strings(Some(ch)),
@@ -759,9 +798,15 @@ fn evaluate_rules(
     ctx: &PipelineContext,
     default_when: &str,
 ) -> RuleResult {
+    let errors_before = cache.errors.borrow().len();
     for (i, r) in rules.iter().enumerate() {
         let Some(m) = r.as_map() else { continue };
-        if rule_matches(m, vars, cache, ctx) {
+        let matched = rule_matches(m, vars, cache, ctx);
+        if cache.errors.borrow().len() > errors_before {
+            // A rule that cannot be evaluated ends the rules: no rule matches.
+            break;
+        }
+        if matched {
             return RuleResult {
                 index: Some(i),
                 when: m
@@ -958,6 +1003,9 @@ impl Pipeline {
                 n.retain(|(name, _, _)| present.contains(name));
             }
         }
+        for message in shared.cache.errors.borrow_mut().drain(..) {
+            errors.push(Diagnostic::error(message, None));
+        }
         pending.sort_by_key(|j| j.stage_index);
         eval.index = pending
             .iter()
@@ -1040,6 +1088,7 @@ impl Pipeline {
                 layers: [&sh.user, &own, &shared_vars],
                 shared_index: &shared_index,
             };
+            let errors_before = sh.cache.errors.borrow().len();
             let r = evaluate_rules(
                 rules,
                 &lookup,
@@ -1047,6 +1096,13 @@ impl Pipeline {
                 ctx,
                 job_when.as_deref().unwrap_or("on_success"),
             );
+            {
+                // Seed::Build#errors: "Failed to parse rule for JOB: MESSAGE".
+                let mut errors = sh.cache.errors.borrow_mut();
+                for e in errors.iter_mut().skip(errors_before) {
+                    *e = format!("Failed to parse rule for {}: {e}", job.name);
+                }
+            }
             match r.index {
                 None => return Decision::NoRuleMatched,
                 Some(i) if r.when == "never" => return Decision::Never { rule: i },
@@ -1175,7 +1231,21 @@ impl Pipeline {
                 start_in,
                 allow_failure,
                 allow_failure_exit_codes: exit_codes.clone(),
-                needs: needs.clone(),
+                needs: match (&needs, matrix_vars.get(i)) {
+                    // `$[[ matrix.X ]]` in needs:parallel:matrix: this instance's values.
+                    (Some(list), Some(mv))
+                        if list
+                            .iter()
+                            .any(|(n, _, _)| crate::pipeline::has_matrix_expression(n)) =>
+                    {
+                        Some(
+                            list.iter()
+                                .map(|(n, a, o)| (crate::pipeline::interpolate_matrix(n, mv), *a, *o))
+                                .collect(),
+                        )
+                    }
+                    _ => needs.clone(),
+                },
                 shared: Arc::clone(&shared_vars),
                 shared_index: Arc::clone(&shared_index),
                 own: v,
@@ -1240,7 +1310,7 @@ pub fn guess_tier(name: &str) -> &'static str {
 }
 
 /// The variables of each `parallel:matrix` combination, in instance order.
-fn matrix_variables(parallel: Option<&Node>) -> Vec<Vec<(String, String)>> {
+pub(crate) fn matrix_variables(parallel: Option<&Node>) -> Vec<Vec<(String, String)>> {
     let mut out = Vec::new();
     let Some(list) = parallel
         .and_then(Node::as_map)

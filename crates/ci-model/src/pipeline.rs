@@ -394,6 +394,47 @@ pub fn parse_needs(node: &Node) -> Vec<Need> {
     out
 }
 
+/// Whether `s` holds a matrix expression (`$[[ matrix.NAME ]]`).
+pub fn has_matrix_expression(s: &str) -> bool {
+    s.contains("$[[")
+}
+
+/// Replaces each `$[[ matrix.NAME ]]` in `s` with the value of `NAME` in `vars` (one
+/// instance's `parallel:matrix` values). GitLab allows these only in
+/// `needs:parallel:matrix` values and resolves them when it creates the pipeline, by
+/// plain string replacement; an identifier the job's matrix lacks is left as written (the
+/// need then names no job, which is reported as such).
+pub fn interpolate_matrix(s: &str, vars: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("$[[") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let resolved = after.find("]]").and_then(|end| {
+            let ident = after[..end].trim().strip_prefix("matrix.")?;
+            let value = vars.iter().rev().find(|(k, _)| k == ident).map(|(_, v)| v)?;
+            Some((value, end))
+        });
+        match resolved {
+            Some((value, end)) => {
+                out.push_str(value);
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("$[[");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Each instance's `parallel:matrix` values, in instance order (empty without a matrix).
+pub(crate) fn instance_matrix_values(job: &Job) -> Vec<Vec<(String, String)>> {
+    crate::eval::matrix_variables(job.config.get("parallel"))
+}
+
 /// The names GitLab gives the jobs of `parallel:` (`Config::Normalizer`).
 pub fn instance_names(name: &str, parallel: Option<&Node>) -> Vec<String> {
     match parallel.map(|n| &n.value) {
@@ -520,19 +561,37 @@ fn cross_job_checks(p: &Pipeline, ck: &mut Checker) {
                 let mut seen: Vec<String> = Vec::new();
                 let mut dups: Vec<String> = Vec::new();
                 for need in needs.iter().filter(|n| !n.external) {
+                    // With matrix expressions each instance needs its own job.
+                    let resolved: Vec<String> = if has_matrix_expression(&need.job) {
+                        let mut r: Vec<String> = instance_matrix_values(job)
+                            .iter()
+                            .map(|vars| interpolate_matrix(&need.job, vars))
+                            .collect();
+                        if r.is_empty() {
+                            r.push(need.job.clone());
+                        }
+                        r.dedup();
+                        r
+                    } else {
+                        vec![need.job.clone()]
+                    };
+                    for r in &resolved {
+                        for name in expand(r) {
+                            check_dependency(
+                                ck,
+                                p,
+                                &index,
+                                inst,
+                                ji,
+                                &name,
+                                "need",
+                                need.optional,
+                                *nspan,
+                                &stage_index,
+                            );
+                        }
+                    }
                     for name in expand(&need.job) {
-                        check_dependency(
-                            ck,
-                            p,
-                            &index,
-                            inst,
-                            ji,
-                            &name,
-                            "need",
-                            need.optional,
-                            *nspan,
-                            &stage_index,
-                        );
                         if seen.contains(&name) {
                             if !dups.contains(&name) {
                                 dups.push(name.clone());
@@ -671,9 +730,20 @@ fn check_cycles(p: &Pipeline, ck: &mut Checker, expand: &dyn Fn(&str) -> Vec<Str
             .filter(|n| !n.external)
             .flat_map(|n| expand(&n.job))
             .collect();
-        for inst in &j.instances {
+        let per_instance = needs
+            .iter()
+            .any(|n| has_matrix_expression(n))
+            .then(|| instance_matrix_values(j));
+        for (i, inst) in j.instances.iter().enumerate() {
             names.push(inst.clone());
-            edges.insert(inst.clone(), needs.clone());
+            let mine = match per_instance.as_ref().and_then(|v| v.get(i)) {
+                Some(vars) => needs
+                    .iter()
+                    .flat_map(|n| expand(&interpolate_matrix(n, vars)))
+                    .collect(),
+                None => needs.clone(),
+            };
+            edges.insert(inst.clone(), mine);
         }
     }
     // Iterative Tarjan in insertion order, like Ruby's TSort.
