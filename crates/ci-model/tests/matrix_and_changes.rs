@@ -158,9 +158,11 @@ always:
 ";
 
 fn ctx_with_changes(changed: Option<Vec<&str>>) -> PipelineContext {
-    let mut ctx = PipelineContext::default();
-    ctx.ref_name = "feature".into();
-    ctx.changed_files = changed.map(|v| v.into_iter().map(String::from).collect());
+    let mut ctx = PipelineContext {
+        ref_name: "feature".into(),
+        changed_files: changed.map(|v| v.into_iter().map(String::from).collect()),
+        ..PipelineContext::default()
+    };
     ctx.variables.push(podci_model::eval::Variable::plain(
         "API_DIR",
         "api",
