@@ -144,6 +144,13 @@ pub struct PipelineContext {
     /// (`refs/heads/X` and `refs/tags/X` also find `X`). A ref missing here is GitLab's
     /// "not a valid ref" error.
     pub compare_to_changes: std::collections::BTreeMap<String, Vec<String>>,
+    /// The git blob id of each file at `sha` (`git ls-tree -r SHA`), for
+    /// `cache:key:files` on GitLab 18.4 and later, which keys caches by file content.
+    pub file_blob_ids: std::collections::BTreeMap<String, String>,
+    /// The last commit at or before `sha` that touched each path
+    /// (`git log -1 --format=%H SHA -- PATH`), for `cache:key:files_commits` and for
+    /// `cache:key:files` on GitLab before 18.4.
+    pub last_commits: std::collections::BTreeMap<String, String>,
 }
 
 /// The user a pipeline runs as (`GITLAB_USER_ID`, `_LOGIN`, `_NAME`, `_EMAIL`).
@@ -193,7 +200,7 @@ impl Default for PipelineContext {
             first_job_id: 1,
             variables: Vec::new(),
             merge_request: None,
-            server_version: "17.11.0".into(),
+            server_version: "18.6.0".into(),
             server_revision: String::new(),
             pipeline_created_at: None,
             job_started_at: None,
@@ -204,6 +211,8 @@ impl Default for PipelineContext {
             project_topics: Vec::new(),
             namespace_id: 1,
             compare_to_changes: std::collections::BTreeMap::new(),
+            file_blob_ids: std::collections::BTreeMap::new(),
+            last_commits: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -459,6 +468,17 @@ pub fn ref_slug(s: &str) -> String {
 }
 
 impl PipelineContext {
+    /// Whether the GitLab being modelled is `major.minor` or newer (from `server_version`;
+    /// an unreadable version counts as the newest).
+    pub fn server_at_least(&self, major: u32, minor: u32) -> bool {
+        let mut parts = self.server_version.split(['.', '-']);
+        let mut num = || parts.next().and_then(|p| p.parse::<u32>().ok());
+        match (num(), num()) {
+            (Some(ma), Some(mi)) => (ma, mi) >= (major, minor),
+            _ => true,
+        }
+    }
+
     fn branch(&self) -> Option<&str> {
         (!self.tag && self.merge_request.is_none()).then_some(self.ref_name.as_str())
     }

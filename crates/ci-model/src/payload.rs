@@ -531,7 +531,74 @@ mod build {
         }
     }
 
-    fn caches(n: Option<&Node>, protected: bool) -> Vec<Cache> {
+    /// `Seed::Build::Cache#key_from_files`: `[prefix, digest]` joined by `-`, where the
+    /// digest is the SHA-1 of the sorted, distinct ids of the files' blobs (`files:`,
+    /// GitLab 18.4 and later) or of the last commits touching them (`files_commits:`, and
+    /// `files:` before 18.4), joined by `-`; `default` when none is known.
+    fn files_key(km: &Mapping, ctx: &PipelineContext) -> String {
+        let prefix = km.get("prefix").and_then(Node::scalar_to_string);
+        let paths = |key: &str| {
+            let mut v = strings(km.get(key));
+            v.retain(|p| !p.is_empty());
+            let mut seen = std::collections::HashSet::new();
+            v.retain(|p| seen.insert(p.clone()));
+            v
+        };
+        let by_commits = |files: Vec<String>| -> Vec<String> {
+            files
+                .iter()
+                .filter_map(|f| ctx.last_commits.get(f.trim_start_matches('/')).cloned())
+                .collect()
+        };
+        let digest = if km.contains_key("files") {
+            let files = paths("files");
+            if ctx.server_at_least(18, 4) {
+                // `search_files_by_wildcard_path` for patterns, the path itself otherwise.
+                let mut expanded: Vec<String> = Vec::new();
+                for f in &files {
+                    if f.contains('*') {
+                        if let Some(m) = crate::eval::fnmatch(f) {
+                            expanded.extend(ctx.file_blob_ids.keys().filter(|k| m.is_match(k)).cloned());
+                        }
+                    } else {
+                        expanded.push(f.trim_start_matches('/').to_string());
+                    }
+                }
+                digest_of(
+                    expanded
+                        .iter()
+                        .filter_map(|p| ctx.file_blob_ids.get(p).cloned())
+                        .collect(),
+                )
+            } else {
+                digest_of(by_commits(files))
+            }
+        } else if km.contains_key("files_commits") {
+            digest_of(by_commits(paths("files_commits")))
+        } else {
+            None
+        };
+        let digest = digest.unwrap_or_else(|| "default".to_string());
+        match prefix.filter(|p| !p.is_empty()) {
+            Some(p) => format!("{p}-{digest}"),
+            None => digest,
+        }
+    }
+
+    /// `digest_from_hashes`: SHA-1 hex of the sorted distinct ids joined by `-`.
+    fn digest_of(mut ids: Vec<String>) -> Option<String> {
+        use sha1::Digest;
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return None;
+        }
+        let sum = sha1::Sha1::digest(ids.join("-").as_bytes());
+        Some(sum.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    fn caches(n: Option<&Node>, ctx: &PipelineContext) -> Vec<Cache> {
+        let protected = ctx.protected_ref;
         let items: Vec<&Node> = match n.map(|n| &n.value) {
             Some(Value::Seq(s)) => s.iter().collect(),
             Some(Value::Map(_)) => n.into_iter().collect(),
@@ -548,13 +615,7 @@ mod build {
                     "non_protected"
                 };
                 let key = match m.get("key").map(|k| &k.value) {
-                    Some(Value::Map(km)) => {
-                        let prefix = km.get("prefix").and_then(Node::scalar_to_string);
-                        match prefix {
-                            Some(p) => format!("{p}-default"),
-                            None => "default".to_string(),
-                        }
-                    }
+                    Some(Value::Map(km)) => files_key(km, ctx),
                     Some(Value::Null) | None => "default".to_string(),
                     Some(_) => m
                         .get("key")
@@ -794,7 +855,7 @@ mod build {
                     .map(|s| s.iter().filter_map(service).collect())
                     .unwrap_or_default(),
                 artifacts: artifacts(cfg.get("artifacts")),
-                cache: caches(cfg.get("cache"), ctx.protected_ref),
+                cache: caches(cfg.get("cache"), ctx),
                 credentials: Vec::new(),
                 dependencies,
                 features: Features {
