@@ -90,7 +90,25 @@ pub fn expand_server(s: &str, vars: &[(String, String)]) -> String {
     server_walk(s, |name| Some(lookup(vars, name).unwrap_or("").to_string()))
 }
 
-/// GitLab Runner's expansion (`os.Expand`): `$VAR`, `${VAR}`, `$$` -> `$`, unknown -> empty.
+/// GitLab Runner's `Variables.value` as `os.Expand` asks it: `$$` is `$`, the shell's
+/// special parameters (`$1`, `$*`, `$?`, ...) are empty, anything else is the variable's
+/// last definition or empty.
+fn runner_value<'a>(vars: &'a [(String, String)], name: &str) -> &'a str {
+    match name {
+        "$" => "$",
+        "*" | "#" | "@" | "!" | "?" | "0" | "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" => "",
+        _ => lookup(vars, name).unwrap_or(""),
+    }
+}
+
+/// Go's `isShellSpecialVar`: a one-character name after `$`.
+fn is_shell_special(b: u8) -> bool {
+    matches!(b, b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-') || b.is_ascii_digit()
+}
+
+/// GitLab Runner's expansion (`Variables.ExpandValue`, Go's `os.Expand`): `$VAR`,
+/// `${VAR}`, `$$` -> `$`, `$1`/`$?`/... -> empty, unknown -> empty, a `${` without `}`
+/// dropped, a `$` before anything else kept.
 pub fn expand_runner(s: &str, vars: &[(String, String)]) -> String {
     if !s.contains('$') {
         return s.to_string();
@@ -106,13 +124,10 @@ pub fn expand_runner(s: &str, vars: &[(String, String)]) -> String {
             continue;
         }
         let next = b[i + 1];
-        if next == b'$' {
-            out.push('$');
-            i += 2;
-        } else if next == b'{' {
+        if next == b'{' {
             match s[i + 2..].find('}') {
                 Some(end) => {
-                    out.push_str(lookup(vars, &s[i + 2..i + 2 + end]).unwrap_or(""));
+                    out.push_str(runner_value(vars, &s[i + 2..i + 2 + end]));
                     i += 3 + end;
                 }
                 None => {
@@ -120,6 +135,9 @@ pub fn expand_runner(s: &str, vars: &[(String, String)]) -> String {
                     i += 2;
                 }
             }
+        } else if is_shell_special(next) {
+            out.push_str(runner_value(vars, &s[i + 1..i + 2]));
+            i += 2;
         } else if is_name_char(next) {
             let mut j = i + 1;
             while j < b.len() && is_name_char(b[j]) {
@@ -192,6 +210,14 @@ mod tests {
         let vars = v(&[("A", "x"), ("B", "y")]);
         assert_eq!(expand_runner("$A/${B}/$C/$$A/$", &vars), "x/y//$A/$");
         assert_eq!(expand_runner("registry/${A}:$B", &vars), "registry/x:y");
+        // os.Expand's shell specials: one character, empty (but `$$`).
+        assert_eq!(expand_runner("$1abc|$?|$*x|${#}|${$}|$-", &vars), "abc||x||$|");
+        // Bad syntax: `${` without `}` is dropped, `${}` too; `$` before other text stays.
+        assert_eq!(expand_runner("x${A", &vars), "xA");
+        assert_eq!(expand_runner("${}|$/|$ |50$", &vars), "|$/|$ |50$");
+        // The name runs to the first `}`, whatever it holds.
+        assert_eq!(expand_runner("a${A|${}b", &vars), "ab");
+        assert_eq!(expand_runner("${A B}", &v(&[("A B", "z")])), "z");
     }
 
     #[test]

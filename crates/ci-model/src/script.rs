@@ -487,10 +487,14 @@ fn render_body(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> Strin
             ));
             b.push_str(&format!("export {}={}\n", v.key, quote(&path)));
         } else {
+            // GitLab Runner (`Build.GetAllVariables` -> `Variables.Expand`) expands every
+            // value but raw ones once, with `os.Expand`, against all job variables (file
+            // variables stand for their path): unknown references become empty, `$$` is
+            // `$`. The shell then gets the result single-quoted (`ShellEscape`).
             let value = if v.raw {
                 v.value.clone()
             } else {
-                crate::expand::expand_existing(&v.value, &pairs)
+                crate::expand::expand_runner(&v.value, &pairs)
             };
             b.push_str(&format!("export {}={}\n", v.key, quote(&value)));
         }
