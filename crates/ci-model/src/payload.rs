@@ -336,6 +336,28 @@ impl<'a> IntoIterator for &'a Dependencies {
     }
 }
 
+impl<'a> IntoIterator for &'a mut Dependencies {
+    type Item = &'a mut Dependency;
+    type IntoIter = std::slice::IterMut<'a, Dependency>;
+    fn into_iter(self) -> Self::IntoIter {
+        std::sync::Arc::make_mut(&mut self.0).iter_mut()
+    }
+}
+
+impl IntoIterator for Dependencies {
+    type Item = Dependency;
+    type IntoIter = std::vec::IntoIter<Dependency>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_vec().into_iter()
+    }
+}
+
+impl Extend<Dependency> for Dependencies {
+    fn extend<I: IntoIterator<Item = Dependency>>(&mut self, iter: I) {
+        std::sync::Arc::make_mut(&mut self.0).extend(iter);
+    }
+}
+
 impl PartialEq<Vec<Dependency>> for Dependencies {
     fn eq(&self, other: &Vec<Dependency>) -> bool {
         *self.0 == *other
@@ -985,6 +1007,16 @@ mod tests {
         // Writing through the shared list copies it first: the other payload keeps its own.
         b2.dependencies[0].token = "dep-token".into();
         b2.dependencies.push(super::Dependency::default());
+        // Code written for a Vec keeps working: mutable and owned iteration, extend.
+        let mut b1_copy = b1.clone();
+        for d in &mut b1_copy.dependencies {
+            d.token = "t2".into();
+        }
+        b1_copy.dependencies.extend([super::Dependency::default()]);
+        assert_eq!(b1_copy.dependencies.len(), 3);
+        assert_eq!(b1.dependencies[1].token, "");
+        let owned: Vec<String> = b1_copy.dependencies.into_iter().map(|d| d.token).collect();
+        assert_eq!(owned, vec!["t2", "t2", ""]);
         assert!(!b1.dependencies.ptr_eq(&b2.dependencies));
         assert_eq!(b1.dependencies[0].token, "");
         assert_eq!(b2.dependencies.len(), 3);
