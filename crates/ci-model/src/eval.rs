@@ -151,6 +151,46 @@ pub struct PipelineContext {
     /// (`git log -1 --format=%H SHA -- PATH`), for `cache:key:files_commits` and for
     /// `cache:key:files` on GitLab before 18.4.
     pub last_commits: std::collections::BTreeMap<String, String>,
+    /// The merge request of a merge request pipeline (`CI_MERGE_REQUEST_*`), besides the
+    /// branch names in `merge_request`; `None` there gives iid 1 and empty fields.
+    pub merge_request_details: Option<MergeRequestDetails>,
+}
+
+/// A merge request as GitLab describes it to its pipelines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MergeRequestDetails {
+    /// Instance-wide id (`CI_MERGE_REQUEST_ID`).
+    pub id: u64,
+    /// Project-level id (`CI_MERGE_REQUEST_IID`, the `!N`).
+    pub iid: u64,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Label names.
+    pub labels: Vec<String>,
+    /// Assignees' user names.
+    pub assignees: Vec<String>,
+    /// Milestone title.
+    pub milestone: Option<String>,
+    /// A draft.
+    pub draft: bool,
+    /// `detached`, `merged_result` or `merge_train`; empty means `detached`.
+    pub event_type: String,
+    /// The base commit of the diff.
+    pub diff_base_sha: String,
+    /// Source branch head (set by GitLab in merged results pipelines only).
+    pub source_branch_sha: String,
+    /// Target branch head (set by GitLab in merged results pipelines only).
+    pub target_branch_sha: String,
+    /// The source project's `namespace/project` and id when the MR comes from a fork.
+    pub source_project: Option<(String, u64)>,
+    /// The source branch is protected.
+    pub source_branch_protected: bool,
+    /// The target branch is protected.
+    pub target_branch_protected: bool,
+    /// Squash commits on merge.
+    pub squash_on_merge: bool,
 }
 
 /// The user a pipeline runs as (`GITLAB_USER_ID`, `_LOGIN`, `_NAME`, `_EMAIL`).
@@ -213,6 +253,7 @@ impl Default for PipelineContext {
             compare_to_changes: std::collections::BTreeMap::new(),
             file_blob_ids: std::collections::BTreeMap::new(),
             last_commits: std::collections::BTreeMap::new(),
+            merge_request_details: None,
         }
     }
 }
@@ -662,10 +703,73 @@ impl PipelineContext {
             v.push(p("CI_COMMIT_BRANCH", b));
         }
         if let Some((source, target)) = &self.merge_request {
+            let fallback = MergeRequestDetails {
+                id: 1,
+                iid: 1,
+                ..MergeRequestDetails::default()
+            };
+            let mr = self.merge_request_details.as_ref().unwrap_or(&fallback);
+            let bool_str = |b: bool| if b { "true" } else { "false" };
+            let (source_path, source_id) = mr
+                .source_project
+                .clone()
+                .unwrap_or_else(|| (self.project_path.clone(), self.project_id));
+            let server = self.server_url.trim_end_matches('/');
+            let event = if mr.event_type.is_empty() {
+                "detached"
+            } else {
+                mr.event_type.as_str()
+            };
+            v.push(p("CI_MERGE_REQUEST_ID", &mr.id.to_string()));
+            v.push(p("CI_MERGE_REQUEST_IID", &mr.iid.to_string()));
+            v.push(p("CI_MERGE_REQUEST_TITLE", &mr.title));
+            v.push(p("CI_MERGE_REQUEST_DESCRIPTION", &mr.description));
+            v.push(p("CI_MERGE_REQUEST_DESCRIPTION_IS_TRUNCATED", "false"));
+            v.push(p("CI_MERGE_REQUEST_DRAFT", bool_str(mr.draft)));
+            if !mr.labels.is_empty() {
+                v.push(p("CI_MERGE_REQUEST_LABELS", &mr.labels.join(",")));
+            }
+            if !mr.assignees.is_empty() {
+                v.push(p("CI_MERGE_REQUEST_ASSIGNEES", &mr.assignees.join(",")));
+            }
+            if let Some(m) = &mr.milestone {
+                v.push(p("CI_MERGE_REQUEST_MILESTONE", m));
+            }
+            v.push(p("CI_MERGE_REQUEST_EVENT_TYPE", event));
+            v.push(p("CI_MERGE_REQUEST_PROJECT_ID", &self.project_id.to_string()));
+            v.push(p("CI_MERGE_REQUEST_PROJECT_PATH", &self.project_path));
+            v.push(p("CI_MERGE_REQUEST_PROJECT_URL", &project_url));
+            v.push(p(
+                "CI_MERGE_REQUEST_REF_PATH",
+                &format!("refs/merge-requests/{}/head", mr.iid),
+            ));
             v.push(p("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", source));
+            v.push(p(
+                "CI_MERGE_REQUEST_SOURCE_BRANCH_PROTECTED",
+                bool_str(mr.source_branch_protected),
+            ));
+            v.push(p("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", &mr.source_branch_sha));
+            v.push(p("CI_MERGE_REQUEST_SOURCE_PROJECT_ID", &source_id.to_string()));
+            v.push(p("CI_MERGE_REQUEST_SOURCE_PROJECT_PATH", &source_path));
+            v.push(p(
+                "CI_MERGE_REQUEST_SOURCE_PROJECT_URL",
+                &format!("{server}/{source_path}"),
+            ));
             v.push(p("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", target));
-            v.push(p("CI_MERGE_REQUEST_EVENT_TYPE", "detached"));
-            v.push(p("CI_OPEN_MERGE_REQUESTS", &format!("{}!1", self.project_path)));
+            v.push(p(
+                "CI_MERGE_REQUEST_TARGET_BRANCH_PROTECTED",
+                bool_str(mr.target_branch_protected),
+            ));
+            v.push(p("CI_MERGE_REQUEST_TARGET_BRANCH_SHA", &mr.target_branch_sha));
+            v.push(p("CI_MERGE_REQUEST_DIFF_BASE_SHA", &mr.diff_base_sha));
+            v.push(p(
+                "CI_MERGE_REQUEST_SQUASH_ON_MERGE",
+                bool_str(mr.squash_on_merge),
+            ));
+            v.push(p(
+                "CI_OPEN_MERGE_REQUESTS",
+                &format!("{}!{}", self.project_path, mr.iid),
+            ));
         }
         v
     }

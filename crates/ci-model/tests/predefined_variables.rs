@@ -364,3 +364,61 @@ fn deployment_tiers() {
         assert_eq!(guess_tier(name), tier, "{name}");
     }
 }
+
+#[test]
+fn merge_request_pipeline_variables() {
+    use podci_model::eval::MergeRequestDetails;
+    let ctx = PipelineContext {
+        source: "merge_request_event".into(),
+        ref_name: "feature".into(),
+        merge_request: Some(("feature".into(), "main".into())),
+        merge_request_details: Some(MergeRequestDetails {
+            id: 5012,
+            iid: 17,
+            title: "Draft: login page".into(),
+            labels: vec!["frontend".into(), "deploy-review".into()],
+            draft: true,
+            diff_base_sha: "abc0000000000000000000000000000000000000".into(),
+            source_project: Some(("fork/My-App".into(), 77)),
+            ..MergeRequestDetails::default()
+        }),
+        ..context()
+    };
+    let yaml = "review:\n  script: x\n  rules:\n    - if: $CI_MERGE_REQUEST_LABELS =~ /deploy-review/ && $CI_MERGE_REQUEST_IID == \"17\"\n";
+    let pl = payload(yaml, &ctx, "review");
+    let server = &ctx.server_url;
+    let expect: Vec<(&str, String)> = vec![
+        ("CI_MERGE_REQUEST_ID", "5012".into()),
+        ("CI_MERGE_REQUEST_IID", "17".into()),
+        ("CI_MERGE_REQUEST_TITLE", "Draft: login page".into()),
+        ("CI_MERGE_REQUEST_DRAFT", "true".into()),
+        ("CI_MERGE_REQUEST_LABELS", "frontend,deploy-review".into()),
+        ("CI_MERGE_REQUEST_EVENT_TYPE", "detached".into()),
+        ("CI_MERGE_REQUEST_REF_PATH", "refs/merge-requests/17/head".into()),
+        ("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", "feature".into()),
+        ("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "main".into()),
+        ("CI_MERGE_REQUEST_PROJECT_PATH", ctx.project_path.clone()),
+        ("CI_MERGE_REQUEST_PROJECT_ID", ctx.project_id.to_string()),
+        ("CI_MERGE_REQUEST_SOURCE_PROJECT_PATH", "fork/My-App".into()),
+        ("CI_MERGE_REQUEST_SOURCE_PROJECT_ID", "77".into()),
+        (
+            "CI_MERGE_REQUEST_SOURCE_PROJECT_URL",
+            format!("{server}/fork/My-App"),
+        ),
+        (
+            "CI_MERGE_REQUEST_DIFF_BASE_SHA",
+            "abc0000000000000000000000000000000000000".into(),
+        ),
+        ("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", String::new()),
+        ("CI_OPEN_MERGE_REQUESTS", format!("{}!17", ctx.project_path)),
+    ];
+    let wrong: Vec<String> = expect
+        .iter()
+        .filter(|(k, v)| value(&pl, k) != Some(v.as_str()))
+        .map(|(k, v)| format!("{k}: expected {v:?}, got {:?}", value(&pl, k)))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // No branch variable in a merge request pipeline.
+    assert_eq!(value(&pl, "CI_COMMIT_BRANCH"), None);
+    assert_eq!(value(&pl, "CI_MERGE_REQUEST_MILESTONE"), None);
+}
