@@ -24,7 +24,7 @@ fn is_name_char(b: u8) -> bool {
 
 /// GitLab's `Gitlab::Regex.variable_regex` walk: calls `f(name)` for each reference and
 /// keeps `$$`/`%%` and anything unmatched as written.
-fn server_walk(s: &str, mut f: impl FnMut(&str) -> Option<String>) -> String {
+pub(crate) fn server_walk(s: &str, mut f: impl FnMut(&str) -> Option<String>) -> String {
     if !s.contains('$') && !s.contains('%') {
         return s.to_string();
     }
@@ -77,6 +77,17 @@ fn server_walk(s: &str, mut f: impl FnMut(&str) -> Option<String>) -> String {
         out.push_str(&s[i..i + len]);
         i += len;
     }
+    out
+}
+
+/// The names `s` refers to, in order (`Item#depends_on`: `$NAME`, `${NAME}`, `%NAME%`;
+/// `$$` and `%%` are not references).
+pub(crate) fn references(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    server_walk(s, |name| {
+        out.push(name.to_string());
+        None
+    });
     out
 }
 

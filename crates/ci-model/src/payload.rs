@@ -434,6 +434,7 @@ mod build {
     use crate::eval::{EvaluatedJob, Evaluation, PipelineContext, VariableLevel};
     use crate::pipeline::Pipeline;
     use crate::yaml::{Mapping, Node, Value};
+    use std::collections::HashMap;
 
     fn flatten(n: Option<&Node>, out: &mut Vec<String>) {
         match n.map(|n| &n.value) {
@@ -828,6 +829,7 @@ mod build {
                     raw: v.raw,
                 });
             }
+            let variables = runner_variables(variables);
             let dependencies = dependencies(eval, ej, cfg);
             Some(JobPayload {
                 id: ej.id,
@@ -888,6 +890,93 @@ mod build {
                 run,
             })
         }
+    }
+
+    /// `Ci::BuildRunnerPresenter#runner_variables`: GitLab expands references between a
+    /// job's variables before sending them (`sort_and_expand_all(keep_undefined: true,
+    /// expand_file_refs: false, expand_raw_refs: false)`): variables in dependency order
+    /// (`TSort`), each non-raw value with its references to earlier ones replaced; unknown
+    /// references, references to file or raw variables, `$$` and `%%` stay as written. A
+    /// reference cycle leaves every value as it was.
+    fn runner_variables(vars: Vec<JobVariable>) -> Vec<JobVariable> {
+        if !vars
+            .iter()
+            .any(|v| !v.raw && (v.value.contains('$') || v.value.contains('%')))
+        {
+            return vars;
+        }
+        let index: HashMap<&str, usize> = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.key.as_str(), i))
+            .collect();
+        let deps: Vec<Vec<usize>> = vars
+            .iter()
+            .map(|v| {
+                if v.raw {
+                    return Vec::new();
+                }
+                crate::expand::references(&v.value)
+                    .iter()
+                    .filter_map(|k| index.get(k.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        let Some(order) = tsort(&deps) else {
+            return vars;
+        };
+        let mut done: HashMap<String, (String, bool)> = HashMap::with_capacity(vars.len());
+        let mut slots: Vec<Option<JobVariable>> = vars.into_iter().map(Some).collect();
+        let mut out = Vec::with_capacity(slots.len());
+        for i in order {
+            let Some(mut v) = slots[i].take() else { continue };
+            if !deps[i].is_empty() {
+                v.value = crate::expand::server_walk(&v.value, |name| match done.get(name) {
+                    Some((value, true)) => Some(value.clone()),
+                    _ => None,
+                });
+            }
+            done.insert(v.key.clone(), (v.value.clone(), !v.file && !v.raw));
+            out.push(v);
+        }
+        out
+    }
+
+    /// Ruby's `TSort#tsort` over `deps` (children first, nodes in index order); `None`
+    /// when a cycle of two or more nodes exists (`Sort#valid?`). A node referring to
+    /// itself is no cycle there.
+    fn tsort(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+        // 0 = new, 1 = on the path, 2 = done
+        let mut state = vec![0u8; deps.len()];
+        let mut order = Vec::with_capacity(deps.len());
+        for start in 0..deps.len() {
+            if state[start] != 0 {
+                continue;
+            }
+            let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+            state[start] = 1;
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                if let Some(&child) = deps[node].get(*next) {
+                    *next += 1;
+                    if child == node {
+                        continue;
+                    }
+                    match state[child] {
+                        0 => {
+                            state[child] = 1;
+                            stack.push((child, 0));
+                        }
+                        1 => return None,
+                        _ => {}
+                    }
+                } else {
+                    state[node] = 2;
+                    order.push(node);
+                    stack.pop();
+                }
+            }
+        }
+        Some(order)
     }
 
     /// `run:` as GitLab sends it: a JSON string whose step keys come in GitLab's order

@@ -422,3 +422,60 @@ fn merge_request_pipeline_variables() {
     assert_eq!(value(&pl, "CI_COMMIT_BRANCH"), None);
     assert_eq!(value(&pl, "CI_MERGE_REQUEST_MILESTONE"), None);
 }
+
+/// GitLab expands references between a job's variables before it sends them
+/// (`Ci::BuildRunnerPresenter#runner_variables`), keeping unknown, file and raw
+/// references; the runner then expands once more.
+#[test]
+fn payload_variables_are_expanded_as_gitlab_sends_them() {
+    let mut ctx = context();
+    let mut file = podci_model::eval::Variable::plain(
+        "KUBECONFIG",
+        "apiVersion: v1",
+        podci_model::eval::VariableLevel::Project,
+    );
+    file.file = true;
+    ctx.variables.push(file);
+    let yaml = "variables:\n  C: '${B}-c'\n  B: '$A-b'\n  A: a\n  IMAGE: '$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA'\n  \
+                KEEP: '$UNKNOWN $$A %%A% $KUBECONFIG $R'\n  R: {value: '$A', expand: false}\n  \
+                X: '$Y'\n  Y: '$X'\n\
+                build:\n  script: make\n";
+    // The cycle X <-> Y leaves every value as written: check it separately.
+    let p = load(
+        ".gitlab-ci.yml",
+        &yaml.replace("  X: '$Y'\n  Y: '$X'\n", ""),
+        &MemorySource::new(),
+        &LoadOptions::default(),
+    );
+    let e = p.evaluate(&ctx);
+    let pl = p.payload(&e, "build", &ctx, "t").expect("payload");
+    assert_eq!(value(&pl, "C"), Some("a-b-c"));
+    assert_eq!(value(&pl, "B"), Some("a-b"));
+    assert_eq!(
+        value(&pl, "IMAGE").map(str::to_string),
+        Some(format!(
+            "registry.gitlab.example.com/group/sub/my-app:{}",
+            &ctx.sha[..8]
+        ))
+    );
+    assert_eq!(value(&pl, "KEEP"), Some("$UNKNOWN $$A %%A% $KUBECONFIG $R"));
+    assert_eq!(value(&pl, "R"), Some("$A"));
+    // Dependencies come first: A before B before C.
+    let pos = |k: &str| pl.variables.iter().position(|v| v.key == k);
+    assert!(
+        pos("A") < pos("B") && pos("B") < pos("C"),
+        "{:?}",
+        pl.variables.iter().map(|v| &v.key).collect::<Vec<_>>()
+    );
+
+    let p = load(
+        ".gitlab-ci.yml",
+        yaml,
+        &MemorySource::new(),
+        &LoadOptions::default(),
+    );
+    let e = p.evaluate(&ctx);
+    let pl = p.payload(&e, "build", &ctx, "t").expect("payload");
+    assert_eq!(value(&pl, "C"), Some("${B}-c"));
+    assert_eq!(value(&pl, "X"), Some("$Y"));
+}
