@@ -3,7 +3,11 @@
 //!
 //! Semantics follow GitLab's `Gitlab::Ci::Pipeline::Chain` (workflow rules),
 //! `Gitlab::Ci::Pipeline::Seed::Build` (job rules, only/except, needs on absent jobs) and
-//! `Gitlab::Ci::Build::Rules` (first matching rule wins).
+//! `Gitlab::Ci::Build::Rules` (first matching rule wins, `changes` with `compare_to`).
+//! Predefined variables are derived from [`PipelineContext`]: the pipeline-wide ones in
+//! [`PipelineContext::predefined`], the job's own (`CI_JOB_*`, `CI_NODE_*`,
+//! `CI_ENVIRONMENT_*`) here, the ones that carry the job token in the payload. Matrix
+//! expressions (`$[[ matrix.X ]]` in `needs:parallel:matrix`) are resolved per instance.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

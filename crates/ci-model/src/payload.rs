@@ -5,6 +5,11 @@
 //! `lib/api/entities/ci/job_request/*` and GitLab Runner's `common/spec/spec.go`; every
 //! type also deserializes what a real GitLab sends (unknown fields are ignored, missing
 //! ones take their defaults).
+//!
+//! Building a payload does what GitLab's server does last: variables with references
+//! between them expanded (`BuildRunnerPresenter#runner_variables`), cache keys computed
+//! (`-protected` suffix, `key:files` digests), `dependencies` listed (one list shared by
+//! all payloads of a stage, see [`Dependencies`]).
 
 use serde::{Deserialize, Serialize};
 
