@@ -548,17 +548,8 @@ impl PipelineContext {
         } else {
             server_port
         };
-        let title = self.commit_message.lines().next().unwrap_or("");
-        let description = self
-            .commit_message
-            .split_once('\n')
-            .map(|(_, d)| d.trim_start_matches('\n'))
-            .unwrap_or("");
-        // Ruby's `chomp`: one trailing line break.
-        let description = description
-            .strip_suffix('\n')
-            .map(|d| d.strip_suffix('\r').unwrap_or(d))
-            .unwrap_or(description);
+        let (title, description) = commit_title_and_description(&self.commit_message);
+        let (title, description) = (title.as_str(), description.as_str());
         let created_at = self
             .pipeline_created_at
             .as_deref()
@@ -777,6 +768,43 @@ impl PipelineContext {
         }
         v
     }
+}
+
+/// `Commit#title` and `Commit#description` (GitLab's `app/models/commit.rb`): the first
+/// line, cut to 80 characters and `…` when longer than 100 (`No commit message` for a
+/// blank message); the rest after the first line break with one trailing line break
+/// removed (Ruby's `chomp`), or `…` and everything from character 80 when the first line
+/// is longer than 100 characters.
+pub fn commit_title_and_description(message: &str) -> (String, String) {
+    let full_title = if message.trim().is_empty() {
+        "No commit message"
+    } else {
+        message.split('\n').next().unwrap_or("")
+    };
+    let title = if full_title.chars().count() > 100 {
+        let mut t: String = full_title.chars().take(80).collect();
+        t.push('…');
+        t
+    } else {
+        full_title.to_string()
+    };
+    let first_line_chars = message.split('\n').next().map_or(0, |l| l.chars().count());
+    let has_break = message.contains('\n');
+    let description =
+        if (!has_break && message.chars().count() > 100) || (has_break && first_line_chars > 100) {
+            let mut d = String::from("…");
+            d.extend(message.chars().skip(80));
+            d
+        } else {
+            let rest = message.split_once('\n').map_or("", |(_, d)| d);
+            let chomped = rest
+                .strip_suffix("\r\n")
+                .or_else(|| rest.strip_suffix('\n'))
+                .or_else(|| rest.strip_suffix('\r'))
+                .unwrap_or(rest);
+            chomped.to_string()
+        };
+    (title, description)
 }
 
 /// Variable lookup over the layers of one job, highest precedence first.

@@ -259,7 +259,8 @@ fn values_follow_the_context() {
         ("CI_COMMIT_REF_PROTECTED", "true".into()),
         ("CI_COMMIT_MESSAGE", ctx.commit_message.clone()),
         ("CI_COMMIT_TITLE", "Add login page".into()),
-        ("CI_COMMIT_DESCRIPTION", "With a form.".into()),
+        // Ruby: message.split("\n", 2)[1].chomp keeps the blank line.
+        ("CI_COMMIT_DESCRIPTION", "\nWith a form.".into()),
         ("CI_COMMIT_AUTHOR", ctx.commit_author.clone()),
         ("CI_COMMIT_TIMESTAMP", ctx.commit_timestamp.clone()),
         ("CI_RUNNER_ID", "8".into()),
@@ -478,4 +479,20 @@ fn payload_variables_are_expanded_as_gitlab_sends_them() {
     let pl = p.payload(&e, "build", &ctx, "t").expect("payload");
     assert_eq!(value(&pl, "C"), Some("${B}-c"));
     assert_eq!(value(&pl, "X"), Some("$Y"));
+}
+
+#[test]
+fn commit_title_and_description_as_gitlab_cuts_them() {
+    use podci_model::eval::commit_title_and_description as td;
+    assert_eq!(td("test rust runner\n"), ("test rust runner".into(), "".into()));
+    assert_eq!(td(""), ("No commit message".into(), "".into()));
+    assert_eq!(td("one line"), ("one line".into(), "".into()));
+    let long = "é".repeat(120);
+    let (t, d) = td(&format!("{long}\nbody"));
+    assert_eq!(t, format!("{}…", "é".repeat(80)));
+    assert_eq!(d, format!("…{}\nbody", "é".repeat(40)));
+    let (t, d) = td(&"x".repeat(101));
+    assert_eq!(t.chars().count(), 81);
+    assert_eq!(d, format!("…{}", "x".repeat(21)));
+    assert_eq!(td("t\r\nbody\r\n").1, "body");
 }
