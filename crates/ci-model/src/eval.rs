@@ -549,6 +549,8 @@ impl PipelineContext {
             server_port
         };
         let (title, description) = commit_title_and_description(&self.commit_message);
+        // GITLAB_CI_MAX_COMMIT_MESSAGE_SIZE_IN_BYTES, 100 KB by default.
+        let message = truncate_bytes(&self.commit_message, 100 * 1024);
         let (title, description) = (title.as_str(), description.as_str());
         let created_at = self
             .pipeline_created_at
@@ -653,7 +655,15 @@ impl PipelineContext {
                 "CI_COMMIT_REF_PROTECTED",
                 if self.protected_ref { "true" } else { "false" },
             ),
-            p("CI_COMMIT_MESSAGE", &self.commit_message),
+            p("CI_COMMIT_MESSAGE", message),
+            p(
+                "CI_COMMIT_MESSAGE_IS_TRUNCATED",
+                if message.len() < self.commit_message.len() {
+                    "true"
+                } else {
+                    "false"
+                },
+            ),
             p("CI_COMMIT_TITLE", title),
             p("CI_COMMIT_DESCRIPTION", description),
             p("CI_COMMIT_AUTHOR", &self.commit_author),
@@ -664,8 +674,16 @@ impl PipelineContext {
                 &format!("registry.{server_host}/{}", self.project_path.to_lowercase()),
             ),
             p("CI_DEPENDENCY_PROXY_SERVER", &format!("{server_host}:{port}")),
+            // The top-level group's prefix, and the project's own group's.
             p(
                 "CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX",
+                &format!(
+                    "{server_host}:{port}/{}/dependency_proxy/containers",
+                    namespace.split('/').next().unwrap_or("")
+                ),
+            ),
+            p(
+                "CI_DEPENDENCY_PROXY_DIRECT_GROUP_IMAGE_PREFIX",
                 &format!("{server_host}:{port}/{namespace}/dependency_proxy/containers"),
             ),
             p("CI_PAGES_DOMAIN", &format!("pages.{server_host}")),
@@ -718,8 +736,13 @@ impl PipelineContext {
             v.push(p("CI_MERGE_REQUEST_ID", &mr.id.to_string()));
             v.push(p("CI_MERGE_REQUEST_IID", &mr.iid.to_string()));
             v.push(p("CI_MERGE_REQUEST_TITLE", &mr.title));
-            v.push(p("CI_MERGE_REQUEST_DESCRIPTION", &mr.description));
-            v.push(p("CI_MERGE_REQUEST_DESCRIPTION_IS_TRUNCATED", "false"));
+            // Cut to 2,700 characters.
+            let description: String = mr.description.chars().take(2700).collect();
+            v.push(p("CI_MERGE_REQUEST_DESCRIPTION", &description));
+            v.push(p(
+                "CI_MERGE_REQUEST_DESCRIPTION_IS_TRUNCATED",
+                bool_str(description.len() < mr.description.len()),
+            ));
             v.push(p("CI_MERGE_REQUEST_DRAFT", bool_str(mr.draft)));
             if !mr.labels.is_empty() {
                 v.push(p("CI_MERGE_REQUEST_LABELS", &mr.labels.join(",")));
@@ -767,6 +790,30 @@ impl PipelineContext {
             ));
         }
         v
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `CI_JOB_GROUP_NAME`: the name without a trailing parallel or manual-group suffix
+/// (`job 1/3`, `job 1 3`, `job: [a, b]`), as GitLab's `Ci::Build#group_name` cuts it.
+pub fn job_group_name(name: &str) -> String {
+    static SUFFIX: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let re =
+        SUFFIX.get_or_init(|| regex::Regex::new(r"([\x08\s:]+((\[.*\])|(\d+[\s:/\\]+\d+))){1,3}\s*\z").ok());
+    match re {
+        Some(re) => re.replace(name, "").trim().to_string(),
+        None => name.to_string(),
     }
 }
 
@@ -1207,6 +1254,11 @@ impl Pipeline {
                 VariableLevel::Predefined,
             ),
             Variable::plain("CI_JOB_STAGE", &job.stage, VariableLevel::Predefined),
+            Variable::plain(
+                "CI_JOB_GROUP_NAME",
+                &job_group_name(&job.name),
+                VariableLevel::Predefined,
+            ),
             Variable::plain("CI_NODE_TOTAL", "1", VariableLevel::Predefined),
         ];
         if let Some(image) = cfg.get("image").and_then(|i| match &i.value {

@@ -809,7 +809,9 @@ mod build {
             if let Some(r) = &ctx.runner {
                 specials.push(("CI_RUNNER_ID", r.id.to_string(), true, false));
                 specials.push(("CI_RUNNER_DESCRIPTION", r.description.clone(), true, false));
-                specials.push(("CI_RUNNER_TAGS", r.tags.join(", "), true, false));
+                // A JSON array, e.g. `["tag_1", "tag_2"]`.
+                let tags = serde_json::to_string(&r.tags).unwrap_or_else(|_| "[]".into());
+                specials.push(("CI_RUNNER_TAGS", tags, true, false));
             }
             let job_vars = ej.variables();
             let mut variables: Vec<JobVariable> = Vec::with_capacity(job_vars.len() + specials.len());

@@ -265,7 +265,17 @@ fn values_follow_the_context() {
         ("CI_COMMIT_TIMESTAMP", ctx.commit_timestamp.clone()),
         ("CI_RUNNER_ID", "8".into()),
         ("CI_RUNNER_DESCRIPTION", "podci on k8s".into()),
-        ("CI_RUNNER_TAGS", "k8s, linux".into()),
+        ("CI_RUNNER_TAGS", r#"["k8s","linux"]"#.into()),
+        ("CI_JOB_GROUP_NAME", "build".into()),
+        ("CI_COMMIT_MESSAGE_IS_TRUNCATED", "false".into()),
+        (
+            "CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX",
+            "gitlab.example.com:8443/Group/dependency_proxy/containers".into(),
+        ),
+        (
+            "CI_DEPENDENCY_PROXY_DIRECT_GROUP_IMAGE_PREFIX",
+            "gitlab.example.com:8443/Group/Sub/dependency_proxy/containers".into(),
+        ),
         ("GITLAB_USER_ID", "7".into()),
         ("GITLAB_USER_LOGIN", "tuser".into()),
         ("GITLAB_USER_NAME", "Test User".into()),
@@ -338,6 +348,7 @@ fn job_level_variables() {
     assert_eq!(value(&m, "CI_NODE_INDEX"), Some("2"));
     assert_eq!(value(&m, "CI_JOB_MANUAL"), None);
     assert_eq!(value(&m, "CI_JOB_IMAGE"), None);
+    assert_eq!(value(&m, "CI_JOB_GROUP_NAME"), Some("matrix"));
     // A tag pipeline: CI_COMMIT_TAG, no CI_COMMIT_BRANCH.
     let tag = PipelineContext {
         tag: true,
@@ -495,4 +506,35 @@ fn commit_title_and_description_as_gitlab_cuts_them() {
     assert_eq!(t.chars().count(), 81);
     assert_eq!(d, format!("…{}", "x".repeat(21)));
     assert_eq!(td("t\r\nbody\r\n").1, "body");
+}
+
+#[test]
+fn job_group_names() {
+    use podci_model::eval::job_group_name;
+    for (name, group) in [
+        ("rspec:test: [ruby, ubuntu]", "rspec:test"),
+        ("rspec 1/3", "rspec"),
+        ("rspec 1 3", "rspec"),
+        ("build", "build"),
+        ("deploy: [eu]", "deploy"),
+        ("test 2024", "test 2024"),
+    ] {
+        assert_eq!(job_group_name(name), group, "{name}");
+    }
+}
+
+#[test]
+fn long_commit_messages_are_cut_at_100_kb() {
+    let ctx = PipelineContext {
+        commit_message: "ü".repeat(60 * 1024),
+        ..context()
+    };
+    let pl = payload("build:\n  script: make\n", &ctx, "build");
+    let msg = value(&pl, "CI_COMMIT_MESSAGE").unwrap_or_default();
+    assert!(
+        msg.len() <= 100 * 1024 && msg.len() > 100 * 1024 - 4,
+        "{}",
+        msg.len()
+    );
+    assert_eq!(value(&pl, "CI_COMMIT_MESSAGE_IS_TRUNCATED"), Some("true"));
 }
