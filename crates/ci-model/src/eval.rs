@@ -1144,6 +1144,10 @@ impl Pipeline {
                 let r = evaluate_rules(rules, &lookup, &cache, ctx, "always");
                 if r.index.is_none() || r.when == "never" {
                     eval.created = false;
+                    // e.g. a `changes:compare_to` naming no ref: the reason no pipeline exists.
+                    for message in cache.errors.borrow_mut().drain(..) {
+                        eval.errors.push(Diagnostic::error(message, None));
+                    }
                     return eval;
                 }
                 for v in r.variables {

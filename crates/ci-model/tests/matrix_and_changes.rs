@@ -216,3 +216,21 @@ fn compare_to_an_unknown_ref_is_gitlabs_error() {
     );
     assert_eq!(names(&e), vec!["always"]);
 }
+
+#[test]
+fn compare_to_in_workflow_rules() {
+    let yaml = "workflow:\n  rules:\n    - changes:\n        paths: [src/**/*]\n        compare_to: refs/heads/develop\nbuild:\n  script: x\n";
+    let p = pipeline(yaml);
+    let mut ctx = ctx_with_changes(None);
+    let e = p.evaluate(&ctx);
+    assert!(!e.created);
+    assert_eq!(
+        e.errors.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(),
+        vec!["rules:changes:compare_to is not a valid ref"]
+    );
+    ctx.compare_to_changes
+        .insert("develop".into(), vec!["src/main.rs".into()]);
+    let e = p.evaluate(&ctx);
+    assert!(e.created && e.errors.is_empty(), "{:?}", e.errors);
+    assert_eq!(names(&e), vec!["build"]);
+}
