@@ -1470,9 +1470,58 @@ impl Pipeline {
     }
 }
 
+/// `Gitlab::Slug::Environment#generate` (`CI_ENVIRONMENT_SLUG`): lowercase letters,
+/// digits and single dashes, starting with a letter, at most 24 bytes; when that changed
+/// the name or is too long, the first 17 characters, a dash and the last 6 base-36 digits
+/// of the name's SHA-256.
+pub fn environment_slug(name: &str) -> String {
+    use sha2::Digest;
+    let mut slug: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if !slug.starts_with(|c: char| c.is_ascii_lowercase()) {
+        slug = format!("env-{slug}");
+    }
+    let mut squeezed = String::with_capacity(slug.len());
+    for c in slug.chars() {
+        if !(c == '-' && squeezed.ends_with('-')) {
+            squeezed.push(c);
+        }
+    }
+    if squeezed.len() > 24 || squeezed != name {
+        let mut short: String = squeezed.chars().take(17).collect();
+        if !short.ends_with('-') {
+            short.push('-');
+        }
+        // The last 6 base-36 digits of the digest as a number: the digest mod 36^6.
+        const MODULUS: u64 = 36u64.pow(6);
+        let digest = sha2::Sha256::digest(name.as_bytes());
+        let mut rest = digest
+            .iter()
+            .fold(0u64, |r, b| (r * 256 + u64::from(*b)) % MODULUS);
+        let mut digits = [b'0'; 6];
+        for d in digits.iter_mut().rev() {
+            let v = (rest % 36) as u8;
+            *d = if v < 10 { b'0' + v } else { b'a' + v - 10 };
+            rest /= 36;
+        }
+        short.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+        short
+    } else {
+        squeezed.trim_end_matches('-').to_string()
+    }
+}
+
 /// `CI_ENVIRONMENT_*` of a job with `environment:` (name and URL expanded as GitLab
-/// does, unknown references kept). `CI_ENVIRONMENT_SLUG` is left out: GitLab derives it
-/// with a random-looking suffix from its database.
+/// does, unknown references kept).
 fn environment_variables(env: &Node, vars: &[(String, String)]) -> Vec<Variable> {
     let p = |k: &str, v: &str| Variable::plain(k, v, VariableLevel::Predefined);
     let (name, url, action, tier) = match &env.value {
@@ -1490,6 +1539,7 @@ fn environment_variables(env: &Node, vars: &[(String, String)]) -> Vec<Variable>
     let tier = tier.unwrap_or_else(|| guess_tier(&name).to_string());
     let mut out = vec![
         p("CI_ENVIRONMENT_NAME", &name),
+        p("CI_ENVIRONMENT_SLUG", &environment_slug(&name)),
         p("CI_ENVIRONMENT_ACTION", action.as_deref().unwrap_or("start")),
         p("CI_ENVIRONMENT_TIER", &tier),
     ];

@@ -538,3 +538,59 @@ fn long_commit_messages_are_cut_at_100_kb() {
     );
     assert_eq!(value(&pl, "CI_COMMIT_MESSAGE_IS_TRUNCATED"), Some("true"));
 }
+
+/// `Gitlab::Slug::Environment` reimplemented in Python (Ruby's algorithm, line by line)
+/// as the reference for `environment_slug`.
+#[test]
+fn environment_slugs_match_gitlabs_algorithm() {
+    const REFERENCE: &str = r#"
+import hashlib, re, sys
+def base36(n):
+    s = ""
+    while n:
+        n, r = divmod(n, 36)
+        s = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + s
+    return s or "0"
+for name in sys.argv[1:]:
+    slug = re.sub(r"[^a-z0-9]", "-", name.lower())
+    if not re.match(r"^[a-z]", slug):
+        slug = "env-" + slug
+    slug = re.sub(r"-+", "-", slug)
+    if len(slug) > 24 or slug != name:
+        slug = slug[0:17]
+        if not slug.endswith("-"):
+            slug += "-"
+        slug += base36(int(hashlib.sha256(name.encode()).hexdigest(), 16))[-6:]
+    elif slug.endswith("-"):
+        slug = slug[:-1]
+    print(slug)
+"#;
+    let names = [
+        "production",
+        "review/feature-login",
+        "Staging",
+        "1-env",
+        "a--b",
+        "a-very-long-environment-name-indeed",
+        "review/$CI_COMMIT_REF_SLUG",
+        "prod-",
+    ];
+    let out = match std::process::Command::new("python3")
+        .arg("-c")
+        .arg(REFERENCE)
+        .args(names)
+        .output()
+    {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => panic!("python3 reference failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!("python3 is needed for this test: {e}"),
+    };
+    let want: Vec<&str> = out.lines().collect();
+    let got: Vec<String> = names
+        .iter()
+        .map(|n| podci_model::eval::environment_slug(n))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got[0], "production", "an already valid name stays as it is");
+    assert!(got.iter().all(|s| s.len() <= 24), "{got:?}");
+}
