@@ -70,13 +70,8 @@ fn runtime(py: Python<'_>) -> PyResult<&'static tokio::runtime::Runtime> {
             .build()
             .map_err(|e| e.to_string())
     });
-    rt.as_ref().map_err(|e| {
-        registry_usage_error(
-            py,
-            "runtime",
-            &format!("cannot start podci's I/O threads: {e}"),
-        )
-    })
+    rt.as_ref()
+        .map_err(|e| registry_usage_error(py, "runtime", &format!("cannot start podci's I/O threads: {e}")))
 }
 
 /// Connection settings shared by every call, as the CLI's common flags.
@@ -139,13 +134,17 @@ fn location(py: Python<'_>, s: &str) -> PyResult<Location> {
     s.parse::<Location>().map_err(|e| registry_error(py, &e))
 }
 
-/// Runs a registry future with the GIL released.
-fn block_on<T: Send>(
-    py: Python<'_>,
-    fut: impl std::future::Future<Output = podci_registry::Result<T>> + Send,
-) -> PyResult<T> {
+/// Runs the registry future `make` returns with the GIL released. The future is made
+/// inside the GIL-free section so that it need not be `Send` itself.
+fn block_on<T, F, Fut>(py: Python<'_>, make: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = podci_registry::Result<T>>,
+{
     let rt = runtime(py)?;
-    py.detach(|| rt.block_on(fut)).map_err(|e| registry_error(py, &e))
+    py.detach(|| rt.block_on(make()))
+        .map_err(|e| registry_error(py, &e))
 }
 
 /// Builds `base` plus `layers` with config changes and writes it to `tag` (and
@@ -240,7 +239,7 @@ pub fn image_append(
         created,
     };
     let work = std::env::temp_dir();
-    let rep = block_on(py, async {
+    let rep = block_on(py, || async {
         let appended = podci_registry::append(&client, base.as_ref(), &opts, &work).await?;
         image::write(&client, &appended.image, &target, &extra_tags).await
     })?;
@@ -277,7 +276,7 @@ pub fn image_copy(
     let src = location(py, &src)?;
     let dst = location(py, &dst)?;
     let client = client(py, &common, &[&src, &dst])?;
-    let rep = block_on(py, image::copy(&client, &src, &dst, &extra_tags))?;
+    let rep = block_on(py, || image::copy(&client, &src, &dst, &extra_tags))?;
     Ok(WriteReport::new(&dst, &rep))
 }
 
@@ -305,7 +304,7 @@ pub fn image_inspect<'py>(
     };
     let loc = location(py, &reference)?;
     let client = client(py, &common, &[&loc])?;
-    let img = block_on(py, image::load(&client, &loc))?;
+    let img = block_on(py, || image::load(&client, &loc))?;
     let cfg = img.config_json().map_err(|e| registry_error(py, &e))?;
     let text = |k: &str| cfg.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
     let out = serde_json::json!({

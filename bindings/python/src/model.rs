@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use podci_model::eval::{Evaluation, EvaluatedJob, PipelineContext, Variable, VariableLevel};
+use podci_model::eval::{EvaluatedJob, Evaluation, PipelineContext, Variable, VariableLevel};
 use podci_model::yaml::{Mapping, Node, SourceMap, Value};
 use podci_model::{LoadOptions, NoFiles, Severity};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -94,7 +94,10 @@ impl Diagnostic {
     #[allow(clippy::type_complexity)]
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
-    ) -> (Bound<'py, pyo3::types::PyType>, (&'static str, String, String, Option<u32>, Option<u32>)) {
+    ) -> (
+        Bound<'py, pyo3::types::PyType>,
+        (&'static str, String, String, Option<u32>, Option<u32>),
+    ) {
         let d = slf.get();
         (
             slf.get_type(),
@@ -268,7 +271,7 @@ impl Job {
         }
     }
 
-    fn evaluated(ej: &EvaluatedJob, state: &Arc<EvalState>) -> Job {
+    fn from_evaluation(ej: &EvaluatedJob, state: &Arc<EvalState>) -> Job {
         let configured = state.pipeline.job(&ej.job);
         let config = configured.map(|j| j.config.clone()).unwrap_or_default();
         Job {
@@ -588,7 +591,7 @@ impl Pipeline {
             .evaluation
             .jobs
             .iter()
-            .map(|ej| Job::evaluated(ej, &state))
+            .map(|ej| Job::from_evaluation(ej, &state))
             .collect())
     }
 
@@ -598,7 +601,12 @@ impl Pipeline {
     /// `job` is a job from `evaluate()` (its commit and variables are used) or a job name
     /// (evaluated for a push to the default branch). `token` becomes `CI_JOB_TOKEN`.
     #[pyo3(signature = (job, *, token="podci-local-job-token"))]
-    fn payload<'py>(&self, py: Python<'py>, job: &Bound<'py, PyAny>, token: &str) -> PyResult<Bound<'py, PyAny>> {
+    fn payload<'py>(
+        &self,
+        py: Python<'py>,
+        job: &Bound<'py, PyAny>,
+        token: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (name, state) = if let Ok(j) = job.cast::<Job>() {
             let j = j.get();
             match &j.eval {
@@ -621,7 +629,9 @@ impl Pipeline {
         } else if let Ok(name) = job.extract::<String>() {
             (name, self.evaluate_ctx(py, PipelineContext::default())?)
         } else {
-            return Err(PyTypeError::new_err("job must be a podci.Job or a job name (str)"));
+            return Err(PyTypeError::new_err(
+                "job must be a podci.Job or a job name (str)",
+            ));
         };
         let payload = state
             .pipeline
@@ -643,7 +653,12 @@ impl Pipeline {
             return Err(pipeline_error(py, &why, Vec::new(), Some(&name)));
         };
         let value = serde_json::to_value(&payload).map_err(|e| {
-            pipeline_error(py, &format!("payload of {name} is not serializable: {e}"), Vec::new(), Some(&name))
+            pipeline_error(
+                py,
+                &format!("payload of {name} is not serializable: {e}"),
+                Vec::new(),
+                Some(&name),
+            )
         })?;
         json_to_py(py, &value)
     }

@@ -46,9 +46,7 @@ fn show(what: &str, out: &Output) -> String {
 }
 
 fn run(what: &str, cmd: &mut Command) -> Result<Output, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let out = cmd.output().map_err(|e| format!("{what}: cannot start: {e}"))?;
     if out.status.success() {
         Ok(out)
     } else {
@@ -61,8 +59,10 @@ fn run(what: &str, cmd: &mut Command) -> Result<Output, String> {
 fn installed() -> Option<&'static PathBuf> {
     static VENV: OnceLock<Option<Result<PathBuf, String>>> = OnceLock::new();
     let result = VENV.get_or_init(|| {
-        if !(require("python3", &["-c", "import sys; assert sys.version_info >= (3, 11)"])
-            && require("maturin", &["--version"])
+        if !(require(
+            "python3",
+            &["-c", "import sys; assert sys.version_info >= (3, 11)"],
+        ) && require("maturin", &["--version"])
             && require("python3", &["-m", "pytest", "--version"])
             && require("python3", &["-m", "mypy", "--version"]))
         {
@@ -107,9 +107,14 @@ fn build_and_install() -> Result<PathBuf, String> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| format!("maturin left no wheel in {}", wheels.display()))?;
-    let name = wheel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = wheel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if !name.contains("abi3") {
-        return Err(format!("{name} is not an abi3 wheel (one wheel for Python 3.11+ expected)"));
+        return Err(format!(
+            "{name} is not an abi3 wheel (one wheel for Python 3.11+ expected)"
+        ));
     }
     // pytest, mypy and PyYAML come from the system site (60-python.sh installs them);
     // podci itself only from the wheel.
@@ -158,7 +163,16 @@ fn pytest_suite_passes_against_the_installed_wheel() {
     let tests = tests.to_string_lossy();
     let out = python_module(
         python,
-        &["-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", &tests, &tests],
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            &tests,
+            &tests,
+        ],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}");
