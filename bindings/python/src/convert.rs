@@ -64,3 +64,36 @@ pub fn node_to_py<'py>(py: Python<'py>, node: &Node) -> PyResult<Bound<'py, PyAn
         }
     })
 }
+
+/// A string as Python's `repr()` writes it (`'text'`, or `"it's"`), so that reprs and
+/// messages read like Python to Python users.
+pub fn py_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// `py_repr` for an optional string (`None` when absent).
+pub fn py_repr_opt(s: Option<&str>) -> String {
+    s.map_or_else(|| "None".to_string(), py_repr)
+}

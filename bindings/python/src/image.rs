@@ -14,7 +14,7 @@ use podci_registry::{
 };
 use pyo3::prelude::*;
 
-use crate::convert::json_to_py;
+use crate::convert::{json_to_py, py_repr, py_repr_opt};
 use crate::errors::{registry_error, registry_usage_error};
 
 /// What writing an image did.
@@ -37,9 +37,9 @@ pub struct WriteReport {
 impl WriteReport {
     fn __repr__(&self) -> String {
         format!(
-            "WriteReport(reference={:?}, digest={:?}, blobs_uploaded={}, blobs_mounted={}, blobs_existing={})",
-            self.reference,
-            self.digest.as_deref().unwrap_or(""),
+            "WriteReport(reference={}, digest={}, blobs_uploaded={}, blobs_mounted={}, blobs_existing={})",
+            py_repr(&self.reference),
+            py_repr_opt(self.digest.as_deref()),
             self.blobs_uploaded,
             self.blobs_mounted,
             self.blobs_existing
@@ -217,7 +217,7 @@ pub fn image_append(
             return Err(registry_usage_error(
                 py,
                 "invalid_content",
-                &format!("{k:?} is not a valid environment variable or label name"),
+                &format!("{} is not a valid environment variable or label name", py_repr(k)),
             ));
         }
     }

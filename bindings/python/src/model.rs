@@ -14,7 +14,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{json_to_py, node_to_py};
+use crate::convert::{json_to_py, node_to_py, py_repr};
 use crate::errors::pipeline_error;
 use crate::files::DirSource;
 
@@ -76,7 +76,8 @@ impl Diagnostic {
             "warning" => "warning",
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "severity must be \"error\" or \"warning\", not {other:?}"
+                    "severity must be 'error' or 'warning', not {}",
+                    py_repr(other)
                 )));
             }
         };
@@ -115,10 +116,10 @@ impl Diagnostic {
 
     fn __repr__(&self) -> String {
         format!(
-            "Diagnostic(severity={:?}, message={:?}, file={:?}, line={}, column={})",
-            self.severity,
-            self.message,
-            self.file,
+            "Diagnostic(severity={}, message={}, file={}, line={}, column={})",
+            py_repr(self.severity),
+            py_repr(&self.message),
+            py_repr(&self.file),
             opt(self.line),
             opt(self.column)
         )
@@ -151,8 +152,8 @@ pub struct Need {
 impl Need {
     fn __repr__(&self) -> String {
         format!(
-            "Need(job={:?}, artifacts={}, optional={}, external={})",
-            self.job,
+            "Need(job={}, artifacts={}, optional={}, external={})",
+            py_repr(&self.job),
             py_bool(self.artifacts),
             py_bool(self.optional),
             py_bool(self.external)
@@ -351,10 +352,10 @@ impl Job {
 
     fn __repr__(&self) -> String {
         format!(
-            "Job(name={:?}, stage={:?}, when={:?}, allow_failure={})",
-            self.name,
-            self.stage,
-            self.when,
+            "Job(name={}, stage={}, when={}, allow_failure={})",
+            py_repr(&self.name),
+            py_repr(&self.stage),
+            py_repr(&self.when),
             py_bool(self.allow_failure)
         )
     }
@@ -548,7 +549,8 @@ impl Pipeline {
             && (s.len() != 40 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
         {
             return Err(PyValueError::new_err(format!(
-                "sha={s:?} is not a 40-digit hexadecimal commit SHA"
+                "sha={} is not a 40-digit hexadecimal commit SHA",
+                py_repr(s)
             )));
         }
         let mut user = Vec::new();
@@ -645,7 +647,8 @@ impl Pipeline {
                 None => {
                     let known: Vec<&str> = state.evaluation.jobs.iter().map(|j| j.name.as_str()).collect();
                     format!(
-                        "no job named {name:?} in this pipeline (jobs created: {})",
+                        "no job named {} in this pipeline (jobs created: {})",
+                        py_repr(&name),
                         known.join(", ")
                     )
                 }
@@ -671,8 +674,8 @@ impl Pipeline {
 
     fn __repr__(&self) -> String {
         format!(
-            "Pipeline(file={:?}, valid={}, stages={}, jobs={})",
-            self.inner.sources.name(0),
+            "Pipeline(file={}, valid={}, stages={}, jobs={})",
+            py_repr(self.inner.sources.name(0)),
             py_bool(self.inner.is_valid()),
             self.inner.stages.len(),
             self.inner.jobs.len()

@@ -40,7 +40,7 @@ review:
   stage: deploy
   script: make review
   rules:
-    - if: $CI_MERGE_REQUEST_IID
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
 """
 
 
@@ -92,6 +92,10 @@ def test_merge_request_pipelines() -> None:
     jobs = p.evaluate(source="merge_request_event", merge_request=("feature", "main"))
     review = next(j for j in jobs if j.name == "review")
     assert review.variables["CI_MERGE_REQUEST_TARGET_BRANCH_NAME"] == "main"
+    assert review.variables["CI_MERGE_REQUEST_SOURCE_BRANCH_NAME"] == "feature"
+    # Jobs without rules are not part of merge request pipelines (GitLab's default);
+    # `changes` holds when the changed files are unknown.
+    assert [j.name for j in jobs] == ["docs", "review"]
     assert "review" not in names(p.evaluate(branch="feature"))
 
 
@@ -122,7 +126,7 @@ def test_invalid_pipeline_and_absent_needs_raise_pipeline_error() -> None:
         podci.load(absent).evaluate(branch="main")
     (d,) = info.value.diagnostics
     assert d.message.startswith("'b' job needs 'a' job, but 'a' does not exist in the pipeline.")
-    assert d.line == 1
+    assert d.line == 2  # at the job that needs it
 
 
 def test_argument_errors() -> None:

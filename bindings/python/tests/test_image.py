@@ -225,7 +225,9 @@ def test_credentials_as_in_the_cli(
     monkeypatch.setenv("CI_REGISTRY_USER", user)
     monkeypatch.setenv("CI_REGISTRY_PASSWORD", password)
     copied = image.copy(f"{host}/private/app:v1", f"{host}/private/copy:v1")
-    assert copied.digest == digest and copied.blobs_mounted + copied.blobs_existing == 3
+    # Same registry: the layer is mounted from private/app, not sent again.
+    assert copied.digest == digest and copied.blobs_mounted >= 1
+    assert copied.blobs_mounted + copied.blobs_existing + copied.blobs_uploaded == 2
 
 
 def test_registry_errors_carry_structured_fields(registry: Registry, tmp_path: Path, isolated_credentials: Path) -> None:

@@ -89,7 +89,7 @@ compile:
   script: mvn package
   variables:
     MAVEN_OPTS: -Xmx1g
-    DETAILED: {value: "on", description: shown in the run form}
+    DETAILED: {value: "on", expand: false}
 unit:
   image: {name: "eclipse-temurin:21", entrypoint: [""]}
   needs: [compile, {job: lint, optional: true, artifacts: false}]
@@ -175,7 +175,12 @@ def test_includes_from_the_files_directory(tmp_path: Path) -> None:
     build = p.job("build")
     assert build is not None and build.image == "gradle:8"
     merged = p.merged()
-    assert merged["build"] == {"image": "gradle:8", "script": "gradle build", "variables": {"A": "1"}}
+    assert merged["build"] == {
+        "extends": ".base",
+        "image": "gradle:8",
+        "script": "gradle build",
+        "variables": {"A": "1"},
+    }
     assert "include" not in merged
 
     # An error inside an included file points into that file.
@@ -184,7 +189,7 @@ def test_includes_from_the_files_directory(tmp_path: Path) -> None:
     (err,) = p.errors
     assert err.file == "ci/broken.yml"
     assert err.message.startswith("other job: chosen stage nowhere does not exist")
-    assert (err.line, err.column) == (1, 1)
+    assert (err.line, err.column) == (2, 3)  # at its stage:
 
 
 def test_include_dir_for_text_and_missing_includes(tmp_path: Path) -> None:

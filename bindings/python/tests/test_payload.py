@@ -12,7 +12,7 @@ import yaml
 import podci
 
 # GitLab's recorded payloads live next to the repository (as for podci-model's own test).
-CONFORMANCE = Path(__file__).resolve().parents[3] / "shared/conformance/gitlab/runner-payloads"
+CONFORMANCE = Path(__file__).resolve().parents[4] / "shared/conformance/gitlab/runner-payloads"
 
 PIPELINE = """
 default:
