@@ -398,6 +398,25 @@ impl Pipeline {
             .collect()
     }
 
+    /// Files of the project directory (for `exists:` rules); none for text without one.
+    fn project_files(&self) -> Vec<String> {
+        match &self.root {
+            Some(root) => {
+                let src = DirSource { root: root.clone() };
+                podci_model::FileSource::local_files(&src).unwrap_or_default()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// A push to the default branch, the context `payload(name)` uses.
+    fn default_ctx(&self) -> PipelineContext {
+        PipelineContext {
+            existing_files: self.project_files(),
+            ..PipelineContext::default()
+        }
+    }
+
     fn ensure_valid(&self, py: Python<'_>) -> PyResult<()> {
         if self.inner.is_valid() {
             return Ok(());
@@ -565,13 +584,7 @@ impl Pipeline {
         }
         let existing_files = match existing_files {
             Some(f) => f,
-            None => match &self.root {
-                Some(root) => {
-                    let src = DirSource { root: root.clone() };
-                    podci_model::FileSource::local_files(&src).unwrap_or_default()
-                }
-                None => Vec::new(),
-            },
+            None => self.project_files(),
         };
         let mut ctx = PipelineContext {
             source: source.to_string(),
@@ -626,10 +639,10 @@ impl Pipeline {
                     }
                     (j.name.clone(), Arc::clone(state))
                 }
-                None => (j.name.clone(), self.evaluate_ctx(py, PipelineContext::default())?),
+                None => (j.name.clone(), self.evaluate_ctx(py, self.default_ctx())?),
             }
         } else if let Ok(name) = job.extract::<String>() {
-            (name, self.evaluate_ctx(py, PipelineContext::default())?)
+            (name, self.evaluate_ctx(py, self.default_ctx())?)
         } else {
             return Err(PyTypeError::new_err(
                 "job must be a podci.Job or a job name (str)",

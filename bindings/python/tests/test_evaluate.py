@@ -114,6 +114,8 @@ def test_exists_rules_use_the_project_directory(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     assert names(podci.load(tmp_path).evaluate(branch="main")) == ["docker", "always"]
     assert names(podci.load(tmp_path).evaluate(branch="main", existing_files=[])) == ["always"]
+    # payload(name) evaluates a push to the default branch in the same project directory.
+    assert podci.load(tmp_path).payload("docker")["job_info"]["name"] == "docker"
 
 
 def test_invalid_pipeline_and_absent_needs_raise_pipeline_error() -> None:
