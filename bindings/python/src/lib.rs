@@ -5,9 +5,9 @@
 //! pure-Python layer in `python/podci` gives the public API its final shape (keyword
 //! arguments, `async` variants, the exception classes).
 //!
-//! - [`model`]: `load`, `Pipeline`, `Job`, `Need`, `Diagnostic`, evaluation and payloads.
-//! - [`image`]: `append`, `copy`, `inspect` against registries, OCI layouts and archives.
-//! - [`errors`]: raising the `podci.*Error` classes with structured fields.
+//! - `model`: `load`, `Pipeline`, `Job`, `Need`, `Diagnostic`, evaluation and payloads.
+//! - `image`: `append`, `copy`, `inspect` against registries, OCI layouts and archives.
+//! - `errors`: raising the `podci.*Error` classes with structured fields.
 
 use pyo3::prelude::*;
 
