@@ -134,8 +134,16 @@ fn location(py: Python<'_>, s: &str) -> PyResult<Location> {
     s.parse::<Location>().map_err(|e| registry_error(py, &e))
 }
 
+/// How often a running call looks for Ctrl-C (Python signal handlers).
+const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs the registry future `make` returns with the GIL released. The future is made
 /// inside the GIL-free section so that it need not be `Send` itself.
+///
+/// Every [`SIGNAL_CHECK`] the GIL is taken briefly to run Python's signal handlers, so
+/// Ctrl-C (`KeyboardInterrupt`) stops a transfer instead of waiting for it to end. The
+/// transfer is then dropped mid-way, as when the CLI is interrupted: an unfinished upload
+/// session is left for the registry to expire, and no manifest is written.
 fn block_on<T, F, Fut>(py: Python<'_>, make: F) -> PyResult<T>
 where
     T: Send,
@@ -143,8 +151,21 @@ where
     Fut: std::future::Future<Output = podci_registry::Result<T>>,
 {
     let rt = runtime(py)?;
-    py.detach(|| rt.block_on(make()))
-        .map_err(|e| registry_error(py, &e))
+    let outcome: PyResult<podci_registry::Result<T>> = py.detach(|| {
+        rt.block_on(async {
+            let fut = make();
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    r = &mut fut => return Ok(r),
+                    () = tokio::time::sleep(SIGNAL_CHECK) => {
+                        Python::attach(|py| py.check_signals())?;
+                    }
+                }
+            }
+        })
+    });
+    outcome?.map_err(|e| registry_error(py, &e))
 }
 
 /// Builds `base` plus `layers` with config changes and writes it to `tag` (and

@@ -10,6 +10,8 @@ import gzip
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 import threading
 import urllib.request
@@ -303,3 +305,28 @@ def test_source_date_epoch_sets_layer_times(
     members = layer_members(blob(registry.host, "team/epoch", m["layers"][0]["digest"]))
     assert members["bin/hello"].mtime == 1_700_000_000
     assert rep.digest is not None
+
+
+INTERRUPT_CHILD = """
+import os, signal, socket, sys, threading
+from podci import image
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(16)  # never accepts: the request waits for an answer that never comes
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    image.inspect(f"127.0.0.1:{server.getsockname()[1]}/hang/app:v1")
+except KeyboardInterrupt:
+    print("interrupted")
+    sys.exit(0)
+print("returned")
+sys.exit(1)
+"""
+
+
+def test_ctrl_c_interrupts_a_hanging_call(isolated_credentials: Path) -> None:
+    # In a child process, so that the SIGINT cannot disturb pytest itself.
+    out = subprocess.run(
+        [sys.executable, "-c", INTERRUPT_CHILD], capture_output=True, text=True, timeout=120
+    )
+    assert (out.returncode, out.stdout.strip()) == (0, "interrupted"), out.stderr
