@@ -85,7 +85,10 @@ pub fn py_repr(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            // C0, DEL and C1 controls, as Python escapes them.
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            // Line and paragraph separators are not printable for Python either.
+            '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
