@@ -1,0 +1,85 @@
+"""The scripts in examples/ do what their docstrings promise, run as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Registry
+from test_load import SEED
+
+from podci import image
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_lint_monorepo(tmp_path: Path) -> None:
+    (tmp_path / "services" / "billing").mkdir(parents=True)
+    (tmp_path / "services" / "billing" / ".gitlab-ci.yml").write_text(SEED)
+    (tmp_path / "services" / "web" / "ci").mkdir(parents=True)
+    (tmp_path / "services" / "web" / "ci" / "jobs.yml").write_text(
+        "test:\n  script: npm test\ndocs:\n  script: make docs\n  rules: [{if: $CI_COMMIT_TAG}]\n"
+    )
+    (tmp_path / "services" / "web" / ".gitlab-ci.yml").write_text("include: ci/jobs.yml\n")
+    (tmp_path / "node_modules" / "x").mkdir(parents=True)
+    (tmp_path / "node_modules" / "x" / ".gitlab-ci.yml").write_text("broken: [")
+
+    out = run("lint_monorepo.py", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    lines = out.stdout.splitlines()
+    billing = tmp_path / "services" / "billing" / ".gitlab-ci.yml"
+    assert f"{billing}:11:3: docker-build job: chosen stage build does not exist; available stages are " \
+        ".pre, package, docker_build, deploy_k8s, .post" in lines
+    web = tmp_path / "services" / "web" / ".gitlab-ci.yml"
+    assert f"{web}: ok (2 jobs; a push to main runs test)" in lines
+    assert lines[-1] == "1 of 2 pipelines valid"
+
+    (tmp_path / "services" / "billing" / ".gitlab-ci.yml").unlink()
+    ok = run("lint_monorepo.py", str(tmp_path), "--branch", "develop", cwd=tmp_path)
+    assert ok.returncode == 0 and "a push to develop runs test" in ok.stdout
+
+
+def test_build_and_push(registry: Registry, tmp_path: Path, isolated_credentials: Path) -> None:
+    context = tmp_path / "dist"
+    context.mkdir()
+    (context / "app.jar").write_bytes(b"PK\x03\x04 not really a jar")
+    tag = f"{registry.host}/team/service:1.4.2"
+    out = run(
+        "build_and_push.py",
+        "--context", str(context), "--tag", tag, "--also-tag", "latest",
+        "--entrypoint", "java -jar /app/app.jar", "--env", "JAVA_OPTS=-Xmx256m",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith(f"{tag}@sha256:")
+    info = image.inspect(f"{registry.host}/team/service:latest")
+    assert first == f"{tag}@{info['digest']}"
+    assert info["config"]["Entrypoint"] == ["java", "-jar", "/app/app.jar"]
+    assert "JAVA_OPTS=-Xmx256m" in info["config"]["Env"]
+    assert info["config"]["WorkingDir"] == "/app"
+
+    denied = run("build_and_push.py", "--context", str(context), "--tag", "127.0.0.1:1/x/y:z", cwd=tmp_path)
+    assert denied.returncode == 1 and denied.stderr.startswith("push failed: ")
+
+
+def test_what_runs(tmp_path: Path) -> None:
+    ci = tmp_path / ".gitlab-ci.yml"
+    ci.write_text(
+        "build: {stage: build, script: make}\n"
+        "release: {stage: deploy, script: make release, rules: [{if: $CI_COMMIT_TAG}]}\n"
+    )
+    branch = run("what_runs.py", str(ci), "--branch", "main", cwd=tmp_path)
+    assert branch.returncode == 0, branch.stderr
+    assert branch.stdout.splitlines() == ["build: build (on_success)"]
+    tagged = run("what_runs.py", str(ci), "--tag", "v1", "--payload", "release", cwd=tmp_path)
+    assert tagged.returncode == 0, tagged.stderr
+    assert tagged.stdout.startswith("build: build (on_success)\ndeploy: release (on_success)\n{")
+    assert '"name": "release"' in tagged.stdout
