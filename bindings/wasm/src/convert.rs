@@ -265,7 +265,10 @@ mod tests {
     #[test]
     fn context_defaults_and_fields() {
         let c = context_from_json("").unwrap();
-        assert_eq!((c.ref_name.as_str(), c.source.as_str(), c.tag), ("main", "push", false));
+        assert_eq!(
+            (c.ref_name.as_str(), c.source.as_str(), c.tag),
+            ("main", "push", false)
+        );
         let c = context_from_json(
             r#"{"ref":"v1.0","tag":true,"source":"web","variables":[{"key":"A","value":"1"},{"key":"","value":"x"}]}"#,
         )
@@ -309,7 +312,10 @@ mod tests {
         let ctx = context_from_json(r#"{"ref":"v1","tag":true}"#).unwrap();
         let e = evaluation_json(&p, &p.evaluate(&ctx));
         assert_eq!(e["decisions"][0]["reason"], "rule says when: never");
-        assert_eq!(e["decisions"][0]["rule_text"], r#"{"if":"$CI_COMMIT_TAG","when":"never"}"#);
+        assert_eq!(
+            e["decisions"][0]["rule_text"],
+            r#"{"if":"$CI_COMMIT_TAG","when":"never"}"#
+        );
     }
 
     #[test]

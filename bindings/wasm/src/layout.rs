@@ -128,11 +128,7 @@ pub fn layout(p: &Pipeline, mode: Mode) -> Layout {
             name: j.name.clone(),
             stage: j.stage.clone(),
             instances: j.instances.clone(),
-            needs: n
-                .iter()
-                .flatten()
-                .map(|&k| p.jobs[k].name.clone())
-                .collect(),
+            needs: n.iter().flatten().map(|&k| p.jobs[k].name.clone()).collect(),
             line: j.span.line,
         })
         .collect();
@@ -157,7 +153,13 @@ pub fn layout(p: &Pipeline, mode: Mode) -> Layout {
                 .iter()
                 .map(|&s| p.stages.get(s).cloned().unwrap_or_else(|| "?".to_string()))
                 .collect();
-            (job_stage.iter().map(|s| col.get(s).copied().unwrap_or(0)).collect(), titles)
+            (
+                job_stage
+                    .iter()
+                    .map(|s| col.get(s).copied().unwrap_or(0))
+                    .collect(),
+                titles,
+            )
         }
         Mode::Needs => {
             let layers = dependency_layers(&job_stage, &needs);
@@ -305,7 +307,13 @@ mod tests {
         let l = layout(&p, Mode::Stages);
         let n = names(&l);
         assert_eq!(n.len(), 3);
-        assert_eq!(n[0], ("build".to_string(), vec!["build-a".to_string(), "build-b".to_string()]));
+        assert_eq!(
+            n[0],
+            (
+                "build".to_string(),
+                vec!["build-a".to_string(), "build-b".to_string()]
+            )
+        );
         assert_eq!(n[1].1, vec!["lint", "test-a", "test-b"]);
         let tb = &l.columns[1].cards[2];
         assert_eq!(tb.instances, vec!["test-b 1/3", "test-b 2/3", "test-b 3/3"]);
@@ -332,7 +340,9 @@ mod tests {
 
     #[test]
     fn barycenter_orders_by_needed_rows() {
-        let p = lint("a: {stage: build, script: x}\nb: {stage: build, script: x}\nc: {stage: test, needs: [b], script: x}\nd: {stage: test, needs: [a], script: x}\n");
+        let p = lint(
+            "a: {stage: build, script: x}\nb: {stage: build, script: x}\nc: {stage: test, needs: [b], script: x}\nd: {stage: test, needs: [a], script: x}\n",
+        );
         let l = layout(&p, Mode::Needs);
         assert_eq!(names(&l)[1].1, vec!["d", "c"]);
     }

@@ -102,8 +102,11 @@ impl Preview {
     /// The graph for `mode` (`"stages"` or `"needs"`): `{mode, columns: [{title, cards:
     /// [{name, stage, instances, needs, line}]}], links: [{from, to}]}`.
     pub fn layout(&self, mode: &str) -> Result<JsValue, JsError> {
-        let m = layout::Mode::parse(mode)
-            .ok_or_else(|| JsError::new(&format!("unknown layout mode {mode:?}: use \"stages\" or \"needs\"")))?;
+        let m = layout::Mode::parse(mode).ok_or_else(|| {
+            JsError::new(&format!(
+                "unknown layout mode {mode:?}: use \"stages\" or \"needs\""
+            ))
+        })?;
         let l = layout::layout(&self.pipeline, m);
         let v = serde_json::to_value(&l).map_err(|e| JsError::new(&format!("cannot encode layout: {e}")))?;
         to_js(&v)

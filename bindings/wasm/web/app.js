@@ -231,6 +231,12 @@ function renderGraph() {
   if (!p) return;
   if (!p.valid()) {
     graph.classList.add("invalid");
+    const msg = document.createElement("p");
+    msg.className = "notice";
+    msg.textContent = "GitLab would reject this configuration: fix the errors listed under the editor to see the pipeline.";
+    graph.replaceChildren(msg);
+    $("links").replaceChildren();
+    state.layout = null;
     $("summary").textContent = "invalid configuration";
     return;
   }
@@ -361,7 +367,9 @@ function update() {
   let preview;
   try {
     preview = new Preview($("yaml").value, state.files);
-    preview.set_context(readContext());
+    const ctx = readContext();
+    preview.set_context(ctx);
+    state.contextKey = JSON.stringify(ctx);
   } catch (e) {
     toast(String(e.message || e));
     return;
@@ -380,8 +388,14 @@ function update() {
 
 function recontext() {
   if (!state.preview) return;
+  // `change` follows `input` when a field loses focus; redrawing then would replace the
+  // card the user is clicking, so only a context that really changed redraws.
+  const ctx = readContext();
+  const key = JSON.stringify(ctx);
+  if (key === state.contextKey) return;
   try {
-    state.preview.set_context(readContext());
+    state.preview.set_context(ctx);
+    state.contextKey = key;
   } catch (e) {
     toast(String(e.message || e));
     return;
