@@ -344,4 +344,21 @@ mod tests {
         assert_eq!(d[0]["line"], 2);
         assert_eq!(d[0]["file"], ".gitlab-ci.yml");
     }
+
+    proptest::proptest! {
+        /// The page's inputs are parsed without panicking, whatever they hold.
+        #[test]
+        fn inputs_never_panic(text in ".{0,200}") {
+            let _ = context_from_json(&text);
+            let _ = files_from_json(&text);
+        }
+
+        #[test]
+        fn variables_keep_order_and_values(pairs in proptest::collection::vec(("[A-Z_]{1,8}", ".{0,20}"), 0..8)) {
+            let vars: Vec<serde_json::Value> = pairs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+            let c = context_from_json(&json!({"variables": vars}).to_string()).unwrap();
+            let got: Vec<(String, String)> = c.variables.iter().map(|v| (v.key.clone(), v.value.clone())).collect();
+            proptest::prop_assert_eq!(got, pairs);
+        }
+    }
 }

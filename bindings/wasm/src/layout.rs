@@ -369,4 +369,61 @@ mod tests {
         assert_eq!(Mode::parse("stages"), Some(Mode::Stages));
         assert_eq!(Mode::parse("x"), None);
     }
+
+    proptest::proptest! {
+        /// Random DAGs (each job needs some earlier jobs, or follows stages): every card
+        /// appears once, and in the needs view every link points to a later column.
+        #[test]
+        fn needs_layers_respect_every_link(
+            jobs in proptest::collection::vec(
+                (0usize..3, proptest::option::of(proptest::collection::vec(0usize..40, 0..4))),
+                1..40,
+            )
+        ) {
+            let stages = ["build", "test", "deploy"];
+            // Stage of each job: never earlier than the jobs it needs (GitLab requires it).
+            let mut stage_of: Vec<usize> = Vec::new();
+            let mut y = String::from("stages: [build, test, deploy]\n");
+            for (i, (stage, needs)) in jobs.iter().enumerate() {
+                let needs: Option<Vec<usize>> = needs.as_ref().map(|n| {
+                    let mut v: Vec<usize> = n.iter().filter(|&&k| k < i).copied().collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                });
+                let st = needs
+                    .iter()
+                    .flatten()
+                    .map(|&k| stage_of[k])
+                    .fold(*stage, usize::max);
+                stage_of.push(st);
+                y.push_str(&format!("j{i}:\n  stage: {}\n  script: x\n", stages[st]));
+                if let Some(n) = needs {
+                    let names: Vec<String> = n.iter().map(|k| format!("j{k}")).collect();
+                    y.push_str(&format!("  needs: [{}]\n", names.join(", ")));
+                }
+            }
+            let p = load(".gitlab-ci.yml", &y, &MemorySource::new(), &LoadOptions::default());
+            proptest::prop_assert!(p.is_valid(), "{:?}\n{}", p.diagnostics, y);
+            for mode in [Mode::Needs, Mode::Stages] {
+                let l = layout(&p, mode);
+                let mut col: HashMap<String, usize> = HashMap::new();
+                for (c, column) in l.columns.iter().enumerate() {
+                    proptest::prop_assert!(!column.cards.is_empty());
+                    for card in &column.cards {
+                        proptest::prop_assert!(col.insert(card.name.clone(), c).is_none());
+                    }
+                }
+                proptest::prop_assert_eq!(col.len(), jobs.len());
+                for link in &l.links {
+                    let (a, b) = (col[&link.from], col[&link.to]);
+                    if mode == Mode::Needs {
+                        proptest::prop_assert!(a < b, "{} -> {}: {a} !< {b}\n{}", link.from, link.to, y);
+                    } else {
+                        proptest::prop_assert!(a <= b);
+                    }
+                }
+            }
+        }
+    }
 }
