@@ -262,4 +262,31 @@ fn page_shows_errors_graph_and_rules() {
     // Dark scheme, for the record.
     s.click("#theme");
     s.screenshot("5-dark");
+
+    // 5. include:local resolves against a file dropped on the page.
+    let n = s.wait_render(0);
+    let n = paste(&s, "include: extra-jobs.yml\nbuild:\n  script: make\n", n);
+    let missing = s.exec(
+        "return document.querySelector('#diagnostics li.error')?.textContent ?? '';",
+        json!([]),
+    );
+    assert!(
+        missing.as_str().unwrap_or("").contains("extra-jobs.yml"),
+        "{missing}"
+    );
+    s.exec(
+        "const dt = new DataTransfer(); dt.items.add(new File([arguments[0]], 'extra-jobs.yml')); \
+         window.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));",
+        json!(["docs:\n  needs: [build]\n  script: make docs\n"]),
+    );
+    s.wait_render(n);
+    let cards = s.exec(
+        "return [...document.querySelectorAll('#graph .card')].map(c => c.dataset.job);",
+        json!([]),
+    );
+    // Included files are merged under the main file, so their jobs come first (as on GitLab).
+    assert_eq!(cards, json!(["docs", "build"]));
+    let chips = s.exec("return document.getElementById('files').textContent;", json!([]));
+    assert!(chips.as_str().unwrap_or("").contains("extra-jobs.yml"), "{chips}");
+    s.screenshot("6-dropped-include");
 }
