@@ -345,6 +345,7 @@ mod tests {
         assert_eq!(d[0]["file"], ".gitlab-ci.yml");
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     proptest::proptest! {
         /// The page's inputs are parsed without panicking, whatever they hold.
         #[test]

@@ -370,6 +370,7 @@ mod tests {
         assert_eq!(Mode::parse("x"), None);
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     proptest::proptest! {
         /// Random DAGs (each job needs some earlier jobs, or follows stages): every card
         /// appears once, and in the needs view every link points to a later column.
