@@ -4,6 +4,7 @@
 //!
 //! Needs Debian's chromium and chromium-driver and wasm-bindgen-cli (installed by
 //! `.ci/setup.d/60-wasm.sh`); fails under `CI` when one is missing, skips loudly otherwise.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 
