@@ -189,7 +189,19 @@ fn page_shows_errors_graph_and_rules() {
     assert_eq!(pairs, expect);
     let deploy = card_state(&s, "deploy-prod");
     assert_eq!(deploy["runs"], "true", "{deploy}");
+    // Hovering a job highlights what it needs and what needs it, and their links.
+    let hl = s.exec(
+        "document.querySelector('.card[data-job=e2e]').dispatchEvent(new MouseEvent('mouseover', {bubbles: true})); \
+         return [[...document.querySelectorAll('.card.hl')].map(c => c.dataset.job).sort(), \
+                 document.querySelectorAll('#links path.hl').length];",
+        json!([]),
+    );
+    assert_eq!(hl, json!([["assets", "compile", "deploy-prod"], 3]));
     s.screenshot("2-dag-needs-links");
+    s.exec(
+        "document.querySelector('.card[data-job=e2e]').dispatchEvent(new MouseEvent('mouseout', {bubbles: true}));",
+        json!([]),
+    );
 
     // 3. Switch the branch as a user types it: the rules-excluded job changes.
     s.type_into("#ctx-ref", "feature/login");

@@ -582,6 +582,24 @@ function wire() {
     if (c && (e.key === "Enter" || e.key === " ")) {
       e.preventDefault();
       openPanel(c.dataset.job);
+    } else if (c && e.key.startsWith("Arrow") && e.target === c) {
+      // Arrows move between cards: up/down within a column, left/right to the same row
+      // of the neighbouring column.
+      const col = c.parentElement;
+      const cards = [...col.querySelectorAll(":scope > .card")];
+      const i = cards.indexOf(c);
+      let next = null;
+      if (e.key === "ArrowDown") next = cards[i + 1];
+      else if (e.key === "ArrowUp") next = cards[i - 1];
+      else {
+        const other = e.key === "ArrowRight" ? col.nextElementSibling : col.previousElementSibling;
+        const oc = other ? [...other.querySelectorAll(":scope > .card")] : [];
+        next = oc[Math.min(i, oc.length - 1)];
+      }
+      if (next) {
+        e.preventDefault();
+        next.focus();
+      }
     }
   });
   for (const [ev, on] of [["mouseover", true], ["mouseout", false], ["focusin", true], ["focusout", false]]) {
