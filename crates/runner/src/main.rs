@@ -16,6 +16,7 @@ mod cmd_artifacts;
 mod cmd_cache;
 mod cmd_image;
 mod cmd_lint;
+mod cmd_preview;
 mod files;
 
 #[derive(Parser)]
@@ -39,6 +40,8 @@ enum Command {
     Cache(cmd_cache::Args),
     /// Upload and download job artifacts.
     Artifacts(cmd_artifacts::Args),
+    /// Serve the browser pipeline previewer and a .gitlab-ci.yml on 127.0.0.1.
+    Preview(cmd_preview::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Image(args) => cmd_image::run(args),
         Command::Cache(args) => cmd_cache::run(args),
         Command::Artifacts(args) => cmd_artifacts::run(args),
+        Command::Preview(args) => cmd_preview::run(args),
     };
     match result {
         Ok(code) => code,
