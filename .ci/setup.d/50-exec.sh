@@ -7,3 +7,6 @@ if [ ! -x "$GCL_DIR/node_modules/.bin/gitlab-ci-local" ]; then
   mkdir -p "$GCL_DIR"
   npm install --silent --no-audit --no-fund --prefix "$GCL_DIR" gitlab-ci-local@4.70.1 >/dev/null
 fi
+# The docker executor's tests start their own dockerd (no bridge, no iptables) and import
+# an image made from busybox-static.
+apt_install docker.io busybox-static tar

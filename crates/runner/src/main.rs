@@ -14,8 +14,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cmd_artifacts;
 mod cmd_cache;
-mod cmd_image;
 mod cmd_exec;
+mod cmd_image;
 mod cmd_lint;
 mod exec;
 // Shared with `podci run` (jobs from GitLab); not every item is used by `podci exec`.

@@ -121,12 +121,21 @@ deploy:
     let order = lines(&p.mark("order"));
     let end_build = pos(&order, "end build");
     for j in ["slow-test", "fast-test", "deploy-early", "deploy"] {
-        assert!(pos(&order, &format!("start {j}")) > end_build, "{j} before build ended: {order:?}");
+        assert!(
+            pos(&order, &format!("start {j}")) > end_build,
+            "{j} before build ended: {order:?}"
+        );
     }
     // needs: the deploy job that needs only build does not wait for the test stage.
-    assert!(pos(&order, "start deploy-early") < pos(&order, "end slow-test"), "{order:?}");
+    assert!(
+        pos(&order, "start deploy-early") < pos(&order, "end slow-test"),
+        "{order:?}"
+    );
     // stage order: the plain deploy job waits for the whole test stage.
-    assert!(pos(&order, "start deploy") > pos(&order, "end slow-test"), "{order:?}");
+    assert!(
+        pos(&order, "start deploy") > pos(&order, "end slow-test"),
+        "{order:?}"
+    );
     assert!(text.contains("pipeline #1: success"), "{text}");
     // Full logs per job.
     let log = std::fs::read_to_string(p.path().join(".podci/logs/1/build.log")).unwrap();
@@ -164,7 +173,10 @@ tidy:
     assert!(!p.mark("deployed").exists(), "deploy ran after a failure: {text}");
     assert!(p.mark("notified").exists(), "on_failure job did not run: {text}");
     assert!(p.mark("tidied").exists(), "always job did not run: {text}");
-    assert!(text.contains("[broken] failed: exit code 7 (script_failure)"), "{text}");
+    assert!(
+        text.contains("[broken] failed: exit code 7 (script_failure)"),
+        "{text}"
+    );
     assert!(text.contains("failed (allowed)"), "{text}");
     assert!(text.contains("pipeline #1: failed"), "{text}");
 
@@ -208,7 +220,10 @@ slow:
     let t = Instant::now();
     let (out, text) = p.exec(&[]);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(t.elapsed() < Duration::from_secs(30), "timeout not enforced: {text}");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "timeout not enforced: {text}"
+    );
     assert!(text.contains("job_execution_timeout"), "{text}");
     assert_eq!(lines(&p.mark("after")), vec!["after:failed"]);
 }
@@ -324,7 +339,12 @@ never:
 "#,
         &[],
     );
-    let mut child = p.command(&[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = p
+        .command(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     while !p.mark("started").exists() {
         assert!(t.elapsed() < Duration::from_secs(30), "job never started");
@@ -339,7 +359,10 @@ never:
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "podci did not stop after SIGINT");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "podci did not stop after SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(130));

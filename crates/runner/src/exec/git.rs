@@ -3,14 +3,12 @@
 //! understands works). Outside a repository everything falls back to GitLab-like
 //! defaults so that a plain directory still runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// What git says about the project directory.
 #[derive(Debug, Clone, Default)]
 pub struct Repo {
-    /// The repository's top directory.
-    pub toplevel: PathBuf,
     /// The project directory relative to `toplevel` (empty or ending in `/`).
     pub prefix: String,
     /// `HEAD`'s commit, `None` in a repository without commits.
@@ -49,8 +47,8 @@ pub fn git(dir: &Path, args: &[&str]) -> Option<String> {
 
 /// Reads the repository that contains `dir`; `None` outside any repository or without git.
 pub fn read(dir: &Path) -> Option<Repo> {
-    let toplevel = PathBuf::from(git(dir, &["rev-parse", "--show-toplevel"])?);
-    let prefix = git(dir, &["rev-parse", "--show-prefix"]).unwrap_or_default();
+    // Fails outside a repository (or without git): then there is no repository.
+    let prefix = git(dir, &["rev-parse", "--show-prefix"])?;
     let sha = git(dir, &["rev-parse", "--verify", "-q", "HEAD"]);
     let before_sha = sha
         .as_ref()
@@ -71,12 +69,14 @@ pub fn read(dir: &Path) -> Option<Repo> {
         }
         None => Default::default(),
     };
-    let default_branch = git(dir, &["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"])
-        .and_then(|r| r.strip_prefix("origin/").map(str::to_string))
-        .or_else(|| git(dir, &["config", "init.defaultBranch"]))
-        .unwrap_or_else(|| "main".to_string());
+    let default_branch = git(
+        dir,
+        &["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"],
+    )
+    .and_then(|r| r.strip_prefix("origin/").map(str::to_string))
+    .or_else(|| git(dir, &["config", "init.defaultBranch"]))
+    .unwrap_or_else(|| "main".to_string());
     Some(Repo {
-        toplevel,
         prefix,
         sha,
         before_sha,
@@ -94,12 +94,20 @@ pub fn read(dir: &Path) -> Option<Repo> {
 /// project directory (files outside it are left out). `None` when git cannot tell.
 pub fn changed_files(dir: &Path, repo: &Repo, compare_to: &str) -> Option<Vec<String>> {
     let head = repo.sha.as_deref()?;
-    let base = git(dir, &["rev-parse", "--verify", "-q", &format!("{compare_to}^{{commit}}")])
-        .filter(|b| b != head)
-        .and_then(|b| git(dir, &["merge-base", &b, head]))
-        .or_else(|| repo.before_sha.clone())?;
+    let base = git(
+        dir,
+        &["rev-parse", "--verify", "-q", &format!("{compare_to}^{{commit}}")],
+    )
+    .filter(|b| b != head)
+    .and_then(|b| git(dir, &["merge-base", &b, head]))
+    .or_else(|| repo.before_sha.clone())?;
     let out = git(dir, &["diff", "--name-only", "--relative", &base, head])?;
-    Some(out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+    Some(
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 /// Files tracked at `HEAD` under the project directory (for `rules:exists`).

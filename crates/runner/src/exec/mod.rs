@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use podci_model::Pipeline;
 use podci_model::eval::{Evaluation, PipelineContext, VariableLevel};
 use podci_model::payload::{ArtifactsFile, JobPayload};
 use podci_model::schedule::{
     self, Action, AllowFailure, Event, JobSpec, JobStatus, PipelineStatus, Scheduler, When,
 };
-use podci_model::Pipeline;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -160,7 +160,10 @@ fn build_context(opts: &Options, project: &Path) -> anyhow::Result<(PipelineCont
             }
             (None, None) => ctx.ref_name = r.default_branch.clone(),
         }
-        let compare = opts.compare_to.clone().unwrap_or_else(|| r.default_branch.clone());
+        let compare = opts
+            .compare_to
+            .clone()
+            .unwrap_or_else(|| r.default_branch.clone());
         ctx.changed_files = git::changed_files(project, r, &compare);
         ctx.existing_files = git::tracked_files(project);
     }
@@ -243,7 +246,10 @@ fn plan(opts: &Options) -> anyhow::Result<Result<Plan, ExitCode>> {
     let (ctx, repo) = build_context(opts, &project)?;
     let eval = pipeline.evaluate(&ctx);
     if !eval.created {
-        eprintln!("podci: workflow:rules create no pipeline for ref {}", ctx.ref_name);
+        eprintln!(
+            "podci: workflow:rules create no pipeline for ref {}",
+            ctx.ref_name
+        );
         return Ok(Err(ExitCode::SUCCESS));
     }
     if !eval.errors.is_empty() {
@@ -260,7 +266,11 @@ fn plan(opts: &Options) -> anyhow::Result<Result<Plan, ExitCode>> {
     let named: BTreeSet<&str> = opts.jobs.iter().map(String::as_str).collect();
     let base_jobs: Vec<&podci_model::Job> = {
         let present: BTreeSet<&str> = eval.jobs.iter().map(|j| j.job.as_str()).collect();
-        pipeline.jobs.iter().filter(|j| present.contains(j.name.as_str())).collect()
+        pipeline
+            .jobs
+            .iter()
+            .filter(|j| present.contains(j.name.as_str()))
+            .collect()
     };
     let mut specs = Vec::new();
     for mut spec in schedule::job_specs(&pipeline, &base_jobs) {
@@ -322,7 +332,7 @@ fn waves(specs: &[JobSpec]) -> (Vec<Vec<String>>, Vec<String>) {
     let mut waves = Vec::new();
     let mut not_run = Vec::new();
     let mut pending: Vec<String> = Vec::new();
-    let mut absorb = |actions: Vec<Action>, pending: &mut Vec<String>, not_run: &mut Vec<String>| {
+    let absorb = |actions: Vec<Action>, pending: &mut Vec<String>, not_run: &mut Vec<String>| {
         for a in actions {
             match a {
                 Action::Enqueue { job, .. } => pending.push(job),
@@ -362,7 +372,10 @@ fn print_plan(plan: &Plan) {
     for (i, wave) in waves.iter().enumerate() {
         println!("step {}:", i + 1);
         for name in wave {
-            let Some(p) = plan.pipeline.payload(&plan.eval, name, &plan.ctx, "dry-run-token") else {
+            let Some(p) = plan
+                .pipeline
+                .payload(&plan.eval, name, &plan.ctx, "dry-run-token")
+            else {
                 continue;
             };
             let mut parts = vec![format!("stage {}", p.job_info.stage)];
@@ -433,10 +446,12 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
     workcopy::snapshot(&project, plan.repo.as_ref(), opts.with_dirty, &snapshot)
         .with_context(|| format!("cannot prepare the working copy in {}", snapshot.display()))?;
 
-    let cache_dir = opts
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| user_cache_base().join("exec").join(project_key(&project)).join("cache"));
+    let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| {
+        user_cache_base()
+            .join("exec")
+            .join(project_key(&project))
+            .join("cache")
+    });
     let cache_store = podci_cache::Store::dir(&cache_dir)
         .with_context(|| format!("cannot open the cache directory {}", cache_dir.display()))?
         .with_fsync(false);
@@ -520,24 +535,25 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
             let attempt = sched.job_attempt(&job).unwrap_or(1);
             let rec = records.entry(job.clone()).or_default();
             rec.attempts = attempt;
-            let mut payload = match plan
-                .pipeline
-                .payload(&plan.eval, &job, &plan.ctx, &crate::executor::random_hex(20))
-            {
-                Some(p) => p,
-                None => {
-                    actions = sched
-                        .on_event(Event::Finished {
-                            job: job.clone(),
-                            result: schedule::JobResult::Failed {
-                                reason: schedule::FailureReason::RunnerSystemFailure,
-                                exit_code: None,
-                            },
-                        })
-                        .unwrap_or_default();
-                    continue;
-                }
-            };
+            let mut payload =
+                match plan
+                    .pipeline
+                    .payload(&plan.eval, &job, &plan.ctx, &crate::executor::random_hex(20))
+                {
+                    Some(p) => p,
+                    None => {
+                        actions = sched
+                            .on_event(Event::Finished {
+                                job: job.clone(),
+                                result: schedule::JobResult::Failed {
+                                    reason: schedule::FailureReason::RunnerSystemFailure,
+                                    exit_code: None,
+                                },
+                            })
+                            .unwrap_or_default();
+                        continue;
+                    }
+                };
             // Job ids repeat between runs (1, 2, ...); the artifact store is per run.
             mark_artifacts(&mut payload, &artifacts, &records).await;
             let token = root.child_token();
@@ -556,7 +572,8 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
             }
             running.spawn(async move {
                 let t = Instant::now();
-                let outcome = crate::executor::run_job(exec.as_ref(), payload, &dirs, &hooks, &mut sink, token).await;
+                let outcome =
+                    crate::executor::run_job(exec.as_ref(), payload, &dirs, &hooks, &mut sink, token).await;
                 let took = t.elapsed();
                 let log = sink.finish();
                 if !keep {
@@ -636,7 +653,11 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
     }
     display.note("");
     display.note(output::summary(&rows).trim_end());
-    let warn = if sched.has_warnings() { " with warnings" } else { "" };
+    let warn = if sched.has_warnings() {
+        " with warnings"
+    } else {
+        ""
+    };
     display.note(&format!("pipeline #{pipeline_id}: {status}{warn}"));
     if !opts.keep {
         let _ = std::fs::remove_dir_all(&work);

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -184,7 +184,11 @@ pub fn summary(rows: &[Row]) -> String {
             .duration
             .map(|d| format!("{:.2}s", d.as_secs_f64()))
             .unwrap_or_else(|| "-".into());
-        let log = r.log.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let log = r
+            .log
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         out.push_str(&format!(
             "{:w_job$}  {:w_stage$}  {:w_status$}  {:>8}  {:>3}  {}\n",
             r.job, r.stage, r.status, d, r.attempts, log
@@ -193,10 +197,6 @@ pub fn summary(rows: &[Row]) -> String {
     out
 }
 
-/// A timer for a job's last attempt.
-#[derive(Debug, Clone, Copy)]
-pub struct Started(pub Instant);
-
 #[cfg(test)]
 mod tests {
     use super::clean_line;
@@ -204,11 +204,15 @@ mod tests {
     #[test]
     fn sections_and_colors() {
         assert_eq!(
-            clean_line(b"\x1b[0Ksection_start:1:step_script\r\x1b[0K\x1b[32;1mExecuting step\x1b[0;m").as_deref(),
+            clean_line(b"\x1b[0Ksection_start:1:step_script\r\x1b[0K\x1b[32;1mExecuting step\x1b[0;m")
+                .as_deref(),
             Some("Executing step")
         );
         assert_eq!(clean_line(b"\x1b[0Ksection_end:1:step_script\r\x1b[0K"), None);
-        assert_eq!(clean_line(b"\x1b[32;1m$ echo hi\x1b[0;m").as_deref(), Some("$ echo hi"));
+        assert_eq!(
+            clean_line(b"\x1b[32;1m$ echo hi\x1b[0;m").as_deref(),
+            Some("$ echo hi")
+        );
         assert_eq!(clean_line(b"plain").as_deref(), Some("plain"));
         assert_eq!(clean_line(b"50%\r100%").as_deref(), Some("100%"));
     }

@@ -28,7 +28,8 @@ impl Sources for SnapshotSources {
     ) -> BoxFuture<'a, Result<(), StageError>> {
         async move {
             let (from, to) = (self.snapshot.clone(), dirs.project.clone());
-            let res = tokio::task::spawn_blocking(move || super::workcopy::copy_tree(&from, &to, false)).await;
+            let res =
+                tokio::task::spawn_blocking(move || super::workcopy::copy_tree(&from, &to, false)).await;
             match res {
                 Ok(Ok(())) => {
                     trace(&format!("Working copy in {}", dirs.project.display()));
@@ -60,10 +61,7 @@ impl CacheTransport for StoreCache {
                     "Successfully extracted cache {k} ({} files)",
                     report.stats.entries
                 ),
-                None => format!(
-                    "WARNING: no cache restored ({})",
-                    report.warnings.join("; ")
-                ),
+                None => format!("WARNING: no cache restored ({})", report.warnings.join("; ")),
             }
         }
         .boxed()
@@ -167,10 +165,17 @@ impl ArtifactTransport for StoreArtifacts {
     ) -> BoxFuture<'a, Result<Vec<String>, StageError>> {
         async move {
             let spec = artifact_spec(payload);
-            match self.artifacts.upload(payload.id, &spec, project_dir, succeeded).await {
-                Ok(None) => Ok(vec!["Not uploading artifacts: `when` does not match the job status".into()]),
+            match self
+                .artifacts
+                .upload(payload.id, &spec, project_dir, succeeded)
+                .await
+            {
+                Ok(None) => Ok(vec![
+                    "Not uploading artifacts: `when` does not match the job status".into(),
+                ]),
                 Ok(Some((m, warnings))) => {
-                    let mut lines: Vec<String> = warnings.into_iter().map(|w| format!("WARNING: {w}")).collect();
+                    let mut lines: Vec<String> =
+                        warnings.into_iter().map(|w| format!("WARNING: {w}")).collect();
                     lines.push(format!(
                         "Uploaded artifacts: archive {}, {} report file(s), {} dotenv variable(s)",
                         if m.archive.is_some() { "stored" } else { "empty" },

@@ -28,7 +28,9 @@ pub enum VarsError {
         source: std::io::Error,
     },
     /// The file is not the expected YAML.
-    #[error("{path}: {message}; expected a mapping of NAME: value or NAME: {{value: ..., masked: true, file: false, protected: false, raw: false}}")]
+    #[error(
+        "{path}: {message}; expected a mapping of NAME: value or NAME: {{value: ..., masked: true, file: false, protected: false, raw: false}}"
+    )]
     Format {
         /// File.
         path: PathBuf,
@@ -111,7 +113,9 @@ pub fn parse(text: &str, level: VariableLevel) -> Result<Vec<Variable>, String> 
 
 /// `--variable KEY=VALUE`.
 pub fn parse_option(s: &str) -> Result<Variable, VarsError> {
-    let (k, v) = s.split_once('=').ok_or_else(|| VarsError::Option(s.to_string()))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| VarsError::Option(s.to_string()))?;
     if k.is_empty() {
         return Err(VarsError::Option(s.to_string()));
     }

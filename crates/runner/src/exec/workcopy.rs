@@ -32,7 +32,10 @@ pub fn snapshot(project: &Path, repo: Option<&Repo>, with_dirty: bool, dest: &Pa
         if msg.contains("not a valid object name") || msg.contains("does not exist") {
             return copy_tree(project, dest, true);
         }
-        return Err(io::Error::other(format!("git archive {tree} failed: {}", msg.trim())));
+        return Err(io::Error::other(format!(
+            "git archive {tree} failed: {}",
+            msg.trim()
+        )));
     }
     let mut archive = tar::Archive::new(out.stdout.as_slice());
     archive.set_preserve_permissions(true);
@@ -73,9 +76,10 @@ fn copy_entry(from: &Path, to: &Path) -> io::Result<()> {
 /// Copies the tree under `from` into `to` (files, modes, symlinks as links).
 pub fn copy_tree(from: &Path, to: &Path, skip_meta: bool) -> io::Result<()> {
     std::fs::create_dir_all(to)?;
-    let walker = walkdir::WalkDir::new(from).min_depth(1).into_iter().filter_entry(|e| {
-        !(skip_meta && e.depth() == 1 && SKIP.iter().any(|s| e.file_name() == *s))
-    });
+    let walker = walkdir::WalkDir::new(from)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !(skip_meta && e.depth() == 1 && SKIP.iter().any(|s| e.file_name() == *s)));
     for entry in walker {
         let entry = entry.map_err(io::Error::other)?;
         let rel = entry.path().strip_prefix(from).map_err(io::Error::other)?;

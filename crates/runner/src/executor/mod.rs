@@ -222,11 +222,13 @@ pub trait Executor: Send + Sync {
     }
     /// Gets ready for a job (e.g. checks the image, starts services). The error fails the
     /// job with its reason (`image_pull_failure`, ...).
-    fn prepare<'a>(
+    fn prepare<'a, 'p>(
         &'a self,
-        payload: &'a JobPayload,
-        dirs: &'a JobDirs,
-    ) -> BoxFuture<'a, Result<Box<dyn Session + 'a>, StageError>>;
+        payload: &'p JobPayload,
+        dirs: &'p JobDirs,
+    ) -> BoxFuture<'p, Result<Box<dyn Session + 'a>, StageError>>
+    where
+        'a: 'p;
 }
 
 /// One job's use of an executor (a container, or nothing for the shell).
@@ -423,7 +425,10 @@ async fn run_in_session(
             }
             match cache_keys(payload, c) {
                 Ok(keys) => {
-                    trace.notice(&format!("Restoring cache {}", keys.first().map_or("", String::as_str)));
+                    trace.notice(&format!(
+                        "Restoring cache {}",
+                        keys.first().map_or("", String::as_str)
+                    ));
                     let line = cache.restore(&keys, &dirs.project).await;
                     trace.line(&line);
                 }
@@ -470,7 +475,17 @@ async fn run_in_session(
     };
     let mut outcome = JobOutcome::Success;
     if let Some(step) = payload.steps.iter().find(|s| s.name == "script").cloned() {
-        let end = run_step(session, payload, &step, opts(None), &nonce, dirs, cancel.clone(), trace).await;
+        let end = run_step(
+            session,
+            payload,
+            &step,
+            opts(None),
+            &nonce,
+            dirs,
+            cancel.clone(),
+            trace,
+        )
+        .await;
         outcome = match end {
             // The end marker carries the script's own code; the process code is the
             // fallback when the shell died before printing it.

@@ -75,11 +75,14 @@ impl Executor for ShellExecutor {
         self.shell
     }
 
-    fn prepare<'a>(
+    fn prepare<'a, 'p>(
         &'a self,
-        _payload: &'a JobPayload,
-        _dirs: &'a JobDirs,
-    ) -> BoxFuture<'a, Result<Box<dyn Session + 'a>, StageError>> {
+        _payload: &'p JobPayload,
+        _dirs: &'p JobDirs,
+    ) -> BoxFuture<'p, Result<Box<dyn Session + 'a>, StageError>>
+    where
+        'a: 'p,
+    {
         async move { Ok(Box::new(ShellSession { exec: self }) as Box<dyn Session + 'a>) }.boxed()
     }
 }
