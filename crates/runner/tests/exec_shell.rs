@@ -262,7 +262,7 @@ fn cache_is_reused_by_the_next_run() {
 deps:
   cache: {key: deps, paths: [vendor/]}
   script:
-    - if [ -f vendor/stamp ]; then echo HIT >> $MARK_DIR/cache; else echo MISS >> $MARK_DIR/cache; mkdir -p vendor; echo x > vendor/stamp; fi
+    - if [ -f vendor/stamp ]; then echo HIT >> $MARK_DIR/hits; else echo MISS >> $MARK_DIR/hits; mkdir -p vendor; echo x > vendor/stamp; fi
 "#,
         &[],
     );
@@ -270,7 +270,7 @@ deps:
     assert!(out.status.success(), "{text}");
     let (out, text) = p.exec(&[]);
     assert!(out.status.success(), "{text}");
-    assert_eq!(lines(&p.mark("cache")), vec!["MISS", "HIT"]);
+    assert_eq!(lines(&p.mark("hits")), vec!["MISS", "HIT"]);
     // The user's checkout never gets the cached files.
     assert!(!p.path().join("vendor").exists());
 }
