@@ -256,6 +256,34 @@ test:
 }
 
 #[test]
+fn a_project_in_a_subdirectory_gets_its_own_files() {
+    let p = Project::new(
+        "root:\n  script: [exit 1]\n",
+        &[
+            (
+                "app/.gitlab-ci.yml",
+                "check:\n  script: [test -f lib/code.txt, test ! -e app, touch $MARK_DIR/ok]\n",
+            ),
+            ("app/lib/code.txt", "code\n"),
+        ],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_podci"))
+        .args(["exec", "--plain", "--variable"])
+        .arg(format!("MARK_DIR={}", p.state.path().display()))
+        .arg("-C")
+        .arg(p.path().join("app"))
+        .arg("--cache-dir")
+        .arg(p.state.path().join("cache"))
+        .arg("--work-dir")
+        .arg(p.state.path().join("work"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(p.mark("ok").exists(), "{text}");
+}
+
+#[test]
 fn cache_is_reused_by_the_next_run() {
     let p = Project::new(
         r#"

@@ -705,7 +705,7 @@ async fn mark_artifacts(
     records: &HashMap<String, JobRecord>,
 ) {
     for d in &mut payload.dependencies {
-        if !records.get(&*d.name).is_some_and(|r| r.outcome.is_some()) {
+        if records.get(&*d.name).is_none_or(|r| r.outcome.is_none()) {
             continue;
         }
         if let Ok(Some(m)) = artifacts.manifest(d.id).await

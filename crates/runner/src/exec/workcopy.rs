@@ -19,9 +19,11 @@ pub fn snapshot(project: &Path, repo: Option<&Repo>, with_dirty: bool, dest: &Pa
         return copy_tree(project, dest, true);
     };
     let tree = format!("HEAD:{}", repo.prefix);
+    // From the top directory: in a subdirectory git archive would keep only the paths
+    // below the current directory *inside* the tree, i.e. nothing.
     let out = Command::new("git")
         .arg("-C")
-        .arg(project)
+        .arg(&repo.toplevel)
         .args(["archive", "--format=tar", &tree])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
