@@ -260,7 +260,7 @@ impl Session for DockerSession<'_> {
             }
             self.steps += 1;
             let file = step.dirs.tmp.join(format!(".podci-step-{}.sh", self.steps));
-            write_private(&file, step.script.as_bytes())
+            super::shell::write_private(&file, step.script.as_bytes())
                 .map_err(|e| StageError::system(format!("cannot write the step script: {e}")))?;
             let res = self.run_container(&step, &file, output).await;
             let _ = std::fs::remove_file(&file);
@@ -272,18 +272,6 @@ impl Session for DockerSession<'_> {
     fn cleanup(self: Box<Self>) -> BoxFuture<'static, ()> {
         async {}.boxed()
     }
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
 }
 
 impl DockerSession<'_> {

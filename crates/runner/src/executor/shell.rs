@@ -1,8 +1,9 @@
 //! The shell executor: each step script runs in a local `bash` (or `sh`) process.
 //!
-//! The script goes to the shell's stdin (it holds variable values, so never into an
-//! argument list). The shell starts in its own process group, so a terminal's Ctrl-C
-//! does not reach the job directly: podci decides, sends `TERM` to the whole group on a
+//! The script goes into a file only the user can read in the job's tmp directory,
+//! removed after the step (it holds variable values, so never into an argument list).
+//! The shell starts in its own process group, so a terminal's Ctrl-C does not reach the
+//! job directly: podci decides, sends `TERM` to the whole group on a
 //! cancel or timeout, `KILL` after a grace period, and `KILL`s whatever is left in the
 //! group once the step's shell has exited, so no job process outlives its step.
 
@@ -15,7 +16,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use podci_model::payload::JobPayload;
 use podci_model::script::Shell;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::{Executor, JobDirs, Session, StageError, StepEnd, StepRun};
@@ -134,13 +135,46 @@ async fn run(
     step: StepRun<'_>,
     output: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<StepEnd, StageError> {
+    // A private file, not stdin: bash reads a script on a pipe one byte at a time (so as
+    // not to consume input meant for the commands), which costs milliseconds per step.
+    let script_file = step
+        .dirs
+        .tmp
+        .join(format!(".podci-step-{}.sh", super::random_hex(6)));
+    write_private(&script_file, step.script.as_bytes())
+        .map_err(|e| StageError::system(format!("cannot write the step script: {e}")))?;
+    let res = run_file(exec, &step, &script_file, output).await;
+    let _ = std::fs::remove_file(&script_file);
+    res
+}
+
+/// Creates `path` readable by its owner only and writes `data`.
+pub(crate) fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
+async fn run_file(
+    exec: &ShellExecutor,
+    step: &StepRun<'_>,
+    script_file: &std::path::Path,
+    output: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<StepEnd, StageError> {
     let spawn_err = |e: std::io::Error| {
         StageError::system(format!("cannot start the shell {}: {e}", exec.program.display()))
     };
     let (rd, wr) = output_pipe().map_err(spawn_err)?;
     let wr2 = wr.try_clone().map_err(spawn_err)?;
     let mut cmd = tokio::process::Command::new(&exec.program);
-    cmd.stdin(Stdio::piped())
+    cmd.arg(script_file)
+        .stdin(Stdio::null())
         .stdout(Stdio::from(wr))
         .stderr(Stdio::from(wr2))
         .current_dir(&step.dirs.root)
@@ -151,13 +185,6 @@ async fn run(
     let pgid = child.id().unwrap_or(0);
     let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)
         .map_err(|e| StageError::system(format!("cannot read the job's output: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let script = step.script.into_bytes();
-        tokio::spawn(async move {
-            // A shell that exits early closes its stdin; that is not an error here.
-            let _ = stdin.write_all(&script).await;
-        });
-    }
 
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let mut timeout_at = step.timeout.map_or(far, |t| Instant::now() + t);
