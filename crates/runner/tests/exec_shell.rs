@@ -499,3 +499,19 @@ shard:
         assert!(p.mark(f).exists(), "{f}: {text}");
     }
 }
+
+#[test]
+fn protected_variables_only_on_the_default_branch() {
+    let p = Project::new(
+        "show:\n  script:\n    - echo \"[$PROD_KEY] $CI_COMMIT_REF_NAME\" >> $MARK_DIR/seen\n",
+        &[(
+            ".podci/variables.yml",
+            "PROD_KEY: {value: prod-only, protected: true}\n",
+        )],
+    );
+    let (out, text) = p.exec(&[]);
+    assert!(out.status.success(), "{text}");
+    let (out, text) = p.exec(&["--branch", "feature/x"]);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(lines(&p.mark("seen")), vec!["[prod-only] main", "[] feature/x"]);
+}
