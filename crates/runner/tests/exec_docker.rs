@@ -217,6 +217,31 @@ test:
     );
     assert!(text.contains("[test] after:failed"), "{text}");
 
+    // A timeout kills the container; no container is left behind.
+    let dir = project(&format!(
+        "slow:\n  image: {IMAGE}\n  timeout: 3s\n  script: [sleep 120]\n  after_script: [echo after:$CI_JOB_STATUS]\n"
+    ));
+    let t = Instant::now();
+    let (ok, text) = exec(&engine, dir.path(), state.path());
+    assert!(!ok, "{text}");
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "timeout not enforced: {text}"
+    );
+    assert!(text.contains("job_execution_timeout"), "{text}");
+    assert!(text.contains("[slow] after:failed"), "{text}");
+    let ps = engine
+        .docker(&["ps", "-aq"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(ps.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).trim(),
+        "",
+        "containers left behind"
+    );
+
     let dir = project("pull:\n  image: podci-no-such-image:1\n  script: [echo never]\n");
     let t = Instant::now();
     let (ok, text) = exec(&engine, dir.path(), state.path());
