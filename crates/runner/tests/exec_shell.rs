@@ -515,3 +515,51 @@ fn protected_variables_only_on_the_default_branch() {
     assert!(out.status.success(), "{text}");
     assert_eq!(lines(&p.mark("seen")), vec!["[prod-only] main", "[] feature/x"]);
 }
+
+#[test]
+fn a_second_sigint_stops_after_script_too() {
+    let p = Project::new(
+        r#"
+long:
+  script: [touch $MARK_DIR/started, sleep 313.75]
+  after_script: [touch $MARK_DIR/after, sleep 313.875]
+"#,
+        &[],
+    );
+    let mut child = p
+        .command(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |f: &str| {
+        let t = Instant::now();
+        while !p.mark(f).exists() {
+            assert!(t.elapsed() < Duration::from_secs(30), "{f} never appeared");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("started");
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc_kill(pid, 2) };
+    wait_for("after");
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe { libc_kill(pid, 2) };
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "podci did not stop after a second SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(processes_with("313.75"), Vec::<String>::new());
+    assert_eq!(processes_with("313.875"), Vec::<String>::new());
+}

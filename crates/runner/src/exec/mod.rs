@@ -696,8 +696,14 @@ fn cancel_all(
     display: &Display,
     queue: &mut VecDeque<String>,
 ) {
-    if !*canceled {
-        display.note("podci exec: canceling: running jobs get their after_script");
+    if *canceled {
+        // A second Ctrl-C: do not wait for after_script either.
+        display.note("podci exec: stopping now: every job process is killed");
+        crate::executor::shell::kill_all();
+    } else {
+        display.note(
+            "podci exec: canceling: running jobs get their after_script (Ctrl-C again to stop at once)",
+        );
     }
     *canceled = true;
     queue.clear();

@@ -104,6 +104,39 @@ fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Process groups of the steps running now, so that a caller can stop everything at once
+/// ([`kill_all`]) when waiting for `after_script` is not wanted (a second Ctrl-C).
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// `KILL`s every step process group this executor has running.
+pub fn kill_all() {
+    if let Ok(groups) = RUNNING.lock() {
+        for &g in groups.iter() {
+            kill_group(g, libc::SIGKILL);
+        }
+    }
+}
+
+/// Keeps a group in [`RUNNING`] while it lives.
+struct Registered(u32);
+
+impl Registered {
+    fn new(pgid: u32) -> Registered {
+        if let Ok(mut g) = RUNNING.lock() {
+            g.push(pgid);
+        }
+        Registered(pgid)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut g) = RUNNING.lock() {
+            g.retain(|&p| p != self.0);
+        }
+    }
+}
+
 /// Sends `sig` to every process of group `pgid`; a group that is gone is fine.
 pub(crate) fn kill_group(pgid: u32, sig: i32) {
     let Ok(pgid) = i32::try_from(pgid) else { return };
@@ -183,6 +216,7 @@ async fn run_file(
     // Our copies of the write end must go, or the pipe never reports EOF.
     drop(cmd);
     let pgid = child.id().unwrap_or(0);
+    let _registered = Registered::new(pgid);
     let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)
         .map_err(|e| StageError::system(format!("cannot read the job's output: {e}")))?;
 
