@@ -78,7 +78,7 @@ pub struct ScriptOptions {
     pub start_time: u64,
     /// Directory the commands run in (`CI_PROJECT_DIR`).
     pub build_dir: String,
-    /// Directory for file variables and the watchdog's flag; created if missing.
+    /// Directory for file variables; created if missing.
     pub tmp_dir: String,
     /// Exported as `CI_JOB_STATUS` when set (GitLab sets it for `after_script`).
     pub job_status: Option<JobStatus>,
@@ -364,18 +364,18 @@ pub fn render_step(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> R
         quote(&section),
         quote(&header)
     ));
-    s.push_str("mkdir -p \"$__podci_tmp\" 2>/dev/null\n");
-    s.push_str("__podci_flag=\"$__podci_tmp/.podci-timeout-$__podci_nonce\"\n");
-    s.push_str("rm -f \"$__podci_flag\" 2>/dev/null\n");
     // The trap is set before the body starts, so a cancel at any moment reaches it.
-    s.push_str("__podci_pid=; __podci_cancel=\n");
+    s.push_str("__podci_pid=; __podci_cancel=; __podci_timedout=\n");
     s.push_str("trap '__podci_cancel=1; if [ -n \"$__podci_pid\" ]; then __podci_kill_tree \"$__podci_pid\" TERM; fi' TERM\n");
     s.push_str("( eval \"$__podci_body\" ) </dev/null &\n");
     s.push_str("__podci_pid=$!\n");
     s.push_str("if [ -n \"$__podci_cancel\" ]; then __podci_kill_tree \"$__podci_pid\" TERM; fi\n");
     if step.timeout > 0 {
+        // The watchdog tells this shell that it fired with a signal rather than a flag
+        // file: no `mkdir`/`rm` processes per step. `$$` in a subshell is this shell.
+        s.push_str("trap '__podci_timedout=1' USR1\n");
         s.push_str(&format!(
-            "( sleep {t}; : >\"$__podci_flag\"; __podci_kill_tree \"$__podci_pid\" TERM; sleep 10; __podci_kill_tree \"$__podci_pid\" KILL ) </dev/null >/dev/null 2>&1 &\n",
+            "( sleep {t}; kill -s USR1 $$; __podci_kill_tree \"$__podci_pid\" TERM; sleep 10; __podci_kill_tree \"$__podci_pid\" KILL ) </dev/null >/dev/null 2>&1 &\n",
             t = step.timeout
         ));
         s.push_str("__podci_wd=$!\n");
@@ -386,8 +386,7 @@ pub fn render_step(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> R
     if step.timeout > 0 {
         s.push_str("__podci_kill_tree \"$__podci_wd\" TERM\n");
         s.push_str("wait \"$__podci_wd\" 2>/dev/null\n");
-        s.push_str("if [ -e \"$__podci_flag\" ]; then\n");
-        s.push_str("  rm -f \"$__podci_flag\"\n");
+        s.push_str("if [ -n \"$__podci_timedout\" ]; then\n");
         s.push_str(&format!(
             "  printf '\\n\\033[31;1m%s\\033[0;m\\n' {}\n",
             quote(&format!(
@@ -399,7 +398,7 @@ pub fn render_step(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> R
         s.push_str("fi\n");
     }
     s.push_str(&format!(
-        "printf '\\033[0Ksection_end:%s:%s\\r\\033[0K\\n' \"$(date +%s 2>/dev/null || echo {})\" {}\n",
+        "printf '\\033[0Ksection_end:%s:%s\\r\\033[0K\\n' \"${{EPOCHSECONDS:-$(date +%s 2>/dev/null || echo {})}}\" {}\n",
         opts.start_time,
         quote(&section)
     ));
@@ -445,7 +444,7 @@ fn render_body(payload: &JobPayload, step: &Step, opts: &ScriptOptions) -> Strin
     b.push_str("set +o noclobber\n");
     // The body is a fork of the parent shell: hide the nonce so that commands cannot
     // print a well-formed end marker.
-    b.push_str("unset __podci_nonce __podci_tmp __podci_body __podci_flag\n");
+    b.push_str("unset __podci_nonce __podci_tmp __podci_body\n");
 
     // A file variable stands for its path, also inside other variables' values.
     let file_path = |key: &str| format!("{}/{}", opts.tmp_dir.trim_end_matches('/'), key);
