@@ -521,7 +521,7 @@ impl KubernetesConfig {
 }
 
 fn regex_lite_check(re: &str) -> Result<(), String> {
-    crate::pod::compile_anchored(re).map(|_| ()).map_err(|e| e.to_string())
+    crate::pod::compile_overwrite_regex(re).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// A Go `time.Duration` string: `300ms`, `90s`, `5m`, `1h30m`.

@@ -390,10 +390,8 @@ impl KubernetesExecutor {
         };
         let result = run.run_inner(payload, sink, &cancel, &secrets).await;
         // Cleanup, bounded; it runs whatever happened above (also after a cancel).
-        if let Some((a, w)) = run.attach.take() {
-            // Abort first: the socket goes away without a CLOSE signal for stdin.
-            a.abort();
-            drop(w);
+        if let Some(a) = run.attach.take() {
+            a.close();
         }
         if let Some(l) = run.log.take() {
             l.close();
@@ -481,8 +479,31 @@ struct JobRun<'e> {
     pods: Api<Pod>,
     masker: Masker,
     nonce: String,
-    attach: Option<(AttachedProcess, tokio::io::WriteHalf<tokio::io::SimplexStream>)>,
+    attach: Option<Attached>,
     log: Option<LogReader>,
+}
+
+/// An open attach to the build shell: the process, its stdin writer (kept: dropping it
+/// alone would close the shell's stdin through the v5 CLOSE signal and end the build
+/// container) and a future that completes when the connection's task has ended.
+struct Attached {
+    process: AttachedProcess,
+    stdin: tokio::io::WriteHalf<tokio::io::SimplexStream>,
+    ended: futures::future::BoxFuture<'static, ()>,
+}
+
+impl Attached {
+    fn close(self) {
+        // Abort first: the socket goes away without a CLOSE signal for stdin.
+        self.process.abort();
+        drop(self.stdin);
+    }
+
+    /// Whether the connection is known to be gone (a write would vanish unsent).
+    fn is_dead(&mut self) -> bool {
+        use futures::FutureExt;
+        (&mut self.ended).now_or_never().is_some()
+    }
 }
 
 impl JobRun<'_> {
@@ -502,12 +523,13 @@ impl JobRun<'_> {
         let jp = self.jp;
         let sys = |what: &str, e: kube::Error| Stop::Failed(FailureReason::RunnerSystemFailure, format!("{what}: {e}"));
         // 1. Secret, then Pod.
+        let pp = PostParams::default();
         if let Some(secret) = &jp.secret {
-            retry(base, || secrets.create(&PostParams::default(), secret))
+            retry(base, || secrets.create(&pp, secret))
                 .await
                 .map_err(|e| sys("cannot create the job Secret", e))?;
         }
-        let created = match retry(base, || self.pods.create(&PostParams::default(), &jp.pod)).await {
+        let created = match retry(base, || self.pods.create(&pp, &jp.pod)).await {
             Ok(p) => p,
             Err(e) => {
                 let reason = if matches!(&e, kube::Error::Api(s) if s.code == 403 || s.code == 422) {
@@ -525,7 +547,9 @@ impl JobRun<'_> {
             let patch = serde_json::json!({"metadata": {"ownerReferences": [{
                 "apiVersion": "v1", "kind": "Pod", "name": jp.name, "uid": uid
             }]}});
-            retry(base, || secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+            let patch = Patch::Merge(&patch);
+            let patch_params = PatchParams::default();
+            retry(base, || secrets.patch(&name, &patch_params, &patch))
                 .await
                 .map_err(|e| sys("cannot set the job Secret's owner", e))?;
         }
@@ -543,9 +567,7 @@ impl JobRun<'_> {
 
         // 2. Wait for the build and helper containers to run.
         self.wait_running(&mut view, cancel, job_deadline).await?;
-        emit(sink, &mut self.masker, "Running on ")
-        ;
-        emit(sink, &mut self.masker, &format!("{} via podci-k8s...\n", jp.name));
+        emit(sink, &mut self.masker, &format!("Running on {} via podci-k8s...\n", jp.name));
 
         // 3. Steps.
         let mut failed: Option<i32> = None;
@@ -687,36 +709,41 @@ impl JobRun<'_> {
         match self.exec.config.strategy {
             Strategy::Attach => {
                 for attempt in 0..3 {
+                    if self.attach.as_mut().is_some_and(|a| a.is_dead())
+                        && let Some(a) = self.attach.take()
+                    {
+                        a.close();
+                    }
                     if self.attach.is_none() {
                         let ap = AttachParams::default()
                             .container(BUILD_CONTAINER)
                             .stdin(true)
                             .stdout(false)
                             .stderr(false);
-                        let mut a = retry(base, || self.pods.attach(&name, &ap)).await.map_err(|e| {
+                        let mut process = retry(base, || self.pods.attach(&name, &ap)).await.map_err(|e| {
                             Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot attach to the build container: {e}"))
                         })?;
-                        // The writer is kept with the attach: dropping it alone would close
-                        // the shell's stdin (v5 CLOSE) and end the build container.
-                        let Some(w) = a.stdin() else {
-                            a.abort();
+                        let (Some(stdin), Some(status)) = (process.stdin(), process.take_status()) else {
+                            process.abort();
                             continue;
                         };
-                        self.attach = Some((a, w));
+                        let ended: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+                            let _ = status.await;
+                        });
+                        self.attach = Some(Attached { process, stdin, ended });
                     }
-                    let Some((_, w)) = self.attach.as_mut() else { continue };
+                    let Some(a) = self.attach.as_mut() else { continue };
                     let r = async {
-                        w.write_all(text.as_bytes()).await?;
-                        w.flush().await
+                        a.stdin.write_all(text.as_bytes()).await?;
+                        a.stdin.flush().await
                     }
                     .await;
                     if r.is_ok() {
                         return Ok(());
                     }
                     tracing::debug!(attempt, "attach write failed; reattaching");
-                    if let Some((a, w)) = self.attach.take() {
-                        a.abort();
-                        drop(w);
+                    if let Some(a) = self.attach.take() {
+                        a.close();
                     }
                 }
                 Err(Stop::Failed(FailureReason::RunnerSystemFailure, "cannot write the step to the build container's stdin".into()))

@@ -241,7 +241,7 @@ struct ResourceKeys<'a> {
     values: [(&'a str, &'a str, &'a str, &'a str); 6],
 }
 
-fn resource_keys(cfg: &KubernetesConfig, which: &str) -> ResourceKeys<'_> {
+fn resource_keys<'a>(cfg: &'a KubernetesConfig, which: &str) -> ResourceKeys<'a> {
     // (k8s resource name, limit|request, configured value, max allowed)
     match which {
         "service" => ResourceKeys {
@@ -939,7 +939,20 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
     };
     let mut containers = vec![build, helper];
     let service_resources = resources(cfg, payload, "service", &mut warnings)?;
-    let public_env: Vec<EnvVar> = env.iter().filter(|e| e.value_from.is_none()).cloned().collect();
+    // Services see the public, non-file variables only: secrets and file mounts stay in
+    // the build container.
+    let public_env: Vec<EnvVar> = env
+        .iter()
+        .filter(|e| {
+            payload
+                .variables
+                .iter()
+                .rev()
+                .find(|v| v.key == e.name)
+                .is_some_and(|v| v.public && !v.file)
+        })
+        .cloned()
+        .collect();
     for (i, s) in payload.services.iter().enumerate() {
         let alias = s.alias.as_deref().unwrap_or("").split([',', ' ']).find(|a| !a.is_empty()).unwrap_or("");
         let name = if is_dns_label(alias) && !containers.iter().any(|c| c.name == alias) {

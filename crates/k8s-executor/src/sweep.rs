@@ -7,7 +7,7 @@
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::core::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::pod::{DEADLINE_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RUNNER_LABEL, sanitize_label_value};
 
