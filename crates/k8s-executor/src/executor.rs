@@ -186,6 +186,14 @@ fn is_transient(e: &kube::Error) -> bool {
     }
 }
 
+/// An API error as a user reads it: the server's message, not the whole Status.
+fn api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
@@ -306,9 +314,12 @@ fn launcher(jp: &JobPod, index: usize, script: &str, nonce: &str, strategy: Stra
     let start = match strategy {
         Strategy::Attach => format!("{run}\n"),
         // The exec's process group ends with the exec: start the step in its own session.
+        // Wait until the step shell has written its pid (it then runs in its own session)
+        // before the exec ends and its process group is killed.
         Strategy::Exec => format!(
-            "setsid sh -c {} </dev/null >/dev/null 2>&1 &\nexit 0\n",
-            podci_model::script::quote(&run)
+            "setsid sh -c {} </dev/null >/dev/null 2>&1 &\ni=0; while [ ! -s {pid} ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done\nexit 0\n",
+            podci_model::script::quote(&run),
+            pid = podci_model::script::quote(&format!("{file}.pid")),
         ),
     };
     // The repository directory is the helper's to fill; make sure it exists.
@@ -521,7 +532,7 @@ impl JobRun<'_> {
     ) -> Result<Option<i32>, Stop> {
         let base = self.base();
         let jp = self.jp;
-        let sys = |what: &str, e: kube::Error| Stop::Failed(FailureReason::RunnerSystemFailure, format!("{what}: {e}"));
+        let sys = |what: &str, e: kube::Error| Stop::Failed(FailureReason::RunnerSystemFailure, format!("{what}: {}", api_error(&e)));
         // 1. Secret, then Pod.
         let pp = PostParams::default();
         if let Some(secret) = &jp.secret {
@@ -537,7 +548,7 @@ impl JobRun<'_> {
                 } else {
                     FailureReason::RunnerSystemFailure
                 };
-                return Err(Stop::Failed(reason, format!("cannot create Pod {}: {e}", jp.name)));
+                return Err(Stop::Failed(reason, format!("cannot create Pod {}: {}", jp.name, api_error(&e))));
             }
         };
         // The Secret is owned by the Pod, so the garbage collector removes it with the Pod
@@ -680,7 +691,7 @@ impl JobRun<'_> {
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
-            Err(e) => format!("(events unavailable: {e})"),
+            Err(e) => format!("(events unavailable: {})", api_error(&e)),
         };
         let status = view
             .borrow()
@@ -721,7 +732,7 @@ impl JobRun<'_> {
                             .stdout(false)
                             .stderr(false);
                         let mut process = retry(base, || self.pods.attach(&name, &ap)).await.map_err(|e| {
-                            Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot attach to the build container: {e}"))
+                            Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot attach to the build container: {}", api_error(&e)))
                         })?;
                         let (Some(stdin), Some(status)) = (process.stdin(), process.take_status()) else {
                             process.abort();
@@ -751,7 +762,7 @@ impl JobRun<'_> {
             Strategy::Exec => {
                 let ap = AttachParams::default().container(BUILD_CONTAINER).stdin(true).stdout(false).stderr(false);
                 let mut p = retry(base, || self.pods.exec(&name, ["sh"], &ap)).await.map_err(|e| {
-                    Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot exec in the build container: {e}"))
+                    Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot exec in the build container: {}", api_error(&e)))
                 })?;
                 if let Some(mut w) = p.stdin() {
                     let r = w.write_all(text.as_bytes()).await;
@@ -799,7 +810,7 @@ impl JobRun<'_> {
             self.log = Some(
                 LogReader::open(self.pods.clone(), self.jp.name.clone(), self.jp.log_file(), self.base())
                     .await
-                    .map_err(|e| Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot read the job log: {e}")))?,
+                    .map_err(|e| Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot read the job log: {}", api_error(&e))))?,
             );
         }
         self.start_step(&text).await?;
@@ -944,7 +955,7 @@ async fn watch_pod(pods: Api<Pod>, name: String, mut rv: String, tx: watch::Send
         let stream = match retry(base, || pods.watch(&wp, &rv)).await {
             Ok(s) => s,
             Err(e) => {
-                tx.send_modify(|v| v.error = Some(format!("cannot watch Pod {name}: {e}")));
+                tx.send_modify(|v| v.error = Some(format!("cannot watch Pod {name}: {}", api_error(&e))));
                 return;
             }
         };
@@ -994,7 +1005,7 @@ async fn watch_pod(pods: Api<Pod>, name: String, mut rv: String, tx: watch::Send
                     }
                 }
                 Err(e) => {
-                    tx.send_modify(|v| v.error = Some(format!("cannot re-list Pod {name} after 410 Gone: {e}")));
+                    tx.send_modify(|v| v.error = Some(format!("cannot re-list Pod {name} after 410 Gone: {}", api_error(&e))));
                     return;
                 }
             }
@@ -1078,7 +1089,7 @@ impl LogReader {
             tokio::time::sleep(self.base * attempts.min(5) / 2).await;
             if let Err(e) = self.connect().await {
                 if attempts >= 10 {
-                    return Err(format!("cannot resume the log of {}: {e}", self.pod));
+                    return Err(format!("cannot resume the log of {}: {}", self.pod, api_error(&e)));
                 }
             }
         }

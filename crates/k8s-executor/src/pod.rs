@@ -822,15 +822,18 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
         mounts.push(user_mount(&h.name, &h.mount_path, &h.sub_path, h.read_only, &h.mount_propagation));
     }
     for p in &v.pvc {
+        // The name is both the volume's and the claim's; `$CI_CONCURRENT_ID` in it gives
+        // each job slot its own claim.
+        let pvc_name = expand(&p.name);
         volumes.push(Volume {
-            name: p.name.clone(),
+            name: pvc_name.clone(),
             persistent_volume_claim: Some(k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
-                claim_name: expand(&p.name),
+                claim_name: pvc_name.clone(),
                 read_only: p.read_only.then_some(true),
             }),
             ..Default::default()
         });
-        mounts.push(user_mount(&p.name, &p.mount_path, &p.sub_path, p.read_only, &p.mount_propagation));
+        mounts.push(user_mount(&pvc_name, &p.mount_path, &p.sub_path, p.read_only, &p.mount_propagation));
     }
     let items = |m: &BTreeMap<String, String>| {
         (!m.is_empty()).then(|| {

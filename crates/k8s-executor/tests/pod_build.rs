@@ -381,7 +381,7 @@ node_selector_terms = [{ match_expressions = [{ key = "pool", operator = "In", v
     p.image = None;
     let jp = build_pod(&cfg, &p, &params()).expect("pod");
     let spec = jp.pod.spec.as_ref().expect("spec");
-    let pvc = spec.volumes.as_ref().expect("vols").iter().find(|v| v.name == "cache-$CI_CONCURRENT_ID").expect("pvc");
+    let pvc = spec.volumes.as_ref().expect("vols").iter().find(|v| v.name == "cache-3").expect("pvc");
     assert_eq!(pvc.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("cache-3"));
     assert_eq!(spec.containers[0].image.as_deref(), Some("alpine:3"));
     assert_eq!(jp.pod.metadata.labels.as_ref().expect("labels")["job"], "77");
