@@ -1029,7 +1029,17 @@ struct LogReader {
     base: Duration,
     /// Bytes delivered so far: the file offset of the next byte.
     offset: u64,
-    proc: Option<(AttachedProcess, tokio::io::ReadHalf<tokio::io::SimplexStream>)>,
+    proc: Option<LogProc>,
+}
+
+/// One `tail` exec: its stdout, and a future that completes when kube's connection task
+/// has ended. The task can end on a connection error without closing stdout, so a read
+/// alone could wait forever after a dropped connection.
+struct LogProc {
+    process: AttachedProcess,
+    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    ended: futures::future::BoxFuture<'static, ()>,
+    is_ended: bool,
 }
 
 impl LogReader {
@@ -1056,27 +1066,56 @@ impl LogReader {
             (self.offset + 1).to_string(),
         ];
         let ap = AttachParams::default().container(HELPER_CONTAINER).stdin(false).stdout(true).stderr(false);
-        let mut p = retry(self.base, || self.pods.exec(&self.pod, cmd.clone(), &ap)).await?;
-        let Some(out) = p.stdout() else {
+        let mut process = retry(self.base, || self.pods.exec(&self.pod, cmd.clone(), &ap)).await?;
+        let (Some(stdout), Some(status)) = (process.stdout(), process.take_status()) else {
+            process.abort();
             return Err(kube::Error::Service("exec gave no stdout".into()));
         };
-        self.proc = Some((p, out));
+        let ended: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = status.await;
+        });
+        self.proc = Some(LogProc {
+            process,
+            stdout,
+            ended,
+            is_ended: false,
+        });
         Ok(())
+    }
+
+    /// The next bytes of the current connection; `None` when it has ended.
+    async fn read_current(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let p = self.proc.as_mut()?;
+        if !p.is_ended {
+            tokio::select! {
+                biased;
+                r = p.stdout.read(buf) => return match r {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => None,
+                },
+                _ = &mut p.ended => p.is_ended = true,
+            }
+        }
+        // The task ended: what it wrote before is still buffered and readable at once.
+        match tokio::time::timeout(Duration::from_millis(20), p.stdout.read(buf)).await {
+            Ok(Ok(n)) if n > 0 => Some(n),
+            _ => None,
+        }
     }
 
     /// Reads the next bytes; reconnects (up to 10 times in a row) when the stream ends.
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
         let mut attempts = 0u32;
         loop {
-            if let Some((_, out)) = self.proc.as_mut() {
-                match out.read(buf).await {
-                    Ok(n) if n > 0 => {
+            if self.proc.is_some() {
+                match self.read_current(buf).await {
+                    Some(n) => {
                         self.offset += n as u64;
                         return Ok(n);
                     }
-                    _ => {
-                        if let Some((p, _)) = self.proc.take() {
-                            p.abort();
+                    None => {
+                        if let Some(p) = self.proc.take() {
+                            p.process.abort();
                         }
                     }
                 }
@@ -1099,12 +1138,8 @@ impl LogReader {
     async fn drain(&mut self, wait: Duration) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
-        let Some((_, r)) = self.proc.as_mut() else { return out };
         let end = tokio::time::Instant::now() + wait;
-        while let Ok(Ok(n)) = tokio::time::timeout_at(end, r.read(&mut buf)).await {
-            if n == 0 {
-                break;
-            }
+        while let Ok(Some(n)) = tokio::time::timeout_at(end, self.read_current(&mut buf)).await {
             self.offset += n as u64;
             out.extend_from_slice(&buf[..n]);
         }
@@ -1112,8 +1147,8 @@ impl LogReader {
     }
 
     fn close(self) {
-        if let Some((p, _)) = self.proc {
-            p.abort();
+        if let Some(p) = self.proc {
+            p.process.abort();
         }
     }
 }

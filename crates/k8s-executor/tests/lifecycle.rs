@@ -49,6 +49,11 @@ fn can_run() -> bool {
 }
 
 async fn start(opts: Options) -> FakeKube {
+    // RUST_LOG=podci_k8s=debug shows retries, reconnects and watch restarts.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     FakeKube::start(Options {
         container_roots: true,
         ..opts
