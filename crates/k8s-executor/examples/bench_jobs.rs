@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use podci_fake_kube::{FakeKube, Options, Timing};
-use podci_k8s::executor::{ExecutorOptions, Job, KubernetesExecutor, Outcome};
 use podci_k8s::KubernetesConfig;
+use podci_k8s::executor::{ExecutorOptions, Job, KubernetesExecutor, Outcome};
 use podci_model::payload::{JobPayload, Step};
 use podci_model::script::{ScriptOptions, Shell, render_step};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,10 @@ fn payload(id: u64) -> JobPayload {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let jobs: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let jobs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100);
     let zero = Duration::ZERO;
     let fake = FakeKube::start(Options {
         container_roots: true,
@@ -52,8 +55,12 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let kc = Kubeconfig::from_yaml(&fake.kubeconfig("ci-jobs"))?;
-    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?)?;
-    let cfg = KubernetesConfig::from_toml_str("namespace = \"ci-jobs\"\nimage = \"debian:bookworm\"\nhelper_image = \"helper\"")?;
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
+    )?;
+    let cfg = KubernetesConfig::from_toml_str(
+        "namespace = \"ci-jobs\"\nimage = \"debian:bookworm\"\nhelper_image = \"helper\"",
+    )?;
     let ex = KubernetesExecutor::new(client, cfg, ExecutorOptions::new("benchrun"));
 
     // The job's own process time: the same rendered step run by sh, no Kubernetes.
@@ -103,12 +110,17 @@ async fn main() -> anyhow::Result<()> {
     println!("jobs:                      {jobs} ({failures} failed)");
     println!("API requests per job:      {:.1}", requests as f64 / jobs as f64);
     println!("wall time per job:         {:.1} ms", per_job.as_secs_f64() * 1e3);
-    println!("job's own process time:    {:.1} ms", own_per_job.as_secs_f64() * 1e3);
+    println!(
+        "job's own process time:    {:.1} ms",
+        own_per_job.as_secs_f64() * 1e3
+    );
     println!(
         "podci added per job:       {:.1} ms (includes the fake API server and container-root set-up)",
         per_job.saturating_sub(own_per_job).as_secs_f64() * 1e3
     );
-    println!("GitLab Runner lower bound: 3000 ms per job from poll_interval = 3 s alone (not run: no GitLab Runner here)");
+    println!(
+        "GitLab Runner lower bound: 3000 ms per job from poll_interval = 3 s alone (not run: no GitLab Runner here)"
+    );
     println!(
         "ratio (GitLab Runner poll floor / podci added): {:.0}x",
         3000.0 / (per_job.saturating_sub(own_per_job).as_secs_f64() * 1e3).max(0.001)

@@ -413,7 +413,9 @@ pub struct CsiVolume {
 impl KubernetesConfig {
     /// Parses the body of a `[runners.kubernetes]` section (the keys, without the header).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
         Self::from_table(table)
     }
 
@@ -433,7 +435,9 @@ impl KubernetesConfig {
     /// Finds the first `[[runners]]` entry's `kubernetes` table in a whole `config.toml`
     /// and parses it, with `[runners.feature_flags]` applied.
     pub fn from_runner_config_toml(text: &str) -> Result<Self, ConfigError> {
-        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+        let root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
         let runner = root
             .get("runners")
             .and_then(|r| r.as_array())
@@ -449,7 +453,11 @@ impl KubernetesConfig {
         let flags: BTreeMap<String, bool> = runner
             .get("feature_flags")
             .and_then(|f| f.as_table())
-            .map(|t| t.iter().filter_map(|(k, v)| Some((k.clone(), v.as_bool()?))).collect())
+            .map(|t| {
+                t.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_bool()?)))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(cfg.with_feature_flags(&flags))
     }
@@ -476,10 +484,15 @@ impl KubernetesConfig {
                 });
             }
         }
-        if !self.cleanup_resources_timeout.is_empty() && parse_go_duration(&self.cleanup_resources_timeout).is_none() {
+        if !self.cleanup_resources_timeout.is_empty()
+            && parse_go_duration(&self.cleanup_resources_timeout).is_none()
+        {
             return Err(ConfigError::Invalid {
                 key: "cleanup_resources_timeout".into(),
-                message: format!("{:?} is not a duration like \"5m\" or \"90s\"", self.cleanup_resources_timeout),
+                message: format!(
+                    "{:?} is not a duration like \"5m\" or \"90s\"",
+                    self.cleanup_resources_timeout
+                ),
             });
         }
         let vols = &self.volumes;
@@ -488,9 +501,17 @@ impl KubernetesConfig {
             .iter()
             .map(|v| (&v.name, &v.mount_path, "host_path"))
             .chain(vols.pvc.iter().map(|v| (&v.name, &v.mount_path, "pvc")))
-            .chain(vols.config_map.iter().map(|v| (&v.name, &v.mount_path, "config_map")))
+            .chain(
+                vols.config_map
+                    .iter()
+                    .map(|v| (&v.name, &v.mount_path, "config_map")),
+            )
             .chain(vols.secret.iter().map(|v| (&v.name, &v.mount_path, "secret")))
-            .chain(vols.empty_dir.iter().map(|v| (&v.name, &v.mount_path, "empty_dir")))
+            .chain(
+                vols.empty_dir
+                    .iter()
+                    .map(|v| (&v.name, &v.mount_path, "empty_dir")),
+            )
             .chain(vols.csi.iter().map(|v| (&v.name, &v.mount_path, "csi")));
         for (name, mount, kind) in names {
             if name.is_empty() || mount.is_empty() {
@@ -502,10 +523,19 @@ impl KubernetesConfig {
         }
         for (k, v) in [
             ("namespace_overwrite_allowed", &self.namespace_overwrite_allowed),
-            ("service_account_overwrite_allowed", &self.service_account_overwrite_allowed),
-            ("pod_annotations_overwrite_allowed", &self.pod_annotations_overwrite_allowed),
+            (
+                "service_account_overwrite_allowed",
+                &self.service_account_overwrite_allowed,
+            ),
+            (
+                "pod_annotations_overwrite_allowed",
+                &self.pod_annotations_overwrite_allowed,
+            ),
             ("pod_labels_overwrite_allowed", &self.pod_labels_overwrite_allowed),
-            ("node_selector_overwrite_allowed", &self.node_selector_overwrite_allowed),
+            (
+                "node_selector_overwrite_allowed",
+                &self.node_selector_overwrite_allowed,
+            ),
         ] {
             if !v.is_empty()
                 && let Err(e) = regex_lite_check(v)
@@ -521,7 +551,9 @@ impl KubernetesConfig {
 }
 
 fn regex_lite_check(re: &str) -> Result<(), String> {
-    crate::pod::compile_overwrite_regex(re).map(|_| ()).map_err(|e| e.to_string())
+    crate::pod::compile_overwrite_regex(re)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A Go `time.Duration` string: `300ms`, `90s`, `5m`, `1h30m`.
@@ -536,13 +568,17 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod, Secret};
-use kube::api::{Api, AttachParams, AttachedProcess, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, AttachParams, AttachedProcess, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use podci_model::mask::Masker;
 use podci_model::payload::{JobPayload, Step};
 use podci_model::script::{JobStatus, ScriptOptions, Shell, StepEndScanner, render_step};
@@ -164,14 +167,22 @@ fn random_suffix(len: usize) -> String {
         // No /dev/urandom: a hash of the time and process is still unique enough.
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         let mut v = h.finish();
         for b in bytes.iter_mut() {
             *b = (v & 0xff) as u8;
             v = v.rotate_right(8);
         }
     }
-    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn is_transient(e: &kube::Error) -> bool {
@@ -180,7 +191,11 @@ fn is_transient(e: &kube::Error) -> bool {
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         kube::Error::UpgradeConnection(u) => {
             let s = u.to_string();
-            s.contains("500") || s.contains("503") || s.contains("429") || s.contains("502") || s.contains("504")
+            s.contains("500")
+                || s.contains("503")
+                || s.contains("429")
+                || s.contains("502")
+                || s.contains("504")
         }
         _ => false,
     }
@@ -253,11 +268,18 @@ fn start_failure(pod: &Pod) -> Option<(FailureReason, String)> {
     if st.phase.as_deref() == Some("Failed") {
         let why = st.reason.clone().unwrap_or_default();
         if why == "DeadlineExceeded" {
-            return Some((FailureReason::JobExecutionTimeout, "the Pod exceeded its activeDeadlineSeconds".into()));
+            return Some((
+                FailureReason::JobExecutionTimeout,
+                "the Pod exceeded its activeDeadlineSeconds".into(),
+            ));
         }
         return Some((
             FailureReason::RunnerSystemFailure,
-            format!("the Pod failed before the job started: {} {}", why, st.message.clone().unwrap_or_default()),
+            format!(
+                "the Pod failed before the job started: {} {}",
+                why,
+                st.message.clone().unwrap_or_default()
+            ),
         ));
     }
     for c in st.container_statuses.iter().flatten() {
@@ -283,7 +305,10 @@ fn start_failure(pod: &Pod) -> Option<(FailureReason, String)> {
             "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => {
                 return Some((
                     FailureReason::ImagePullFailure,
-                    format!("failed to pull image {:?} for container {:?}: {reason}: {message}", c.image, c.name),
+                    format!(
+                        "failed to pull image {:?} for container {:?}: {reason}: {message}",
+                        c.image, c.name
+                    ),
                 ));
             }
             "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
@@ -408,7 +433,10 @@ impl KubernetesExecutor {
             l.close();
         }
         let cleanup = self.cleanup(&pods, &secrets, &jp);
-        if tokio::time::timeout(self.config.cleanup_timeout(), cleanup).await.is_err() {
+        if tokio::time::timeout(self.config.cleanup_timeout(), cleanup)
+            .await
+            .is_err()
+        {
             emit(
                 sink,
                 &mut run.masker,
@@ -425,7 +453,11 @@ impl KubernetesExecutor {
             }
             Ok(Some(code)) => {
                 let message = format!("command terminated with exit code {code}");
-                emit(sink, &mut run.masker, &format!("\x1b[31;1mERROR: Job failed: {message}\x1b[0;m\n"));
+                emit(
+                    sink,
+                    &mut run.masker,
+                    &format!("\x1b[31;1mERROR: Job failed: {message}\x1b[0;m\n"),
+                );
                 Outcome::Failed {
                     reason: FailureReason::ScriptFailure,
                     exit_code: Some(code),
@@ -433,12 +465,23 @@ impl KubernetesExecutor {
                 }
             }
             Err(Stop::Canceled) => {
-                emit(sink, &mut run.masker, "\x1b[31;1mERROR: Job failed: canceled\x1b[0;m\n");
+                emit(
+                    sink,
+                    &mut run.masker,
+                    "\x1b[31;1mERROR: Job failed: canceled\x1b[0;m\n",
+                );
                 Outcome::Canceled
             }
             Err(Stop::Timeout) => {
-                let message = format!("execution took longer than {}s seconds", payload.runner_info.timeout);
-                emit(sink, &mut run.masker, &format!("\x1b[31;1mERROR: Job failed: {message}\x1b[0;m\n"));
+                let message = format!(
+                    "execution took longer than {}s seconds",
+                    payload.runner_info.timeout
+                );
+                emit(
+                    sink,
+                    &mut run.masker,
+                    &format!("\x1b[31;1mERROR: Job failed: {message}\x1b[0;m\n"),
+                );
                 Outcome::Failed {
                     reason: FailureReason::JobExecutionTimeout,
                     exit_code: None,
@@ -446,7 +489,14 @@ impl KubernetesExecutor {
                 }
             }
             Err(Stop::Failed(reason, message)) => {
-                emit(sink, &mut run.masker, &format!("\x1b[31;1mERROR: Job failed ({}): {message}\x1b[0;m\n", reason.as_str()));
+                emit(
+                    sink,
+                    &mut run.masker,
+                    &format!(
+                        "\x1b[31;1mERROR: Job failed ({}): {message}\x1b[0;m\n",
+                        reason.as_str()
+                    ),
+                );
                 Outcome::Failed {
                     reason,
                     exit_code: None,
@@ -532,7 +582,12 @@ impl JobRun<'_> {
     ) -> Result<Option<i32>, Stop> {
         let base = self.base();
         let jp = self.jp;
-        let sys = |what: &str, e: kube::Error| Stop::Failed(FailureReason::RunnerSystemFailure, format!("{what}: {}", api_error(&e)));
+        let sys = |what: &str, e: kube::Error| {
+            Stop::Failed(
+                FailureReason::RunnerSystemFailure,
+                format!("{what}: {}", api_error(&e)),
+            )
+        };
         // 1. Secret, then Pod.
         let pp = PostParams::default();
         if let Some(secret) = &jp.secret {
@@ -548,7 +603,10 @@ impl JobRun<'_> {
                 } else {
                     FailureReason::RunnerSystemFailure
                 };
-                return Err(Stop::Failed(reason, format!("cannot create Pod {}: {}", jp.name, api_error(&e))));
+                return Err(Stop::Failed(
+                    reason,
+                    format!("cannot create Pod {}: {}", jp.name, api_error(&e)),
+                ));
             }
         };
         // The Secret is owned by the Pod, so the garbage collector removes it with the Pod
@@ -571,19 +629,31 @@ impl JobRun<'_> {
         });
         let watcher = tokio::spawn(watch_pod(self.pods.clone(), jp.name.clone(), rv, view_tx, base));
         let _abort = AbortOnDrop(watcher);
-        emit(sink, &mut self.masker, &format!("Waiting for pod {}/{} to be running...\n", jp.namespace, jp.name));
+        emit(
+            sink,
+            &mut self.masker,
+            &format!("Waiting for pod {}/{} to be running...\n", jp.namespace, jp.name),
+        );
 
         let job_deadline = (payload.runner_info.timeout > 0)
             .then(|| tokio::time::Instant::now() + Duration::from_secs(payload.runner_info.timeout));
 
         // 2. Wait for the build and helper containers to run.
         self.wait_running(&mut view, cancel, job_deadline).await?;
-        emit(sink, &mut self.masker, &format!("Running on {} via podci-k8s...\n", jp.name));
+        emit(
+            sink,
+            &mut self.masker,
+            &format!("Running on {} via podci-k8s...\n", jp.name),
+        );
 
         // 3. Steps.
         let mut failed: Option<i32> = None;
         let mut stop: Option<Stop> = None;
-        let steps: Vec<&Step> = payload.steps.iter().filter(|s| s.name != "after_script").collect();
+        let steps: Vec<&Step> = payload
+            .steps
+            .iter()
+            .filter(|s| s.name != "after_script")
+            .collect();
         for (i, step) in steps.iter().enumerate() {
             let ok = failed.is_none() && stop.is_none();
             let run = match step.when.as_str() {
@@ -594,7 +664,10 @@ impl JobRun<'_> {
             if !run || stop.is_some() {
                 continue;
             }
-            match self.run_step(payload, step, i, None, sink, &mut view, cancel, job_deadline).await {
+            match self
+                .run_step(payload, step, i, None, sink, &mut view, cancel, job_deadline)
+                .await
+            {
                 Ok(0) => {}
                 Ok(code) => {
                     if !step.allow_failure {
@@ -605,7 +678,11 @@ impl JobRun<'_> {
             }
         }
         // 4. after_script after success, failure, cancel or timeout (not when the Pod is gone).
-        if let Some(after) = payload.steps.iter().find(|s| s.name == "after_script" && !s.script.is_empty()) {
+        if let Some(after) = payload
+            .steps
+            .iter()
+            .find(|s| s.name == "after_script" && !s.script.is_empty())
+        {
             let status = match (&stop, failed) {
                 (Some(Stop::Canceled), _) => Some(JobStatus::Canceled),
                 (Some(Stop::Timeout), _) | (None, Some(_)) => Some(JobStatus::Failed),
@@ -618,10 +695,23 @@ impl JobRun<'_> {
                 let deadline = Some(tokio::time::Instant::now() + budget);
                 let after_cancel = CancellationToken::new();
                 let r = self
-                    .run_step(payload, after, steps.len(), Some(status), sink, &mut view, &after_cancel, deadline)
+                    .run_step(
+                        payload,
+                        after,
+                        steps.len(),
+                        Some(status),
+                        sink,
+                        &mut view,
+                        &after_cancel,
+                        deadline,
+                    )
                     .await;
                 if let Err(Stop::Failed(_, m)) = r {
-                    emit(sink, &mut self.masker, &format!("\x1b[0;33mWARNING: after_script failed: {m}\x1b[0;m\n"));
+                    emit(
+                        sink,
+                        &mut self.masker,
+                        &format!("\x1b[0;33mWARNING: after_script failed: {m}\x1b[0;m\n"),
+                    );
                 }
             }
         }
@@ -699,8 +789,17 @@ impl JobRun<'_> {
             .as_ref()
             .and_then(|p| p.status.as_ref())
             .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"))
-            .map(|c| format!(" ({}: {})", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            })
+            .map(|c| {
+                format!(
+                    " ({}: {})",
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default()
+                )
+            })
             .unwrap_or_default();
         Stop::Failed(
             FailureReason::RunnerSystemFailure,
@@ -708,7 +807,11 @@ impl JobRun<'_> {
                 "timed out after poll_timeout = {}s waiting for Pod {} to start{status}; events: {}",
                 self.exec.config.poll_timeout,
                 self.jp.name,
-                if quoted.is_empty() { "none".to_string() } else { quoted }
+                if quoted.is_empty() {
+                    "none".to_string()
+                } else {
+                    quoted
+                }
             ),
         )
     }
@@ -731,9 +834,13 @@ impl JobRun<'_> {
                             .stdin(true)
                             .stdout(false)
                             .stderr(false);
-                        let mut process = retry(base, || self.pods.attach(&name, &ap)).await.map_err(|e| {
-                            Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot attach to the build container: {}", api_error(&e)))
-                        })?;
+                        let mut process =
+                            retry(base, || self.pods.attach(&name, &ap)).await.map_err(|e| {
+                                Stop::Failed(
+                                    FailureReason::RunnerSystemFailure,
+                                    format!("cannot attach to the build container: {}", api_error(&e)),
+                                )
+                            })?;
                         let (Some(stdin), Some(status)) = (process.stdin(), process.take_status()) else {
                             process.abort();
                             continue;
@@ -741,7 +848,11 @@ impl JobRun<'_> {
                         let ended: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
                             let _ = status.await;
                         });
-                        self.attach = Some(Attached { process, stdin, ended });
+                        self.attach = Some(Attached {
+                            process,
+                            stdin,
+                            ended,
+                        });
                     }
                     let Some(a) = self.attach.as_mut() else { continue };
                     let r = async {
@@ -757,17 +868,32 @@ impl JobRun<'_> {
                         a.close();
                     }
                 }
-                Err(Stop::Failed(FailureReason::RunnerSystemFailure, "cannot write the step to the build container's stdin".into()))
+                Err(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    "cannot write the step to the build container's stdin".into(),
+                ))
             }
             Strategy::Exec => {
-                let ap = AttachParams::default().container(BUILD_CONTAINER).stdin(true).stdout(false).stderr(false);
-                let mut p = retry(base, || self.pods.exec(&name, ["sh"], &ap)).await.map_err(|e| {
-                    Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot exec in the build container: {}", api_error(&e)))
-                })?;
+                let ap = AttachParams::default()
+                    .container(BUILD_CONTAINER)
+                    .stdin(true)
+                    .stdout(false)
+                    .stderr(false);
+                let mut p = retry(base, || self.pods.exec(&name, ["sh"], &ap))
+                    .await
+                    .map_err(|e| {
+                        Stop::Failed(
+                            FailureReason::RunnerSystemFailure,
+                            format!("cannot exec in the build container: {}", api_error(&e)),
+                        )
+                    })?;
                 if let Some(mut w) = p.stdin() {
                     let r = w.write_all(text.as_bytes()).await;
                     if let Err(e) = r {
-                        return Err(Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot write the step to exec stdin: {e}")));
+                        return Err(Stop::Failed(
+                            FailureReason::RunnerSystemFailure,
+                            format!("cannot write the step to exec stdin: {e}"),
+                        ));
                     }
                     // `exit 0` ends the shell; keep stdin open until it has.
                     let status = p.take_status();
@@ -808,9 +934,19 @@ impl JobRun<'_> {
         // The log reader starts once and follows the file across steps.
         if self.log.is_none() {
             self.log = Some(
-                LogReader::open(self.pods.clone(), self.jp.name.clone(), self.jp.log_file(), self.base())
-                    .await
-                    .map_err(|e| Stop::Failed(FailureReason::RunnerSystemFailure, format!("cannot read the job log: {}", api_error(&e))))?,
+                LogReader::open(
+                    self.pods.clone(),
+                    self.jp.name.clone(),
+                    self.jp.log_file(),
+                    self.base(),
+                )
+                .await
+                .map_err(|e| {
+                    Stop::Failed(
+                        FailureReason::RunnerSystemFailure,
+                        format!("cannot read the job log: {}", api_error(&e)),
+                    )
+                })?,
             );
         }
         self.start_step(&text).await?;
@@ -822,7 +958,10 @@ impl JobRun<'_> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let Some(log) = self.log.as_mut() else {
-                return Err(Stop::Failed(FailureReason::RunnerSystemFailure, "log reader missing".into()));
+                return Err(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    "log reader missing".into(),
+                ));
             };
             tokio::select! {
                 r = log.read(&mut buf) => match r {
@@ -897,13 +1036,24 @@ impl JobRun<'_> {
         }
         let p = v.pod.as_ref()?;
         if phase(p) == "Failed" {
-            let reason = p.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default();
+            let reason = p
+                .status
+                .as_ref()
+                .and_then(|s| s.reason.clone())
+                .unwrap_or_default();
             if reason == "DeadlineExceeded" {
                 return Some(Stop::Timeout);
             }
             return Some(Stop::Failed(
                 FailureReason::RunnerSystemFailure,
-                format!("Pod {} failed: {reason} {}", self.jp.name, p.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()),
+                format!(
+                    "Pod {} failed: {reason} {}",
+                    self.jp.name,
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.message.clone())
+                        .unwrap_or_default()
+                ),
             ));
         }
         for c in [BUILD_CONTAINER, HELPER_CONTAINER] {
@@ -920,7 +1070,11 @@ impl JobRun<'_> {
     /// Sends TERM to the running step shell (its script passes it on to the commands).
     async fn signal_step(&mut self, index: usize) {
         let pid_file = format!("{}/step_{index}.pid", self.jp.scripts_dir);
-        let ap = AttachParams::default().container(BUILD_CONTAINER).stdin(false).stdout(true).stderr(false);
+        let ap = AttachParams::default()
+            .container(BUILD_CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(false);
         let cmd = vec![
             "sh".to_string(),
             "-c".to_string(),
@@ -948,7 +1102,9 @@ impl Drop for AbortOnDrop {
 /// Follows the Pod: one watch from the creation's resourceVersion; after a dropped stream
 /// it watches again from the last version seen, after `410 Gone` it re-lists first.
 async fn watch_pod(pods: Api<Pod>, name: String, mut rv: String, tx: watch::Sender<PodView>, base: Duration) {
-    let wp = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
+    let wp = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(290);
     let lp = ListParams::default().fields(&format!("metadata.name={name}"));
     let mut failures = 0u32;
     loop {
@@ -1005,7 +1161,12 @@ async fn watch_pod(pods: Api<Pod>, name: String, mut rv: String, tx: watch::Send
                     }
                 }
                 Err(e) => {
-                    tx.send_modify(|v| v.error = Some(format!("cannot re-list Pod {name} after 410 Gone: {}", api_error(&e))));
+                    tx.send_modify(|v| {
+                        v.error = Some(format!(
+                            "cannot re-list Pod {name} after 410 Gone: {}",
+                            api_error(&e)
+                        ))
+                    });
                     return;
                 }
             }
@@ -1065,7 +1226,11 @@ impl LogReader {
             self.path.clone(),
             (self.offset + 1).to_string(),
         ];
-        let ap = AttachParams::default().container(HELPER_CONTAINER).stdin(false).stdout(true).stderr(false);
+        let ap = AttachParams::default()
+            .container(HELPER_CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(false);
         let mut process = retry(self.base, || self.pods.exec(&self.pod, cmd.clone(), &ap)).await?;
         let (Some(stdout), Some(status)) = (process.stdout(), process.take_status()) else {
             process.abort();
@@ -1128,7 +1293,11 @@ impl LogReader {
             tokio::time::sleep(self.base * attempts.min(5) / 2).await;
             if let Err(e) = self.connect().await {
                 if attempts >= 10 {
-                    return Err(format!("cannot resume the log of {}: {}", self.pod, api_error(&e)));
+                    return Err(format!(
+                        "cannot resume the log of {}: {}",
+                        self.pod,
+                        api_error(&e)
+                    ));
                 }
             }
         }
@@ -1152,4 +1321,3 @@ impl LogReader {
         }
     }
 }
-

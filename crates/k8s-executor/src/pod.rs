@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HostAlias, KeyToPath, LocalObjectReference,
     Pod, PodSecurityContext, PodSpec, ResourceRequirements, SELinuxOptions, Secret, SecretKeySelector,
@@ -17,7 +18,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
 use podci_model::payload::JobPayload;
 
 use crate::config::{self, KubernetesConfig};
@@ -46,10 +46,14 @@ pub const FILE_VARIABLES_DIR: &str = "/run/podci/variables";
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PodError {
     /// The job's image is not in `allowed_images`.
-    #[error("the image {image:?} is not allowed: it matches none of allowed_images {allowed:?} in [runners.kubernetes]")]
+    #[error(
+        "the image {image:?} is not allowed: it matches none of allowed_images {allowed:?} in [runners.kubernetes]"
+    )]
     ImageNotAllowed { image: String, allowed: Vec<String> },
     /// A service's image is not in `allowed_services`.
-    #[error("the service image {image:?} is not allowed: it matches none of allowed_services {allowed:?} in [runners.kubernetes]")]
+    #[error(
+        "the service image {image:?} is not allowed: it matches none of allowed_services {allowed:?} in [runners.kubernetes]"
+    )]
     ServiceNotAllowed { image: String, allowed: Vec<String> },
     /// No image in the job and none configured.
     #[error("the job names no image and [runners.kubernetes] has no default `image`")]
@@ -62,10 +66,20 @@ pub enum PodError {
     UnknownPullPolicy(String),
     /// A `KUBERNETES_*` resource overwrite above its `*_overwrite_max_allowed`.
     #[error("{variable}={value} is higher than the maximum allowed {max:?} ({key})")]
-    OverwriteTooHigh { variable: String, value: String, max: String, key: String },
+    OverwriteTooHigh {
+        variable: String,
+        value: String,
+        max: String,
+        key: String,
+    },
     /// A `KUBERNETES_*` overwrite that the configuration's regex does not allow.
     #[error("{variable}={value:?} is not allowed: it does not match {key} = {regex:?}")]
-    OverwriteNotAllowed { variable: String, value: String, key: String, regex: String },
+    OverwriteNotAllowed {
+        variable: String,
+        value: String,
+        key: String,
+        regex: String,
+    },
     /// A value that is not a Kubernetes quantity.
     #[error("{what}: {value:?} is not a Kubernetes quantity such as 500m, 2, 1Gi")]
     BadQuantity { what: String, value: String },
@@ -135,7 +149,8 @@ pub fn compile_overwrite_regex(re: &str) -> Result<regex::Regex, regex::Error> {
 /// A Kubernetes quantity in milli-units, for comparing against maximums.
 pub fn parse_quantity_milli(q: &str) -> Option<i128> {
     let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
         .unwrap_or(q.len());
     let (num, suffix) = q.split_at(split);
     if num.is_empty() || num.starts_with('-') {
@@ -150,7 +165,11 @@ pub fn parse_quantity_milli(q: &str) -> Option<i128> {
         return None;
     }
     // Work in nano-units so that fractions such as 0.5 or 1.5Gi are exact.
-    let int: i128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+    let int: i128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().ok()?
+    };
     let mut frac: i128 = 0;
     for (i, d) in frac_part.bytes().enumerate() {
         frac += i128::from(d - b'0') * 10i128.pow(8 - i as u32);
@@ -184,7 +203,9 @@ pub fn parse_quantity_milli(q: &str) -> Option<i128> {
 pub fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -193,7 +214,13 @@ pub fn is_dns_label(name: &str) -> bool {
 pub fn sanitize_label_value(v: &str) -> String {
     let mut s: String = v
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(63)
         .collect();
     while s.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
@@ -228,7 +255,12 @@ fn variable_pairs(payload: &JobPayload, concurrent_id: u32) -> Vec<(String, Stri
 }
 
 fn var<'a>(payload: &'a JobPayload, key: &str) -> Option<&'a str> {
-    payload.variables.iter().rev().find(|v| v.key == key).map(|v| v.value.as_str())
+    payload
+        .variables
+        .iter()
+        .rev()
+        .find(|v| v.key == key)
+        .map(|v| v.value.as_str())
 }
 
 fn q(s: &str) -> Quantity {
@@ -248,36 +280,126 @@ fn resource_keys<'a>(cfg: &'a KubernetesConfig, which: &str) -> ResourceKeys<'a>
             prefix: "service_",
             var_prefix: "KUBERNETES_SERVICE_",
             values: [
-                ("cpu", "limit", &cfg.service_cpu_limit, &cfg.service_cpu_limit_overwrite_max_allowed),
-                ("cpu", "request", &cfg.service_cpu_request, &cfg.service_cpu_request_overwrite_max_allowed),
-                ("memory", "limit", &cfg.service_memory_limit, &cfg.service_memory_limit_overwrite_max_allowed),
-                ("memory", "request", &cfg.service_memory_request, &cfg.service_memory_request_overwrite_max_allowed),
-                ("ephemeral-storage", "limit", &cfg.service_ephemeral_storage_limit, &cfg.service_ephemeral_storage_limit_overwrite_max_allowed),
-                ("ephemeral-storage", "request", &cfg.service_ephemeral_storage_request, &cfg.service_ephemeral_storage_request_overwrite_max_allowed),
+                (
+                    "cpu",
+                    "limit",
+                    &cfg.service_cpu_limit,
+                    &cfg.service_cpu_limit_overwrite_max_allowed,
+                ),
+                (
+                    "cpu",
+                    "request",
+                    &cfg.service_cpu_request,
+                    &cfg.service_cpu_request_overwrite_max_allowed,
+                ),
+                (
+                    "memory",
+                    "limit",
+                    &cfg.service_memory_limit,
+                    &cfg.service_memory_limit_overwrite_max_allowed,
+                ),
+                (
+                    "memory",
+                    "request",
+                    &cfg.service_memory_request,
+                    &cfg.service_memory_request_overwrite_max_allowed,
+                ),
+                (
+                    "ephemeral-storage",
+                    "limit",
+                    &cfg.service_ephemeral_storage_limit,
+                    &cfg.service_ephemeral_storage_limit_overwrite_max_allowed,
+                ),
+                (
+                    "ephemeral-storage",
+                    "request",
+                    &cfg.service_ephemeral_storage_request,
+                    &cfg.service_ephemeral_storage_request_overwrite_max_allowed,
+                ),
             ],
         },
         "helper" => ResourceKeys {
             prefix: "helper_",
             var_prefix: "KUBERNETES_HELPER_",
             values: [
-                ("cpu", "limit", &cfg.helper_cpu_limit, &cfg.helper_cpu_limit_overwrite_max_allowed),
-                ("cpu", "request", &cfg.helper_cpu_request, &cfg.helper_cpu_request_overwrite_max_allowed),
-                ("memory", "limit", &cfg.helper_memory_limit, &cfg.helper_memory_limit_overwrite_max_allowed),
-                ("memory", "request", &cfg.helper_memory_request, &cfg.helper_memory_request_overwrite_max_allowed),
-                ("ephemeral-storage", "limit", &cfg.helper_ephemeral_storage_limit, &cfg.helper_ephemeral_storage_limit_overwrite_max_allowed),
-                ("ephemeral-storage", "request", &cfg.helper_ephemeral_storage_request, &cfg.helper_ephemeral_storage_request_overwrite_max_allowed),
+                (
+                    "cpu",
+                    "limit",
+                    &cfg.helper_cpu_limit,
+                    &cfg.helper_cpu_limit_overwrite_max_allowed,
+                ),
+                (
+                    "cpu",
+                    "request",
+                    &cfg.helper_cpu_request,
+                    &cfg.helper_cpu_request_overwrite_max_allowed,
+                ),
+                (
+                    "memory",
+                    "limit",
+                    &cfg.helper_memory_limit,
+                    &cfg.helper_memory_limit_overwrite_max_allowed,
+                ),
+                (
+                    "memory",
+                    "request",
+                    &cfg.helper_memory_request,
+                    &cfg.helper_memory_request_overwrite_max_allowed,
+                ),
+                (
+                    "ephemeral-storage",
+                    "limit",
+                    &cfg.helper_ephemeral_storage_limit,
+                    &cfg.helper_ephemeral_storage_limit_overwrite_max_allowed,
+                ),
+                (
+                    "ephemeral-storage",
+                    "request",
+                    &cfg.helper_ephemeral_storage_request,
+                    &cfg.helper_ephemeral_storage_request_overwrite_max_allowed,
+                ),
             ],
         },
         _ => ResourceKeys {
             prefix: "",
             var_prefix: "KUBERNETES_",
             values: [
-                ("cpu", "limit", &cfg.cpu_limit, &cfg.cpu_limit_overwrite_max_allowed),
-                ("cpu", "request", &cfg.cpu_request, &cfg.cpu_request_overwrite_max_allowed),
-                ("memory", "limit", &cfg.memory_limit, &cfg.memory_limit_overwrite_max_allowed),
-                ("memory", "request", &cfg.memory_request, &cfg.memory_request_overwrite_max_allowed),
-                ("ephemeral-storage", "limit", &cfg.ephemeral_storage_limit, &cfg.ephemeral_storage_limit_overwrite_max_allowed),
-                ("ephemeral-storage", "request", &cfg.ephemeral_storage_request, &cfg.ephemeral_storage_request_overwrite_max_allowed),
+                (
+                    "cpu",
+                    "limit",
+                    &cfg.cpu_limit,
+                    &cfg.cpu_limit_overwrite_max_allowed,
+                ),
+                (
+                    "cpu",
+                    "request",
+                    &cfg.cpu_request,
+                    &cfg.cpu_request_overwrite_max_allowed,
+                ),
+                (
+                    "memory",
+                    "limit",
+                    &cfg.memory_limit,
+                    &cfg.memory_limit_overwrite_max_allowed,
+                ),
+                (
+                    "memory",
+                    "request",
+                    &cfg.memory_request,
+                    &cfg.memory_request_overwrite_max_allowed,
+                ),
+                (
+                    "ephemeral-storage",
+                    "limit",
+                    &cfg.ephemeral_storage_limit,
+                    &cfg.ephemeral_storage_limit_overwrite_max_allowed,
+                ),
+                (
+                    "ephemeral-storage",
+                    "request",
+                    &cfg.ephemeral_storage_request,
+                    &cfg.ephemeral_storage_request_overwrite_max_allowed,
+                ),
             ],
         },
     }
@@ -328,7 +450,10 @@ fn resources(
             continue;
         }
         if parse_quantity_milli(&value).is_none() {
-            return Err(PodError::BadQuantity { what: key_base, value });
+            return Err(PodError::BadQuantity {
+                what: key_base,
+                value,
+            });
         }
         if kind == "limit" {
             limits.insert(res.to_string(), q(&value));
@@ -358,7 +483,9 @@ fn regex_overwrite(
         return Ok(None);
     };
     if regex.is_empty() {
-        warnings.push(format!("{variable} is ignored: {key} is not set in [runners.kubernetes]"));
+        warnings.push(format!(
+            "{variable} is ignored: {key} is not set in [runners.kubernetes]"
+        ));
         return Ok(None);
     }
     let re = compile_overwrite_regex(regex).map_err(|e| PodError::BadRegex {
@@ -385,12 +512,18 @@ fn keyed_overwrites(
     warnings: &mut Vec<String>,
 ) -> Result<BTreeMap<String, String>, PodError> {
     let mut out = BTreeMap::new();
-    let asked: Vec<_> = payload.variables.iter().filter(|v| v.key.starts_with(prefix)).collect();
+    let asked: Vec<_> = payload
+        .variables
+        .iter()
+        .filter(|v| v.key.starts_with(prefix))
+        .collect();
     if asked.is_empty() {
         return Ok(out);
     }
     if regex.is_empty() {
-        warnings.push(format!("{prefix}* variables are ignored: {key} is not set in [runners.kubernetes]"));
+        warnings.push(format!(
+            "{prefix}* variables are ignored: {key} is not set in [runners.kubernetes]"
+        ));
         return Ok(out);
     }
     let re = compile_overwrite_regex(regex).map_err(|e| PodError::BadRegex {
@@ -520,7 +653,12 @@ pub fn pod_name(payload: &JobPayload, params: &PodParams) -> String {
         .take(8)
         .collect::<String>()
         .to_ascii_lowercase();
-    let suffix: String = params.suffix.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+    let suffix: String = params
+        .suffix
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
     let head = format!(
         "runner-{}-project-{}-concurrent-{}",
         if token.is_empty() { "podci" } else { &token },
@@ -532,11 +670,19 @@ pub fn pod_name(payload: &JobPayload, params: &PodParams) -> String {
     while head.ends_with('-') {
         head.pop();
     }
-    if suffix.is_empty() { head } else { format!("{head}-{suffix}") }
+    if suffix.is_empty() {
+        head
+    } else {
+        format!("{head}-{suffix}")
+    }
 }
 
 /// Builds the Pod and Secret for a job. Pure: the same inputs give the same objects.
-pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParams) -> Result<JobPod, PodError> {
+pub fn build_pod(
+    cfg: &KubernetesConfig,
+    payload: &JobPayload,
+    params: &PodParams,
+) -> Result<JobPod, PodError> {
     let mut warnings = Vec::new();
     let vars = variable_pairs(payload, params.concurrent_id);
     let expand = |s: &str| podci_model::expand::expand_existing(s, &vars);
@@ -585,7 +731,8 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
     let bearer_token_overwrite = match var(payload, "KUBERNETES_BEARER_TOKEN").filter(|v| !v.is_empty()) {
         Some(t) if cfg.bearer_token_overwrite_allowed => Some(t.to_string()),
         Some(_) => {
-            warnings.push("KUBERNETES_BEARER_TOKEN is ignored: bearer_token_overwrite_allowed is false".into());
+            warnings
+                .push("KUBERNETES_BEARER_TOKEN is ignored: bearer_token_overwrite_allowed is false".into());
             None
         }
         None => None,
@@ -619,7 +766,12 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
     let logs_dir = format!("/logs-{project}-{job_id}");
     let build_dir = var(payload, "CI_PROJECT_DIR")
         .map(str::to_string)
-        .unwrap_or_else(|| format!("{BUILDS_DIR}/{}", sanitize_label_value(&payload.job_info.project_name)));
+        .unwrap_or_else(|| {
+            format!(
+                "{BUILDS_DIR}/{}",
+                sanitize_label_value(&payload.job_info.project_name)
+            )
+        });
 
     // Labels and annotations.
     let mut labels = BTreeMap::new();
@@ -629,15 +781,30 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
     for (k, v) in extra_labels {
         labels.insert(k, sanitize_label_value(&v));
     }
-    let project_unique = format!("runner-{}-project-{project}-concurrent-{}", params.runner_short_token, params.concurrent_id);
+    let project_unique = format!(
+        "runner-{}-project-{project}-concurrent-{}",
+        params.runner_short_token, params.concurrent_id
+    );
     // Ours and GitLab Runner's; set last so that they cannot be overwritten.
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
-    labels.insert(RUNNER_LABEL.into(), sanitize_label_value(&params.runner_short_token));
+    labels.insert(
+        RUNNER_LABEL.into(),
+        sanitize_label_value(&params.runner_short_token),
+    );
     labels.insert("pod".into(), sanitize_label_value(&project_unique));
-    labels.insert("job.runner.gitlab.com/pod".into(), sanitize_label_value(&project_unique));
+    labels.insert(
+        "job.runner.gitlab.com/pod".into(),
+        sanitize_label_value(&project_unique),
+    );
     labels.insert("project.runner.gitlab.com/id".into(), project.to_string());
-    labels.insert("project.runner.gitlab.com/name".into(), sanitize_label_value(&payload.job_info.project_name));
-    labels.insert("manager.runner.gitlab.com/id-short".into(), sanitize_label_value(&params.runner_short_token));
+    labels.insert(
+        "project.runner.gitlab.com/name".into(),
+        sanitize_label_value(&payload.job_info.project_name),
+    );
+    labels.insert(
+        "manager.runner.gitlab.com/id-short".into(),
+        sanitize_label_value(&params.runner_short_token),
+    );
     labels.insert("podci.dev/job-id".into(), job_id.to_string());
 
     let timeout = payload.runner_info.timeout;
@@ -649,8 +816,14 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
     annotations.insert("job.runner.gitlab.com/id".into(), job_id.to_string());
     annotations.insert("job.runner.gitlab.com/url".into(), params.job_url.clone());
     annotations.insert("job.runner.gitlab.com/sha".into(), payload.git_info.sha.clone());
-    annotations.insert("job.runner.gitlab.com/before_sha".into(), payload.git_info.before_sha.clone());
-    annotations.insert("job.runner.gitlab.com/ref".into(), payload.git_info.reference.clone());
+    annotations.insert(
+        "job.runner.gitlab.com/before_sha".into(),
+        payload.git_info.before_sha.clone(),
+    );
+    annotations.insert(
+        "job.runner.gitlab.com/ref".into(),
+        payload.git_info.reference.clone(),
+    );
     annotations.insert("job.runner.gitlab.com/name".into(), payload.job_info.name.clone());
     annotations.insert("job.runner.gitlab.com/timeout".into(), format!("{timeout}s"));
     annotations.insert("project.runner.gitlab.com/id".into(), project.to_string());
@@ -671,11 +844,16 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
     // The per-job Secret: registry credentials and non-public variables.
     let secret_name = format!("{name}-job");
     let mut secret_data: BTreeMap<String, ByteString> = BTreeMap::new();
-    let registry_creds: Vec<_> = payload.credentials.iter().filter(|c| c.kind == "registry").collect();
+    let registry_creds: Vec<_> = payload
+        .credentials
+        .iter()
+        .filter(|c| c.kind == "registry")
+        .collect();
     if !registry_creds.is_empty() {
         let mut auths = serde_json::Map::new();
         for c in &registry_creds {
-            let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
+            let auth =
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
             auths.insert(
                 c.url.clone(),
                 serde_json::json!({"username": c.username, "password": c.password, "auth": auth}),
@@ -751,7 +929,12 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
             ..meta(&secret_name)
         },
         type_: Some(
-            if registry_creds.is_empty() { "Opaque" } else { "kubernetes.io/dockerconfigjson" }.into(),
+            if registry_creds.is_empty() {
+                "Opaque"
+            } else {
+                "kubernetes.io/dockerconfigjson"
+            }
+            .into(),
         ),
         data: Some(secret_data),
         immutable: Some(true),
@@ -801,25 +984,36 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
         });
     }
     let helper_mounts = mounts.clone();
-    let user_mount = |name: &str, mount_path: &str, sub_path: &str, read_only: bool, propagation: &str| VolumeMount {
-        name: name.into(),
-        mount_path: mount_path.into(),
-        sub_path: (!sub_path.is_empty()).then(|| sub_path.into()),
-        read_only: read_only.then_some(true),
-        mount_propagation: (!propagation.is_empty()).then(|| propagation.into()),
-        ..Default::default()
-    };
+    let user_mount =
+        |name: &str, mount_path: &str, sub_path: &str, read_only: bool, propagation: &str| VolumeMount {
+            name: name.into(),
+            mount_path: mount_path.into(),
+            sub_path: (!sub_path.is_empty()).then(|| sub_path.into()),
+            read_only: read_only.then_some(true),
+            mount_propagation: (!propagation.is_empty()).then(|| propagation.into()),
+            ..Default::default()
+        };
     let v = &cfg.volumes;
     for h in &v.host_path {
         volumes.push(Volume {
             name: h.name.clone(),
             host_path: Some(k8s_openapi::api::core::v1::HostPathVolumeSource {
-                path: if h.host_path.is_empty() { h.mount_path.clone() } else { h.host_path.clone() },
+                path: if h.host_path.is_empty() {
+                    h.mount_path.clone()
+                } else {
+                    h.host_path.clone()
+                },
                 type_: None,
             }),
             ..Default::default()
         });
-        mounts.push(user_mount(&h.name, &h.mount_path, &h.sub_path, h.read_only, &h.mount_propagation));
+        mounts.push(user_mount(
+            &h.name,
+            &h.mount_path,
+            &h.sub_path,
+            h.read_only,
+            &h.mount_propagation,
+        ));
     }
     for p in &v.pvc {
         // The name is both the volume's and the claim's; `$CI_CONCURRENT_ID` in it gives
@@ -833,7 +1027,13 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
             }),
             ..Default::default()
         });
-        mounts.push(user_mount(&pvc_name, &p.mount_path, &p.sub_path, p.read_only, &p.mount_propagation));
+        mounts.push(user_mount(
+            &pvc_name,
+            &p.mount_path,
+            &p.sub_path,
+            p.read_only,
+            &p.mount_propagation,
+        ));
     }
     let items = |m: &BTreeMap<String, String>| {
         (!m.is_empty()).then(|| {
@@ -897,7 +1097,11 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
     }
 
     // Containers.
-    let shell = vec!["sh".to_string(), "-c".to_string(), podci_model::script::detect_shell_script().to_string()];
+    let shell = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        podci_model::script::detect_shell_script().to_string(),
+    ];
     let job_image = payload.image.as_ref();
     let (command, args) = match job_image.and_then(|i| i.entrypoint.clone()) {
         Some(ep) if ep.iter().any(|e| !e.is_empty()) => (ep, Some(shell.clone())),
@@ -925,7 +1129,11 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
     };
     let helper = Container {
         name: HELPER_CONTAINER.into(),
-        image: Some(if cfg.helper_image.is_empty() { DEFAULT_HELPER_IMAGE.into() } else { cfg.helper_image.clone() }),
+        image: Some(if cfg.helper_image.is_empty() {
+            DEFAULT_HELPER_IMAGE.into()
+        } else {
+            cfg.helper_image.clone()
+        }),
         image_pull_policy: pull_policy(cfg, None)?,
         command: Some(shell.clone()),
         stdin: Some(true),
@@ -957,7 +1165,13 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
         .cloned()
         .collect();
     for (i, s) in payload.services.iter().enumerate() {
-        let alias = s.alias.as_deref().unwrap_or("").split([',', ' ']).find(|a| !a.is_empty()).unwrap_or("");
+        let alias = s
+            .alias
+            .as_deref()
+            .unwrap_or("")
+            .split([',', ' '])
+            .find(|a| !a.is_empty())
+            .unwrap_or("");
         let name = if is_dns_label(alias) && !containers.iter().any(|c| c.name == alias) {
             alias.to_string()
         } else {
@@ -1035,7 +1249,9 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
         .map(|n| LocalObjectReference { name: n.clone() })
         .collect();
     if !registry_creds.is_empty() {
-        pull_secrets.push(LocalObjectReference { name: secret_name.clone() });
+        pull_secrets.push(LocalObjectReference {
+            name: secret_name.clone(),
+        });
     }
     let affinity = match &cfg.affinity {
         Some(t) => serde_json::from_value(toml_to_k8s_json(&toml::Value::Table(t.clone()))).ok(),
@@ -1062,7 +1278,8 @@ pub fn build_pod(cfg: &KubernetesConfig, payload: &JobPayload, params: &PodParam
         scheduler_name: (!cfg.scheduler_name.is_empty()).then(|| cfg.scheduler_name.clone()),
         priority_class_name: (!cfg.priority_class_name.is_empty()).then(|| cfg.priority_class_name.clone()),
         runtime_class_name: cfg.runtime_class_name.clone().filter(|r| !r.is_empty()),
-        security_context: (pod_security_context != PodSecurityContext::default()).then_some(pod_security_context),
+        security_context: (pod_security_context != PodSecurityContext::default())
+            .then_some(pod_security_context),
         image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
         termination_grace_period_seconds: cfg
             .pod_termination_grace_period_seconds

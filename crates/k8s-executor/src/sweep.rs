@@ -6,8 +6,8 @@
 //! no live job of any runner can still own such an object.
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::pod::{DEADLINE_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RUNNER_LABEL, sanitize_label_value};
 

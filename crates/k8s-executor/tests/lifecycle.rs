@@ -25,7 +25,10 @@ struct Shared(Arc<Mutex<Vec<u8>>>);
 
 impl TraceSink for Shared {
     fn write(&mut self, bytes: &[u8]) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(bytes);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
     }
 }
 
@@ -39,11 +42,17 @@ impl Shared {
 fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let unshare = std::process::Command::new("unshare").arg("--version").output().is_ok();
+    let unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok();
     if root && unshare {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI runs as root with util-linux: container roots must work");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root with util-linux: container roots must work"
+    );
     eprintln!("SKIPPING executor test: needs root and unshare for the fake server's container roots");
     false
 }
@@ -64,13 +73,17 @@ async fn start(opts: Options) -> FakeKube {
 
 async fn client(fake: &FakeKube) -> kube::Client {
     let kc = Kubeconfig::from_yaml(&fake.kubeconfig("ci-jobs")).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
     kube::Client::try_from(cfg).expect("client")
 }
 
 fn config(extra: &str) -> KubernetesConfig {
-    KubernetesConfig::from_toml_str(&format!("namespace = \"ci-jobs\"\nimage = \"debian:bookworm\"\nhelper_image = \"podci-helper:test\"\n{extra}"))
-        .expect("config")
+    KubernetesConfig::from_toml_str(&format!(
+        "namespace = \"ci-jobs\"\nimage = \"debian:bookworm\"\nhelper_image = \"podci-helper:test\"\n{extra}"
+    ))
+    .expect("config")
 }
 
 fn executor(c: kube::Client, cfg: KubernetesConfig) -> KubernetesExecutor {
@@ -84,7 +97,11 @@ fn step(name: &str, script: &[&str]) -> Step {
         name: name.into(),
         script: script.iter().map(|s| s.to_string()).collect(),
         timeout: 600,
-        when: if name == "after_script" { "always".into() } else { "on_success".into() },
+        when: if name == "after_script" {
+            "always".into()
+        } else {
+            "on_success".into()
+        },
         allow_failure: false,
     }
 }
@@ -113,11 +130,20 @@ fn job(id: u64, script: &[&str], after: &[&str]) -> JobPayload {
 }
 
 /// Runs a job with a hard limit, so that a hang fails with the trace so far.
-async fn run_job(ex: &KubernetesExecutor, p: &JobPayload, sink: &mut Shared, cancel: CancellationToken) -> Outcome {
+async fn run_job(
+    ex: &KubernetesExecutor,
+    p: &JobPayload,
+    sink: &mut Shared,
+    cancel: CancellationToken,
+) -> Outcome {
     let probe = sink.clone();
     match tokio::time::timeout(Duration::from_secs(60), ex.run(&Job::new(p), sink, cancel)).await {
         Ok(o) => o,
-        Err(_) => panic!("job {} did not finish within 60 s; trace so far:\n{}", p.id, probe.text()),
+        Err(_) => panic!(
+            "job {} did not finish within 60 s; trace so far:\n{}",
+            p.id,
+            probe.text()
+        ),
     }
 }
 
@@ -132,7 +158,11 @@ async fn assert_cleaned_up(c: &kube::Client) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(pods.list(&Default::default()).await.expect("list").items.len(), 0, "no Pod left behind");
+    assert_eq!(
+        pods.list(&Default::default()).await.expect("list").items.len(),
+        0,
+        "no Pod left behind"
+    );
     let ours: Vec<_> = secrets
         .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=podci"))
         .await
@@ -157,15 +187,35 @@ async fn single_step_job_succeeds_with_few_api_requests() {
     assert_eq!(outcome, Outcome::Success, "trace:\n{trace}");
     assert!(trace.contains("hello from 1\n"), "{trace}");
     assert!(trace.contains("no newline"), "{trace}");
-    assert!(!trace.contains("podci-step-end:"), "the end marker is removed from the trace: {trace}");
-    let requests = fake.control().requests();
-    eprintln!("API requests for one single-step job ({}):\n{}", requests.len(), requests.join("\n"));
-    assert!(requests.len() <= 12, "at most 12 API requests per single-step job, got {}: {requests:#?}", requests.len());
     assert!(
-        !requests.iter().any(|r| r.starts_with("GET /api/v1/namespaces/ci-jobs/pods/runner") && !r.contains("/exec") && !r.contains("/attach")),
+        !trace.contains("podci-step-end:"),
+        "the end marker is removed from the trace: {trace}"
+    );
+    let requests = fake.control().requests();
+    eprintln!(
+        "API requests for one single-step job ({}):\n{}",
+        requests.len(),
+        requests.join("\n")
+    );
+    assert!(
+        requests.len() <= 12,
+        "at most 12 API requests per single-step job, got {}: {requests:#?}",
+        requests.len()
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/ci-jobs/pods/runner")
+                && !r.contains("/exec")
+                && !r.contains("/attach")),
         "the Pod is followed by a watch, never polled: {requests:#?}"
     );
-    assert!(requests.iter().any(|r| r.starts_with("DELETE /api/v1/namespaces/ci-jobs/pods/")), "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("DELETE /api/v1/namespaces/ci-jobs/pods/")),
+        "{requests:#?}"
+    );
     // Grace 0 (in the DeleteOptions body): the Pod is gone at once, not after 30 s.
     assert_cleaned_up(&c).await;
 }
@@ -178,7 +228,11 @@ async fn failing_script_reports_exit_code_and_runs_after_script() {
     let fake = start(Options::default()).await;
     let c = client(&fake).await;
     let ex = executor(c.clone(), config(""));
-    let mut p = job(2, &["echo before", "exit 3", "echo never"], &["echo after status=$CI_JOB_STATUS"]);
+    let mut p = job(
+        2,
+        &["echo before", "exit 3", "echo never"],
+        &["echo after status=$CI_JOB_STATUS"],
+    );
     p.variables.push(JobVariable {
         key: "DEPLOY_PASSWORD".into(),
         value: "hunter2-very-secret".into(),
@@ -191,14 +245,29 @@ async fn failing_script_reports_exit_code_and_runs_after_script() {
     let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     match &outcome {
-        Outcome::Failed { reason, exit_code, .. } => {
-            assert_eq!((*reason, *exit_code), (FailureReason::ScriptFailure, Some(3)), "{trace}");
+        Outcome::Failed {
+            reason, exit_code, ..
+        } => {
+            assert_eq!(
+                (*reason, *exit_code),
+                (FailureReason::ScriptFailure, Some(3)),
+                "{trace}"
+            );
         }
         other => panic!("expected a script failure, got {other:?}\n{trace}"),
     }
-    assert!(trace.contains("before\n") && !trace.contains("never\n"), "{trace}");
-    assert!(trace.contains("after status=failed"), "after_script runs after a failure: {trace}");
-    assert!(trace.contains("pw=[MASKED]") && !trace.contains("hunter2"), "masked: {trace}");
+    assert!(
+        trace.contains("before\n") && !trace.contains("never\n"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("after status=failed"),
+        "after_script runs after a failure: {trace}"
+    );
+    assert!(
+        trace.contains("pw=[MASKED]") && !trace.contains("hunter2"),
+        "masked: {trace}"
+    );
     assert_cleaned_up(&c).await;
 }
 
@@ -228,8 +297,14 @@ async fn image_pull_failure_carries_the_registry_message() {
     match &outcome {
         Outcome::Failed { reason, message, .. } => {
             assert_eq!(*reason, FailureReason::ImagePullFailure, "{trace}");
-            assert!(message.contains("127.0.0.1:5000/nope:latest") && message.contains("ErrImagePull"), "{message}");
-            assert!(message.contains("failed to pull"), "the registry's message is quoted: {message}");
+            assert!(
+                message.contains("127.0.0.1:5000/nope:latest") && message.contains("ErrImagePull"),
+                "{message}"
+            );
+            assert!(
+                message.contains("failed to pull"),
+                "the registry's message is quoted: {message}"
+            );
         }
         other => panic!("expected image_pull_failure, got {other:?}\n{trace}"),
     }
@@ -256,11 +331,18 @@ async fn unschedulable_pod_fails_after_poll_timeout_quoting_events() {
         Outcome::Failed { reason, message, .. } => {
             assert_eq!(*reason, FailureReason::RunnerSystemFailure);
             assert!(message.contains("poll_timeout = 1s"), "{message}");
-            assert!(message.contains("FailedScheduling") || message.contains("Unschedulable"), "events quoted: {message}");
+            assert!(
+                message.contains("FailedScheduling") || message.contains("Unschedulable"),
+                "events quoted: {message}"
+            );
         }
         other => panic!("expected a start timeout, got {other:?}"),
     }
-    assert!(t.elapsed() < Duration::from_secs(10), "bounded by poll_timeout, took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "bounded by poll_timeout, took {:?}",
+        t.elapsed()
+    );
     assert_cleaned_up(&c).await;
 }
 
@@ -284,7 +366,9 @@ async fn watch_410_gone_relists_and_continues() {
     let watches: Vec<_> = requests.iter().filter(|r| r.contains("watch=true")).collect();
     assert!(watches.len() >= 2, "watched again after the 410: {requests:#?}");
     assert!(
-        requests.iter().any(|r| r.starts_with("GET /api/v1/namespaces/ci-jobs/pods?") && !r.contains("watch=true")),
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/ci-jobs/pods?") && !r.contains("watch=true")),
         "re-listed after the 410: {requests:#?}"
     );
     assert_cleaned_up(&c).await;
@@ -301,7 +385,9 @@ async fn dropped_streams_lose_and_repeat_no_byte() {
     // 60 numbered lines over ~3 s, some long, while every stream is cut 4 times.
     let p = job(
         6,
-        &["i=1; while [ $i -le 60 ]; do echo \"line $i $(printf '%0200d' $i)\"; sleep 0.05; i=$((i+1)); done"],
+        &[
+            "i=1; while [ $i -le 60 ]; do echo \"line $i $(printf '%0200d' $i)\"; sleep 0.05; i=$((i+1)); done",
+        ],
         &[],
     );
     let control = fake.control();
@@ -332,15 +418,29 @@ async fn exec_strategy_runs_steps_and_reports_exit_codes() {
     let mut cfg = config("");
     cfg.strategy = Strategy::Exec;
     let ex = executor(c.clone(), cfg);
-    let p = job(7, &["echo via exec", "exit 5"], &["echo after exec $CI_JOB_STATUS"]);
+    let p = job(
+        7,
+        &["echo via exec", "exit 5"],
+        &["echo after exec $CI_JOB_STATUS"],
+    );
     let mut sink = Shared::default();
     let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert!(
-        matches!(outcome, Outcome::Failed { reason: FailureReason::ScriptFailure, exit_code: Some(5), .. }),
+        matches!(
+            outcome,
+            Outcome::Failed {
+                reason: FailureReason::ScriptFailure,
+                exit_code: Some(5),
+                ..
+            }
+        ),
         "{outcome:?}\n{trace}"
     );
-    assert!(trace.contains("via exec\n") && trace.contains("after exec failed"), "{trace}");
+    assert!(
+        trace.contains("via exec\n") && trace.contains("after exec failed"),
+        "{trace}"
+    );
     assert_cleaned_up(&c).await;
 }
 
@@ -359,7 +459,9 @@ async fn service_container_and_pvc_backed_cache() {
     );
     let ex = executor(
         c.clone(),
-        config("[[volumes.pvc]]\nname = \"maven-cache-$CI_CONCURRENT_ID\"\nmount_path = \"/home/cache/maven\"\n"),
+        config(
+            "[[volumes.pvc]]\nname = \"maven-cache-$CI_CONCURRENT_ID\"\nmount_path = \"/home/cache/maven\"\n",
+        ),
     );
     // A service on the Pod's shared network (the fake's processes share the host's).
     let port = {
@@ -393,14 +495,20 @@ async fn service_container_and_pvc_backed_cache() {
     let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Success, "{trace}");
-    assert!(trace.contains("service-ready"), "the build reached the service: {trace}");
+    assert!(
+        trace.contains("service-ready"),
+        "the build reached the service: {trace}"
+    );
     // A second job in a new Pod finds what the first left in the PVC.
     let p2 = job(9, &["cat /home/cache/maven/repo/dep.jar"], &[]);
     let mut sink2 = Shared::default();
     let outcome = run_job(&ex, &p2, &mut sink2, CancellationToken::new()).await;
     let trace2 = sink2.text();
     assert_eq!(outcome, Outcome::Success, "{trace2}");
-    assert!(trace2.contains("artifact-1.0\n"), "cache restored from the PVC: {trace2}");
+    assert!(
+        trace2.contains("artifact-1.0\n"),
+        "cache restored from the PVC: {trace2}"
+    );
     assert_cleaned_up(&c).await;
 }
 
@@ -412,7 +520,11 @@ async fn cancel_stops_the_script_runs_after_script_and_deletes() {
     let fake = start(Options::default()).await;
     let c = client(&fake).await;
     let ex = executor(c.clone(), config(""));
-    let p = job(10, &["echo started", "sleep 60", "echo not reached"], &["echo after $CI_JOB_STATUS"]);
+    let p = job(
+        10,
+        &["echo started", "sleep 60", "echo not reached"],
+        &["echo after $CI_JOB_STATUS"],
+    );
     let cancel = CancellationToken::new();
     let mut sink = Shared::default();
     let watcher = {
@@ -430,8 +542,15 @@ async fn cancel_stops_the_script_runs_after_script_and_deletes() {
     let _ = watcher.await;
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Canceled, "{trace}");
-    assert!(t.elapsed() < Duration::from_secs(20), "the sleep was stopped: {:?}", t.elapsed());
-    assert!(trace.contains("after canceled"), "after_script ran with CI_JOB_STATUS=canceled: {trace}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the sleep was stopped: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        trace.contains("after canceled"),
+        "after_script ran with CI_JOB_STATUS=canceled: {trace}"
+    );
     assert!(!trace.contains("not reached"), "{trace}");
     assert_cleaned_up(&c).await;
 }
@@ -451,7 +570,13 @@ async fn job_timeout_is_job_execution_timeout() {
     let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert!(
-        matches!(outcome, Outcome::Failed { reason: FailureReason::JobExecutionTimeout, .. }),
+        matches!(
+            outcome,
+            Outcome::Failed {
+                reason: FailureReason::JobExecutionTimeout,
+                ..
+            }
+        ),
         "{outcome:?}\n{trace}"
     );
     assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
@@ -475,8 +600,14 @@ async fn transient_api_errors_are_retried() {
     assert_eq!(outcome, Outcome::Success, "{trace}");
     assert!(trace.contains("retried fine\n"), "{trace}");
     let requests = fake.control().requests();
-    let posts = requests.iter().filter(|r| r.starts_with("POST /api/v1/namespaces/ci-jobs/pods")).count();
-    assert_eq!(posts, 4, "the Pod create was retried through three 503s: {requests:#?}");
+    let posts = requests
+        .iter()
+        .filter(|r| r.starts_with("POST /api/v1/namespaces/ci-jobs/pods"))
+        .count();
+    assert_eq!(
+        posts, 4,
+        "the Pod create was retried through three 503s: {requests:#?}"
+    );
     assert_cleaned_up(&c).await;
 }
 
@@ -488,7 +619,14 @@ async fn secret_is_created_owned_by_the_pod_and_removed() {
     let fake = start(Options::default()).await;
     let c = client(&fake).await;
     let ex = executor(c.clone(), config(""));
-    let mut p = job(13, &["test \"$API_KEY\" = s3cr3t-value && echo key-ok", "cat \"$CREDS_FILE\""], &[]);
+    let mut p = job(
+        13,
+        &[
+            "test \"$API_KEY\" = s3cr3t-value && echo key-ok",
+            "cat \"$CREDS_FILE\"",
+        ],
+        &[],
+    );
     p.variables.push(JobVariable {
         key: "API_KEY".into(),
         value: "s3cr3t-value".into(),
@@ -515,10 +653,10 @@ async fn secret_is_created_owned_by_the_pod_and_removed() {
         tokio::spawn(async move {
             loop {
                 let pods = control.requests();
-                if let Some(name) = pods
-                    .iter()
-                    .find_map(|r| r.strip_prefix("PATCH /api/v1/namespaces/ci-jobs/secrets/").map(|s| s.split('?').next().unwrap_or("").to_string()))
-                {
+                if let Some(name) = pods.iter().find_map(|r| {
+                    r.strip_prefix("PATCH /api/v1/namespaces/ci-jobs/secrets/")
+                        .map(|s| s.split('?').next().unwrap_or("").to_string())
+                }) {
                     if let Some(s) = control.get("secrets", "ci-jobs", &name) {
                         *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
                         return;
@@ -533,10 +671,20 @@ async fn secret_is_created_owned_by_the_pod_and_removed() {
     spy.abort();
     let trace = sink.text();
     assert_eq!(outcome, Outcome::Success, "{trace}");
-    assert!(trace.contains("key-ok\n") && trace.contains("file-content-line"), "{trace}");
-    let secret = seen.lock().unwrap_or_else(|e| e.into_inner()).clone().expect("the Secret existed during the job");
+    assert!(
+        trace.contains("key-ok\n") && trace.contains("file-content-line"),
+        "{trace}"
+    );
+    let secret = seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .expect("the Secret existed during the job");
     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Pod", "{secret}");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["kind"], "Pod",
+        "{secret}"
+    );
     assert_cleaned_up(&c).await;
 }
 
@@ -564,7 +712,10 @@ async fn orphan_sweeper_removes_only_expired_objects() {
             job_url: String::new(),
         };
         let jp = podci_k8s::build_pod(&cfg, &p, &params).expect("pod");
-        secrets.create(&Default::default(), jp.secret.as_ref().expect("secret")).await.expect("secret");
+        secrets
+            .create(&Default::default(), jp.secret.as_ref().expect("secret"))
+            .await
+            .expect("secret");
         pods.create(&Default::default(), &jp.pod).await.expect("pod");
         names.push(jp.name);
     }
@@ -584,9 +735,21 @@ async fn orphan_sweeper_removes_only_expired_objects() {
     )
     .expect("pod");
     pods.create(&Default::default(), &jp.pod).await.expect("pod");
-    let report = podci_k8s::sweep_orphans(c.clone(), "ci-jobs", "glrt1234", jiff::Timestamp::now()).await.expect("sweep");
+    let report = podci_k8s::sweep_orphans(c.clone(), "ci-jobs", "glrt1234", jiff::Timestamp::now())
+        .await
+        .expect("sweep");
     assert_eq!(report.pods, vec![names[0].clone()]);
     assert_eq!(report.secrets, vec![format!("{}-job", names[0])]);
-    let left: Vec<String> = pods.list(&Default::default()).await.expect("list").items.into_iter().filter_map(|p| p.metadata.name).collect();
-    assert!(left.contains(&names[1]) && left.contains(&jp.name) && !left.contains(&names[0]), "{left:?}");
+    let left: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        left.contains(&names[1]) && left.contains(&jp.name) && !left.contains(&names[0]),
+        "{left:?}"
+    );
 }

@@ -72,7 +72,8 @@ fn payload() -> JobPayload {
 }
 
 fn article_config() -> KubernetesConfig {
-    KubernetesConfig::from_runner_config_toml(include_str!("fixtures/article-config.toml")).expect("article config parses")
+    KubernetesConfig::from_runner_config_toml(include_str!("fixtures/article-config.toml"))
+        .expect("article config parses")
 }
 
 /// Runs `kubernetes-validate --strict` on the object; fails under CI when it is missing.
@@ -90,7 +91,9 @@ fn validate(obj: &serde_json::Value) {
                 std::env::var_os("CI").is_none(),
                 "kubernetes-validate is missing under CI ({e}); .ci/setup.d/50-k8s.sh installs it"
             );
-            eprintln!("SKIPPING schema validation: kubernetes-validate not found ({e}); pip install kubernetes-validate");
+            eprintln!(
+                "SKIPPING schema validation: kubernetes-validate not found ({e}); pip install kubernetes-validate"
+            );
         }
         Ok(o) => assert!(
             o.status.success(),
@@ -116,15 +119,35 @@ fn article_config_yields_the_pod_it_describes() {
     assert_eq!(build.name, "build");
     assert_eq!(build.image.as_deref(), Some("maven:3-eclipse-temurin-17"));
     let sc = build.security_context.as_ref().expect("security context");
-    assert_eq!(sc.privileged, Some(true), "privileged = true reaches the build container");
+    assert_eq!(
+        sc.privileged,
+        Some(true),
+        "privileged = true reaches the build container"
+    );
     let mounts = build.volume_mounts.as_ref().expect("mounts");
-    let m = |name: &str| mounts.iter().find(|m| m.name == name).map(|m| m.mount_path.clone());
+    let m = |name: &str| {
+        mounts
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.mount_path.clone())
+    };
     assert_eq!(m("gitlab-runner-pvc").as_deref(), Some("/home/cache/maven"));
     assert_eq!(m("docker").as_deref(), Some("/var/run/docker.sock"));
     let vols = spec.volumes.as_ref().expect("volumes");
-    let pvc = vols.iter().find(|v| v.name == "gitlab-runner-pvc").expect("pvc volume");
-    assert_eq!(pvc.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("gitlab-runner-pvc"));
-    let hp = vols.iter().find(|v| v.name == "docker").expect("host_path volume");
+    let pvc = vols
+        .iter()
+        .find(|v| v.name == "gitlab-runner-pvc")
+        .expect("pvc volume");
+    assert_eq!(
+        pvc.persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str()),
+        Some("gitlab-runner-pvc")
+    );
+    let hp = vols
+        .iter()
+        .find(|v| v.name == "docker")
+        .expect("host_path volume");
     assert_eq!(
         hp.host_path.as_ref().map(|h| h.path.as_str()),
         Some("/var/run/docker.sock"),
@@ -141,11 +164,19 @@ fn secure_defaults_labels_and_secrets() {
     let cfg = KubernetesConfig::from_toml_str("namespace = \"ci\"").expect("config");
     let jp = build_pod(&cfg, &payload(), &params()).expect("pod");
     let spec = jp.pod.spec.as_ref().expect("spec");
-    assert_eq!(spec.automount_service_account_token, Some(false), "no service account token by default");
+    assert_eq!(
+        spec.automount_service_account_token,
+        Some(false),
+        "no service account token by default"
+    );
     for c in &spec.containers {
         let sc = c.security_context.as_ref().expect("sc");
         assert_eq!(sc.privileged, Some(false), "{} is not privileged", c.name);
-        let drop = sc.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
+        let drop = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.drop.clone())
+            .unwrap_or_default();
         assert!(drop.contains(&"NET_RAW".to_string()), "{} drops NET_RAW", c.name);
     }
     let labels = jp.pod.metadata.labels.as_ref().expect("labels");
@@ -155,14 +186,29 @@ fn secure_defaults_labels_and_secrets() {
     let ann = jp.pod.metadata.annotations.as_ref().expect("annotations");
     assert_eq!(ann["job.runner.gitlab.com/id"], "77");
     assert_eq!(ann["job.runner.gitlab.com/sha"], "0123456789abcdef");
-    assert_eq!(ann["job.runner.gitlab.com/url"], "https://gitlab.example.com/group/app/-/jobs/77");
+    assert_eq!(
+        ann["job.runner.gitlab.com/url"],
+        "https://gitlab.example.com/group/app/-/jobs/77"
+    );
     // Secrets: never a plain env value; the registry credentials are a dockerconfigjson.
     let env = spec.containers[0].env.as_ref().expect("env");
     for e in env {
-        assert_ne!(e.value.as_deref(), Some("glcbt-secret-job-token"), "{} leaks a secret into the Pod spec", e.name);
+        assert_ne!(
+            e.value.as_deref(),
+            Some("glcbt-secret-job-token"),
+            "{} leaks a secret into the Pod spec",
+            e.name
+        );
     }
-    let token = env.iter().find(|e| e.name == "CI_JOB_TOKEN").expect("CI_JOB_TOKEN");
-    let r = token.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secretKeyRef");
+    let token = env
+        .iter()
+        .find(|e| e.name == "CI_JOB_TOKEN")
+        .expect("CI_JOB_TOKEN");
+    let r = token
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("secretKeyRef");
     assert_eq!(r.name, format!("{}-job", jp.name));
     let secret = jp.secret.as_ref().expect("secret");
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
@@ -170,18 +216,29 @@ fn secure_defaults_labels_and_secrets() {
     let v: serde_json::Value = serde_json::from_slice(&dcj.0).expect("docker config json");
     assert_eq!(v["auths"]["registry.example.com"]["username"], "gitlab-ci-token");
     assert!(
-        spec.image_pull_secrets.as_ref().expect("pull secrets").iter().any(|s| s.name == format!("{}-job", jp.name))
+        spec.image_pull_secrets
+            .as_ref()
+            .expect("pull secrets")
+            .iter()
+            .any(|s| s.name == format!("{}-job", jp.name))
     );
     // File variables are mounted from the Secret, not put in env as content.
-    let file = env.iter().find(|e| e.name == "KUBECONFIG_FILE").expect("file var");
-    assert_eq!(file.value.as_deref(), Some("/run/podci/variables/KUBECONFIG_FILE"));
+    let file = env
+        .iter()
+        .find(|e| e.name == "KUBECONFIG_FILE")
+        .expect("file var");
+    assert_eq!(
+        file.value.as_deref(),
+        Some("/run/podci/variables/KUBECONFIG_FILE")
+    );
     validate(&serde_json::to_value(&jp.pod).expect("json"));
     validate(&serde_json::to_value(secret).expect("json"));
 }
 
 #[test]
 fn services_get_alias_names_commands_and_variables() {
-    let cfg = KubernetesConfig::from_toml_str("namespace = \"ci\"\nservice_cpu_request = \"100m\"").expect("config");
+    let cfg = KubernetesConfig::from_toml_str("namespace = \"ci\"\nservice_cpu_request = \"100m\"")
+        .expect("config");
     let mut p = payload();
     p.credentials.clear();
     p.services = vec![
@@ -212,15 +269,34 @@ fn services_get_alias_names_commands_and_variables() {
     assert_eq!(names, ["build", "helper", "db", "svc-1"]);
     let db = &spec.containers[2];
     assert_eq!(db.command, None);
-    assert_eq!(db.args.as_deref(), Some(&["postgres".to_string(), "-c".into(), "fsync=off".into()][..]));
-    assert!(db.env.as_ref().expect("env").iter().any(|e| e.name == "POSTGRES_PASSWORD"));
+    assert_eq!(
+        db.args.as_deref(),
+        Some(&["postgres".to_string(), "-c".into(), "fsync=off".into()][..])
+    );
     assert!(
-        !db.env.as_ref().expect("env").iter().any(|e| e.name == "CI_JOB_TOKEN"),
+        db.env
+            .as_ref()
+            .expect("env")
+            .iter()
+            .any(|e| e.name == "POSTGRES_PASSWORD")
+    );
+    assert!(
+        !db.env
+            .as_ref()
+            .expect("env")
+            .iter()
+            .any(|e| e.name == "CI_JOB_TOKEN"),
         "secret variables stay out of services"
     );
-    assert_eq!(spec.containers[3].command.as_deref(), Some(&["redis-server".to_string()][..]));
     assert_eq!(
-        db.resources.as_ref().and_then(|r| r.requests.as_ref()).map(|r| r["cpu"].0.clone()),
+        spec.containers[3].command.as_deref(),
+        Some(&["redis-server".to_string()][..])
+    );
+    assert_eq!(
+        db.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .map(|r| r["cpu"].0.clone()),
         Some("100m".into())
     );
     validate(&serde_json::to_value(&jp.pod).expect("json"));
@@ -245,9 +321,15 @@ pod_annotations_overwrite_allowed = "^example\\.com/.*"
     let mut p = payload();
     p.variables.push(var("KUBERNETES_CPU_LIMIT", "1500m", true));
     p.variables.push(var("KUBERNETES_MEMORY_REQUEST", "2Gi", true));
-    p.variables.push(var("KUBERNETES_NAMESPACE_OVERWRITE", "ci-feature", true));
-    p.variables.push(var("KUBERNETES_SERVICE_ACCOUNT_OVERWRITE", "build-sa", true));
-    p.variables.push(var("KUBERNETES_POD_ANNOTATIONS_1", "example.com/team=payments", true));
+    p.variables
+        .push(var("KUBERNETES_NAMESPACE_OVERWRITE", "ci-feature", true));
+    p.variables
+        .push(var("KUBERNETES_SERVICE_ACCOUNT_OVERWRITE", "build-sa", true));
+    p.variables.push(var(
+        "KUBERNETES_POD_ANNOTATIONS_1",
+        "example.com/team=payments",
+        true,
+    ));
     p.variables.push(var("KUBERNETES_HELPER_CPU_LIMIT", "3", true));
     let jp = build_pod(&cfg, &p, &params()).expect("pod");
     assert_eq!(jp.namespace, "ci-feature");
@@ -256,21 +338,30 @@ pod_annotations_overwrite_allowed = "^example\\.com/.*"
     let res = spec.containers[0].resources.as_ref().expect("resources");
     assert_eq!(res.limits.as_ref().expect("limits")["cpu"].0, "1500m");
     assert_eq!(res.requests.as_ref().expect("requests")["memory"].0, "2Gi");
-    assert_eq!(jp.pod.metadata.annotations.as_ref().expect("ann")["example.com/team"], "payments");
+    assert_eq!(
+        jp.pod.metadata.annotations.as_ref().expect("ann")["example.com/team"],
+        "payments"
+    );
     assert!(
-        jp.warnings.iter().any(|w| w.contains("KUBERNETES_HELPER_CPU_LIMIT")),
+        jp.warnings
+            .iter()
+            .any(|w| w.contains("KUBERNETES_HELPER_CPU_LIMIT")),
         "an overwrite without a maximum is ignored with a warning: {:?}",
         jp.warnings
     );
 
     let mut too_high = payload();
-    too_high.variables.push(var("KUBERNETES_CPU_LIMIT", "2500m", true));
+    too_high
+        .variables
+        .push(var("KUBERNETES_CPU_LIMIT", "2500m", true));
     let e = build_pod(&cfg, &too_high, &params()).expect_err("above max");
     assert!(matches!(e, PodError::OverwriteTooHigh { .. }), "{e}");
     assert!(e.to_string().contains("cpu_limit_overwrite_max_allowed"), "{e}");
 
     let mut bad_ns = payload();
-    bad_ns.variables.push(var("KUBERNETES_NAMESPACE_OVERWRITE", "kube-system", true));
+    bad_ns
+        .variables
+        .push(var("KUBERNETES_NAMESPACE_OVERWRITE", "kube-system", true));
     let e = build_pod(&cfg, &bad_ns, &params()).expect_err("namespace not allowed");
     assert!(e.to_string().contains("namespace_overwrite_allowed"), "{e}");
 }
@@ -288,7 +379,12 @@ allowed_pull_policies = ["if-not-present", "always"]
     .expect("config");
     let p = payload();
     let jp = build_pod(&cfg, &p, &params()).expect("maven allowed");
-    assert_eq!(jp.pod.spec.as_ref().expect("spec").containers[0].image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(
+        jp.pod.spec.as_ref().expect("spec").containers[0]
+            .image_pull_policy
+            .as_deref(),
+        Some("IfNotPresent")
+    );
     let mut deep = payload();
     deep.image = Some(Image {
         name: "registry.example.com/group/app/builder:1".into(),
@@ -296,7 +392,12 @@ allowed_pull_policies = ["if-not-present", "always"]
         ..Default::default()
     });
     let jp = build_pod(&cfg, &deep, &params()).expect("** matches nested paths");
-    assert_eq!(jp.pod.spec.as_ref().expect("spec").containers[0].image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        jp.pod.spec.as_ref().expect("spec").containers[0]
+            .image_pull_policy
+            .as_deref(),
+        Some("Always")
+    );
 
     let mut bad = payload();
     bad.image = Some(Image {
@@ -305,7 +406,10 @@ allowed_pull_policies = ["if-not-present", "always"]
     });
     let e = build_pod(&cfg, &bad, &params()).expect_err("not allowed");
     assert!(matches!(e, PodError::ImageNotAllowed { .. }));
-    assert!(e.to_string().contains("evil/miner:latest") && e.to_string().contains("allowed_images"), "{e}");
+    assert!(
+        e.to_string().contains("evil/miner:latest") && e.to_string().contains("allowed_images"),
+        "{e}"
+    );
 
     let mut svc = payload();
     svc.services = vec![Service {
@@ -381,8 +485,19 @@ node_selector_terms = [{ match_expressions = [{ key = "pool", operator = "In", v
     p.image = None;
     let jp = build_pod(&cfg, &p, &params()).expect("pod");
     let spec = jp.pod.spec.as_ref().expect("spec");
-    let pvc = spec.volumes.as_ref().expect("vols").iter().find(|v| v.name == "cache-3").expect("pvc");
-    assert_eq!(pvc.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("cache-3"));
+    let pvc = spec
+        .volumes
+        .as_ref()
+        .expect("vols")
+        .iter()
+        .find(|v| v.name == "cache-3")
+        .expect("pvc");
+    assert_eq!(
+        pvc.persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str()),
+        Some("cache-3")
+    );
     assert_eq!(spec.containers[0].image.as_deref(), Some("alpine:3"));
     assert_eq!(jp.pod.metadata.labels.as_ref().expect("labels")["job"], "77");
     assert!(spec.affinity.is_some(), "affinity converted from snake_case TOML");
