@@ -284,18 +284,18 @@ fn start_failure(pod: &Pod) -> Option<(FailureReason, String)> {
     }
     for c in st.container_statuses.iter().flatten() {
         let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
-            if c.name == BUILD_CONTAINER || c.name == HELPER_CONTAINER {
-                if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref()) {
-                    return Some((
-                        FailureReason::RunnerSystemFailure,
-                        format!(
-                            "container {:?} ended before the job started (exit code {}, {})",
-                            c.name,
-                            t.exit_code,
-                            t.reason.clone().unwrap_or_default()
-                        ),
-                    ));
-                }
+            if (c.name == BUILD_CONTAINER || c.name == HELPER_CONTAINER)
+                && let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref())
+            {
+                return Some((
+                    FailureReason::RunnerSystemFailure,
+                    format!(
+                        "container {:?} ended before the job started (exit code {}, {})",
+                        c.name,
+                        t.exit_code,
+                        t.reason.clone().unwrap_or_default()
+                    ),
+                ));
             }
             continue;
         };
@@ -1291,14 +1291,14 @@ impl LogReader {
             }
             tracing::debug!(offset = self.offset, "log stream ended; resuming");
             tokio::time::sleep(self.base * attempts.min(5) / 2).await;
-            if let Err(e) = self.connect().await {
-                if attempts >= 10 {
-                    return Err(format!(
-                        "cannot resume the log of {}: {}",
-                        self.pod,
-                        api_error(&e)
-                    ));
-                }
+            if let Err(e) = self.connect().await
+                && attempts >= 10
+            {
+                return Err(format!(
+                    "cannot resume the log of {}: {}",
+                    self.pod,
+                    api_error(&e)
+                ));
             }
         }
     }

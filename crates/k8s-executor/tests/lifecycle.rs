@@ -656,11 +656,10 @@ async fn secret_is_created_owned_by_the_pod_and_removed() {
                 if let Some(name) = pods.iter().find_map(|r| {
                     r.strip_prefix("PATCH /api/v1/namespaces/ci-jobs/secrets/")
                         .map(|s| s.split('?').next().unwrap_or("").to_string())
-                }) {
-                    if let Some(s) = control.get("secrets", "ci-jobs", &name) {
-                        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
-                        return;
-                    }
+                }) && let Some(s) = control.get("secrets", "ci-jobs", &name)
+                {
+                    *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                    return;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
