@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = KubernetesConfig::from_toml_str(
         "namespace = \"ci-jobs\"\nimage = \"debian:bookworm\"\nhelper_image = \"helper\"",
     )?;
-    let ex = KubernetesExecutor::new(client, cfg, ExecutorOptions::new("benchrun"));
+    let ex = KubernetesExecutor::new(client.clone(), cfg, ExecutorOptions::new("benchrun"));
 
     // The job's own process time: the same rendered step run by sh, no Kubernetes.
     let dir = tempfile::tempdir()?;
@@ -91,6 +91,49 @@ async fn main() -> anyhow::Result<()> {
         own += t.elapsed();
     }
 
+    // The fake cluster's own floor: create the same Pod, follow a watch until build and
+    // helper run, delete it (grace 0); no podci executor involved.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), "ci-jobs");
+    let mut floor = Duration::ZERO;
+    for id in 0..jobs.min(20) {
+        let params = podci_k8s::PodParams {
+            runner_short_token: "floor".into(),
+            concurrent_id: 0,
+            suffix: format!("f{id}"),
+            now_unix: 0,
+            job_url: String::new(),
+        };
+        let jp = podci_k8s::build_pod(ex.config(), &payload(id), &params)?;
+        let t = Instant::now();
+        let created = pods.create(&Default::default(), &jp.pod).await?;
+        let rv = created.metadata.resource_version.unwrap_or_default();
+        let wp = kube::api::WatchParams::default().fields(&format!("metadata.name={}", jp.name));
+        let mut w = std::pin::pin!(pods.watch(&wp, &rv).await?);
+        while let Some(ev) = futures::StreamExt::next(&mut w).await {
+            if let Ok(kube::api::WatchEvent::Modified(p)) = ev {
+                let running = |n: &str| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.name == n && c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                        })
+                };
+                if running("build") && running("helper") {
+                    break;
+                }
+            }
+        }
+        let dp = kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        pods.delete(&jp.name, &dp).await?;
+        floor += t.elapsed();
+    }
+    let floor_per_job = floor / jobs.min(20) as u32;
+
     fake.control().reset_requests();
     let t = Instant::now();
     let mut failures = 0;
@@ -115,8 +158,20 @@ async fn main() -> anyhow::Result<()> {
         own_per_job.as_secs_f64() * 1e3
     );
     println!(
-        "podci added per job:       {:.1} ms (includes the fake API server and container-root set-up)",
+        "podci added per job:       {:.1} ms (wall - own; includes the fake cluster's Pod start and stop)",
         per_job.saturating_sub(own_per_job).as_secs_f64() * 1e3
+    );
+    println!(
+        "fake cluster Pod floor:    {:.1} ms (create, watch to running, delete; no executor)",
+        floor_per_job.as_secs_f64() * 1e3
+    );
+    println!(
+        "podci's own share:         {:.1} ms (wall - own - floor)",
+        per_job
+            .saturating_sub(own_per_job)
+            .saturating_sub(floor_per_job)
+            .as_secs_f64()
+            * 1e3
     );
     println!(
         "GitLab Runner lower bound: 3000 ms per job from poll_interval = 3 s alone (not run: no GitLab Runner here)"
