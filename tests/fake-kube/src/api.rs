@@ -194,6 +194,11 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     let (latency, fail) = {
         let mut f = shared.faults();
+        let uri = req.uri();
+        f.requests.push(match uri.query() {
+            Some(q) => format!("{} {}?{q}", req.method(), uri.path()),
+            None => format!("{} {}", req.method(), uri.path()),
+        });
         let fail = if f.fail_next > 0 {
             f.fail_next -= 1;
             Some(f.fail_code)

@@ -176,6 +176,9 @@ pub(crate) struct Faults {
     pub latency: Duration,
     /// The next watch gets the 410 Expired ERROR event.
     pub expire_next_watch: bool,
+    /// Every API request (not `/__fake/`) as `METHOD path?query`, in arrival order, so
+    /// tests and benchmarks can count what a client costs the API server.
+    pub requests: Vec<String>,
 }
 
 pub(crate) struct Shared {
@@ -377,6 +380,18 @@ impl Control {
     /// Create an object (a Secret, a ConfigMap, a PVC...) as another client would.
     pub fn put_object(&self, resource: &str, namespace: &str, obj: serde_json::Value) {
         let _ = api::create_simple(&self.shared, resource, namespace, obj);
+    }
+    /// How many API requests (control requests excluded) arrived so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.faults().requests.len()
+    }
+    /// The API requests so far, each `METHOD path?query` (WebSocket upgrades are `GET`).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.faults().requests.clone()
+    }
+    /// Forget the recorded requests (for counting one job among several).
+    pub fn reset_requests(&self) {
+        self.shared.faults().requests.clear();
     }
     /// The current resourceVersion of the store.
     pub fn resource_version(&self) -> u64 {

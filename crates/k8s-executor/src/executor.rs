@@ -1,0 +1,1323 @@
+//! The job lifecycle over `kube::Client`.
+//!
+//! Owns: creating the Secret and Pod, following the Pod through one watch (re-listing
+//! after `410 Gone`, re-watching after a dropped stream) instead of polling, turning
+//! start failures into GitLab failure reasons (image pull errors with the registry's
+//! message, unschedulable Pods quoting their events), running each step, streaming the
+//! log file, cancel and timeout, and a bounded cleanup.
+//!
+//! How a step runs. Its script (from [`podci_model::script::render_step`]) is written to
+//! the scripts volume by a here-document and started, both through the build shell's
+//! stdin: with [`Strategy::Attach`] over a `pods/attach` kept open for the whole job,
+//! with [`Strategy::Exec`] through a `pods/exec` of `sh` that starts it detached. Either
+//! way its output is appended to `output.log` on the logs volume, which one long-lived
+//! `pods/exec` of `tail -c +OFFSET -f` in the helper streams back. The executor counts
+//! the bytes it received; after a dropped connection it starts `tail` again at that
+//! offset, so nothing is lost or repeated. The step's exit code arrives in the end
+//! marker the script prints last ([`podci_model::script::StepEndScanner`]), since attach
+//! reports Success whatever the exit code.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod, Secret};
+use kube::api::{
+    Api, AttachParams, AttachedProcess, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
+use podci_model::mask::Masker;
+use podci_model::payload::{JobPayload, Step};
+use podci_model::script::{JobStatus, ScriptOptions, Shell, StepEndScanner, render_step};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{KubernetesConfig, Strategy};
+use crate::pod::{BUILD_CONTAINER, HELPER_CONTAINER, JobPod, PodParams, build_pod};
+
+/// Where masked trace bytes go (a terminal, a file, GitLab's trace PATCH).
+pub trait TraceSink: Send {
+    /// Appends bytes to the trace.
+    fn write(&mut self, bytes: &[u8]);
+}
+
+impl TraceSink for Vec<u8> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// GitLab's failure reasons (the `failure_reason` of the final job update).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    ScriptFailure,
+    RunnerSystemFailure,
+    JobExecutionTimeout,
+    ImagePullFailure,
+    UnknownFailure,
+    RunnerConfigurationError,
+    RunnerExternalDependencyFailure,
+    RunnerInterrupted,
+}
+
+impl FailureReason {
+    /// The name GitLab expects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::ScriptFailure => "script_failure",
+            FailureReason::RunnerSystemFailure => "runner_system_failure",
+            FailureReason::JobExecutionTimeout => "job_execution_timeout",
+            FailureReason::ImagePullFailure => "image_pull_failure",
+            FailureReason::UnknownFailure => "unknown_failure",
+            FailureReason::RunnerConfigurationError => "runner_configuration_error",
+            FailureReason::RunnerExternalDependencyFailure => "runner_external_dependency_failure",
+            FailureReason::RunnerInterrupted => "runner_interrupted",
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every script step succeeded.
+    Success,
+    /// The job failed; `message` is also in the trace.
+    Failed {
+        reason: FailureReason,
+        exit_code: Option<i32>,
+        message: String,
+    },
+    /// Canceled through the token; `after_script` has run.
+    Canceled,
+}
+
+/// Per-runner settings that are not in `[runners.kubernetes]`.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The runner's token (only its first 8 characters are used, in names and labels).
+    pub runner_short_token: String,
+    /// First delay of the API retry backoff (doubling, capped at 2 s, 5 attempts).
+    pub retry_base: Duration,
+}
+
+impl ExecutorOptions {
+    /// Options for a runner; only the first 8 characters of `runner_token` are kept.
+    pub fn new(runner_token: &str) -> Self {
+        ExecutorOptions {
+            runner_short_token: runner_token.chars().take(8).collect(),
+            retry_base: Duration::from_millis(200),
+        }
+    }
+}
+
+/// One job to run.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    pub payload: &'a JobPayload,
+    /// `CI_CONCURRENT_ID`.
+    pub concurrent_id: u32,
+    /// The job's URL in GitLab (an annotation), may be empty.
+    pub job_url: String,
+}
+
+impl<'a> Job<'a> {
+    /// A job in slot 0 with no URL.
+    pub fn new(payload: &'a JobPayload) -> Self {
+        Job {
+            payload,
+            concurrent_id: 0,
+            job_url: String::new(),
+        }
+    }
+}
+
+/// Runs jobs as Pods through one `kube::Client`; cheap to share.
+#[derive(Clone)]
+pub struct KubernetesExecutor {
+    client: kube::Client,
+    config: Arc<KubernetesConfig>,
+    options: ExecutorOptions,
+}
+
+/// The latest known state of the job's Pod, published by the watch task.
+#[derive(Debug, Clone, Default)]
+struct PodView {
+    pod: Option<Pod>,
+    deleted: bool,
+    /// The watch could not be re-established.
+    error: Option<String>,
+}
+
+/// Why the job stopped early (not a step's own exit code).
+#[derive(Debug)]
+enum Stop {
+    Failed(FailureReason, String),
+    Canceled,
+    Timeout,
+}
+
+fn random_suffix(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; len];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !ok {
+        // No /dev/urandom: a hash of the time and process is still unique enough.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        let mut v = h.finish();
+        for b in bytes.iter_mut() {
+            *b = (v & 0xff) as u8;
+            v = v.rotate_right(8);
+        }
+    }
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        kube::Error::UpgradeConnection(u) => {
+            let s = u.to_string();
+            s.contains("500")
+                || s.contains("503")
+                || s.contains("429")
+                || s.contains("502")
+                || s.contains("504")
+        }
+        _ => false,
+    }
+}
+
+/// An API error as a user reads it: the server's message, not the whole Status.
+fn api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Retries transient API errors (429, 5xx, connection failures) with a doubling backoff
+/// capped at 2 s, 5 attempts, as GitLab Runner does.
+async fn retry<T, F, Fut>(base: Duration, mut f: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = base;
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 5 && is_transient(&e) => {
+                tracing::debug!(attempt, error = %e, "transient Kubernetes API error; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn container<'p>(pod: &'p Pod, name: &str) -> Option<&'p ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
+}
+
+fn is_running(pod: &Pod, name: &str) -> bool {
+    container(pod, name)
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.running.is_some())
+}
+
+fn terminated(pod: &Pod, name: &str) -> Option<i32> {
+    container(pod, name)
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| t.exit_code)
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+/// A start failure visible in the Pod's status.
+fn start_failure(pod: &Pod) -> Option<(FailureReason, String)> {
+    let st = pod.status.as_ref()?;
+    if st.phase.as_deref() == Some("Failed") {
+        let why = st.reason.clone().unwrap_or_default();
+        if why == "DeadlineExceeded" {
+            return Some((
+                FailureReason::JobExecutionTimeout,
+                "the Pod exceeded its activeDeadlineSeconds".into(),
+            ));
+        }
+        return Some((
+            FailureReason::RunnerSystemFailure,
+            format!(
+                "the Pod failed before the job started: {} {}",
+                why,
+                st.message.clone().unwrap_or_default()
+            ),
+        ));
+    }
+    for c in st.container_statuses.iter().flatten() {
+        let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            if (c.name == BUILD_CONTAINER || c.name == HELPER_CONTAINER)
+                && let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref())
+            {
+                return Some((
+                    FailureReason::RunnerSystemFailure,
+                    format!(
+                        "container {:?} ended before the job started (exit code {}, {})",
+                        c.name,
+                        t.exit_code,
+                        t.reason.clone().unwrap_or_default()
+                    ),
+                ));
+            }
+            continue;
+        };
+        let reason = w.reason.as_deref().unwrap_or("");
+        let message = w.message.clone().unwrap_or_default();
+        match reason {
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => {
+                return Some((
+                    FailureReason::ImagePullFailure,
+                    format!(
+                        "failed to pull image {:?} for container {:?}: {reason}: {message}",
+                        c.image, c.name
+                    ),
+                ));
+            }
+            "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
+                return Some((
+                    FailureReason::RunnerSystemFailure,
+                    format!("container {:?} cannot start: {reason}: {message}", c.name),
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Text for the build shell's stdin that writes the step script to the scripts volume
+/// and runs it with its output appended to the log file. The here-document delimiter
+/// carries the job's random nonce, so no script line can end it early.
+fn launcher(jp: &JobPod, index: usize, script: &str, nonce: &str, strategy: Strategy) -> String {
+    let file = format!("{}/step_{index}", jp.scripts_dir);
+    let log = jp.log_file();
+    let delim = format!("PODCI_EOF_{}", nonce.replace('-', "_"));
+    // `$$` of the step shell goes to a pid file so that a cancel can signal it.
+    let run = format!(
+        "sh {file} </dev/null 2>&1 | tee -a {log} >/dev/null",
+        file = podci_model::script::quote(&file),
+        log = podci_model::script::quote(&log)
+    );
+    let start = match strategy {
+        Strategy::Attach => format!("{run}\n"),
+        // The exec's process group ends with the exec: start the step in its own session.
+        // Wait until the step shell has written its pid (it then runs in its own session)
+        // before the exec ends and its process group is killed.
+        Strategy::Exec => format!(
+            "setsid sh -c {} </dev/null >/dev/null 2>&1 &\ni=0; while [ ! -s {pid} ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done\nexit 0\n",
+            podci_model::script::quote(&run),
+            pid = podci_model::script::quote(&format!("{file}.pid")),
+        ),
+    };
+    // The repository directory is the helper's to fill; make sure it exists.
+    format!(
+        "mkdir -p {bd}\n(umask 077 && cat > {qf} <<'{delim}'\necho $$ > {qf}.pid\n{script}\n{delim}\n)\n{start}",
+        bd = podci_model::script::quote(&jp.build_dir),
+        qf = podci_model::script::quote(&file),
+    )
+}
+
+impl KubernetesExecutor {
+    /// An executor for the given configuration.
+    pub fn new(client: kube::Client, config: KubernetesConfig, options: ExecutorOptions) -> Self {
+        KubernetesExecutor {
+            client,
+            config: Arc::new(config),
+            options,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &KubernetesConfig {
+        &self.config
+    }
+
+    /// Runs one job to its end and cleans up. Never panics on API or job behaviour: every
+    /// problem becomes an [`Outcome::Failed`] with its reason and a line in the trace.
+    pub async fn run(&self, job: &Job<'_>, sink: &mut dyn TraceSink, cancel: CancellationToken) -> Outcome {
+        let payload = job.payload;
+        let mut masker = Masker::for_job(payload);
+        let now = jiff::Timestamp::now();
+        let params = PodParams {
+            runner_short_token: self.options.runner_short_token.clone(),
+            concurrent_id: job.concurrent_id,
+            suffix: random_suffix(8),
+            now_unix: now.as_second(),
+            job_url: job.job_url.clone(),
+        };
+        let jp = match build_pod(&self.config, payload, &params) {
+            Ok(jp) => jp,
+            Err(e) => {
+                let msg = format!("ERROR: {e}");
+                emit(sink, &mut masker, &format!("\x1b[31;1m{msg}\x1b[0;m\n"));
+                sink.write(&masker.finish());
+                return Outcome::Failed {
+                    reason: FailureReason::RunnerConfigurationError,
+                    exit_code: None,
+                    message: e.to_string(),
+                };
+            }
+        };
+        for w in &jp.warnings {
+            emit(sink, &mut masker, &format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n"));
+        }
+        emit(
+            sink,
+            &mut masker,
+            &format!(
+                "Using Kubernetes executor with image {} ...\nUsing Kubernetes namespace: {}\n",
+                jp.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.first())
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_default(),
+                jp.namespace
+            ),
+        );
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &jp.namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &jp.namespace);
+        let mut run = JobRun {
+            exec: self,
+            jp: &jp,
+            pods: pods.clone(),
+            masker,
+            nonce: random_suffix(24),
+            attach: None,
+            log: None,
+        };
+        let result = run.run_inner(payload, sink, &cancel, &secrets).await;
+        // Cleanup, bounded; it runs whatever happened above (also after a cancel).
+        if let Some(a) = run.attach.take() {
+            a.close();
+        }
+        if let Some(l) = run.log.take() {
+            l.close();
+        }
+        let cleanup = self.cleanup(&pods, &secrets, &jp);
+        if tokio::time::timeout(self.config.cleanup_timeout(), cleanup)
+            .await
+            .is_err()
+        {
+            emit(
+                sink,
+                &mut run.masker,
+                &format!(
+                    "\x1b[0;33mWARNING: cleanup of Pod {} did not finish within cleanup_resources_timeout; the orphan sweeper will remove it\x1b[0;m\n",
+                    jp.name
+                ),
+            );
+        }
+        let outcome = match result {
+            Ok(None) => {
+                emit(sink, &mut run.masker, "\x1b[32;1mJob succeeded\x1b[0;m\n");
+                Outcome::Success
+            }
+            Ok(Some(code)) => {
+                let message = format!("command terminated with exit code {code}");
+                emit(
+                    sink,
+                    &mut run.masker,
+                    &format!("\x1b[31;1mERROR: Job failed: {message}\x1b[0;m\n"),
+                );
+                Outcome::Failed {
+                    reason: FailureReason::ScriptFailure,
+                    exit_code: Some(code),
+                    message,
+                }
+            }
+            Err(Stop::Canceled) => {
+                emit(
+                    sink,
+                    &mut run.masker,
+                    "\x1b[31;1mERROR: Job failed: canceled\x1b[0;m\n",
+                );
+                Outcome::Canceled
+            }
+            Err(Stop::Timeout) => {
+                let message = format!(
+                    "execution took longer than {}s seconds",
+                    payload.runner_info.timeout
+                );
+                emit(
+                    sink,
+                    &mut run.masker,
+                    &format!("\x1b[31;1mERROR: Job failed: {message}\x1b[0;m\n"),
+                );
+                Outcome::Failed {
+                    reason: FailureReason::JobExecutionTimeout,
+                    exit_code: None,
+                    message,
+                }
+            }
+            Err(Stop::Failed(reason, message)) => {
+                emit(
+                    sink,
+                    &mut run.masker,
+                    &format!(
+                        "\x1b[31;1mERROR: Job failed ({}): {message}\x1b[0;m\n",
+                        reason.as_str()
+                    ),
+                );
+                Outcome::Failed {
+                    reason,
+                    exit_code: None,
+                    message,
+                }
+            }
+        };
+        sink.write(&run.masker.finish());
+        outcome
+    }
+
+    async fn cleanup(&self, pods: &Api<Pod>, secrets: &Api<Secret>, jp: &JobPod) {
+        let dp = DeleteParams {
+            grace_period_seconds: Some(self.config.cleanup_grace_period_seconds.unwrap_or(0).max(0) as u32),
+            ..Default::default()
+        };
+        let base = self.options.retry_base;
+        if let Err(e) = retry(base, || pods.delete(&jp.name, &dp)).await
+            && !is_not_found(&e)
+        {
+            tracing::warn!(pod = %jp.name, error = %e, "cannot delete the job Pod");
+        }
+        if let Some(name) = jp.secret.as_ref().and_then(|s| s.metadata.name.clone())
+            && let Err(e) = retry(base, || secrets.delete(&name, &dp)).await
+            && !is_not_found(&e)
+        {
+            tracing::warn!(secret = %name, error = %e, "cannot delete the job Secret");
+        }
+    }
+}
+
+fn emit(sink: &mut dyn TraceSink, masker: &mut Masker, text: &str) {
+    let out = masker.write(text.as_bytes());
+    sink.write(&out);
+}
+
+/// State of one running job.
+struct JobRun<'e> {
+    exec: &'e KubernetesExecutor,
+    jp: &'e JobPod,
+    pods: Api<Pod>,
+    masker: Masker,
+    nonce: String,
+    attach: Option<Attached>,
+    log: Option<LogReader>,
+}
+
+/// An open attach to the build shell: the process, its stdin writer (kept: dropping it
+/// alone would close the shell's stdin through the v5 CLOSE signal and end the build
+/// container) and a future that completes when the connection's task has ended.
+struct Attached {
+    process: AttachedProcess,
+    stdin: tokio::io::WriteHalf<tokio::io::SimplexStream>,
+    ended: futures::future::BoxFuture<'static, ()>,
+}
+
+impl Attached {
+    fn close(self) {
+        // Abort first: the socket goes away without a CLOSE signal for stdin.
+        self.process.abort();
+        drop(self.stdin);
+    }
+
+    /// Whether the connection is known to be gone (a write would vanish unsent).
+    fn is_dead(&mut self) -> bool {
+        use futures::FutureExt;
+        (&mut self.ended).now_or_never().is_some()
+    }
+}
+
+impl JobRun<'_> {
+    fn base(&self) -> Duration {
+        self.exec.options.retry_base
+    }
+
+    /// `Ok(None)`: all steps passed; `Ok(Some(code))`: a script step failed.
+    async fn run_inner(
+        &mut self,
+        payload: &JobPayload,
+        sink: &mut dyn TraceSink,
+        cancel: &CancellationToken,
+        secrets: &Api<Secret>,
+    ) -> Result<Option<i32>, Stop> {
+        let base = self.base();
+        let jp = self.jp;
+        let sys = |what: &str, e: kube::Error| {
+            Stop::Failed(
+                FailureReason::RunnerSystemFailure,
+                format!("{what}: {}", api_error(&e)),
+            )
+        };
+        // 1. Secret, then Pod.
+        let pp = PostParams::default();
+        if let Some(secret) = &jp.secret {
+            retry(base, || secrets.create(&pp, secret))
+                .await
+                .map_err(|e| sys("cannot create the job Secret", e))?;
+        }
+        let created = match retry(base, || self.pods.create(&pp, &jp.pod)).await {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = if matches!(&e, kube::Error::Api(s) if s.code == 403 || s.code == 422) {
+                    FailureReason::RunnerConfigurationError
+                } else {
+                    FailureReason::RunnerSystemFailure
+                };
+                return Err(Stop::Failed(
+                    reason,
+                    format!("cannot create Pod {}: {}", jp.name, api_error(&e)),
+                ));
+            }
+        };
+        // The Secret is owned by the Pod, so the garbage collector removes it with the Pod
+        // even if this runner dies before its cleanup.
+        if let (Some(secret), Some(uid)) = (&jp.secret, created.metadata.uid.clone()) {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let patch = serde_json::json!({"metadata": {"ownerReferences": [{
+                "apiVersion": "v1", "kind": "Pod", "name": jp.name, "uid": uid
+            }]}});
+            let patch = Patch::Merge(&patch);
+            let patch_params = PatchParams::default();
+            retry(base, || secrets.patch(&name, &patch_params, &patch))
+                .await
+                .map_err(|e| sys("cannot set the job Secret's owner", e))?;
+        }
+        let rv = created.metadata.resource_version.clone().unwrap_or_default();
+        let (view_tx, mut view) = watch::channel(PodView {
+            pod: Some(created),
+            ..Default::default()
+        });
+        let watcher = tokio::spawn(watch_pod(self.pods.clone(), jp.name.clone(), rv, view_tx, base));
+        let _abort = AbortOnDrop(watcher);
+        emit(
+            sink,
+            &mut self.masker,
+            &format!("Waiting for pod {}/{} to be running...\n", jp.namespace, jp.name),
+        );
+
+        let job_deadline = (payload.runner_info.timeout > 0)
+            .then(|| tokio::time::Instant::now() + Duration::from_secs(payload.runner_info.timeout));
+
+        // 2. Wait for the build and helper containers to run.
+        self.wait_running(&mut view, cancel, job_deadline).await?;
+        emit(
+            sink,
+            &mut self.masker,
+            &format!("Running on {} via podci-k8s...\n", jp.name),
+        );
+
+        // 3. Steps.
+        let mut failed: Option<i32> = None;
+        let mut stop: Option<Stop> = None;
+        let steps: Vec<&Step> = payload
+            .steps
+            .iter()
+            .filter(|s| s.name != "after_script")
+            .collect();
+        for (i, step) in steps.iter().enumerate() {
+            let ok = failed.is_none() && stop.is_none();
+            let run = match step.when.as_str() {
+                "always" => true,
+                "on_failure" => !ok,
+                _ => ok,
+            };
+            if !run || stop.is_some() {
+                continue;
+            }
+            match self
+                .run_step(payload, step, i, None, sink, &mut view, cancel, job_deadline)
+                .await
+            {
+                Ok(0) => {}
+                Ok(code) => {
+                    if !step.allow_failure {
+                        failed = Some(code);
+                    }
+                }
+                Err(s) => stop = Some(s),
+            }
+        }
+        // 4. after_script after success, failure, cancel or timeout (not when the Pod is gone).
+        if let Some(after) = payload
+            .steps
+            .iter()
+            .find(|s| s.name == "after_script" && !s.script.is_empty())
+        {
+            let status = match (&stop, failed) {
+                (Some(Stop::Canceled), _) => Some(JobStatus::Canceled),
+                (Some(Stop::Timeout), _) | (None, Some(_)) => Some(JobStatus::Failed),
+                (None, None) => Some(JobStatus::Success),
+                (Some(Stop::Failed(..)), _) => None,
+            };
+            if let Some(status) = status {
+                // after_script gets its own time budget, like GitLab's (5 min default).
+                let budget = Duration::from_secs(if after.timeout > 0 { after.timeout } else { 300 });
+                let deadline = Some(tokio::time::Instant::now() + budget);
+                let after_cancel = CancellationToken::new();
+                let r = self
+                    .run_step(
+                        payload,
+                        after,
+                        steps.len(),
+                        Some(status),
+                        sink,
+                        &mut view,
+                        &after_cancel,
+                        deadline,
+                    )
+                    .await;
+                if let Err(Stop::Failed(_, m)) = r {
+                    emit(
+                        sink,
+                        &mut self.masker,
+                        &format!("\x1b[0;33mWARNING: after_script failed: {m}\x1b[0;m\n"),
+                    );
+                }
+            }
+        }
+        match stop {
+            Some(s) => Err(s),
+            None => Ok(failed),
+        }
+    }
+
+    async fn wait_running(
+        &mut self,
+        view: &mut watch::Receiver<PodView>,
+        cancel: &CancellationToken,
+        job_deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), Stop> {
+        let poll_timeout = tokio::time::Instant::now() + Duration::from_secs(self.exec.config.poll_timeout);
+        loop {
+            {
+                let v = view.borrow_and_update();
+                if let Some(e) = &v.error {
+                    return Err(Stop::Failed(FailureReason::RunnerSystemFailure, e.clone()));
+                }
+                if v.deleted {
+                    return Err(Stop::Failed(
+                        FailureReason::RunnerSystemFailure,
+                        format!("Pod {} was deleted before the job started", self.jp.name),
+                    ));
+                }
+                if let Some(p) = &v.pod {
+                    if let Some((reason, msg)) = start_failure(p) {
+                        return Err(Stop::Failed(reason, msg));
+                    }
+                    if is_running(p, BUILD_CONTAINER) && is_running(p, HELPER_CONTAINER) {
+                        return Ok(());
+                    }
+                }
+            }
+            let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+            tokio::select! {
+                r = view.changed() => if r.is_err() {
+                    return Err(Stop::Failed(FailureReason::RunnerSystemFailure, "the Pod watch ended".into()));
+                },
+                _ = cancel.cancelled() => return Err(Stop::Canceled),
+                _ = tokio::time::sleep_until(job_deadline.unwrap_or(far)) => return Err(Stop::Timeout),
+                _ = tokio::time::sleep_until(poll_timeout) => {
+                    return Err(self.not_started_failure(view).await);
+                }
+            }
+        }
+    }
+
+    /// The failure for a Pod that did not start within `poll_timeout`, quoting its events.
+    async fn not_started_failure(&self, view: &watch::Receiver<PodView>) -> Stop {
+        let events: Api<Event> = Api::namespaced(self.exec.client.clone(), &self.jp.namespace);
+        let lp = ListParams::default().fields(&format!("involvedObject.name={}", self.jp.name));
+        let quoted = match retry(self.base(), || events.list(&lp)).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}: {}",
+                        e.type_.as_deref().unwrap_or(""),
+                        e.reason.as_deref().unwrap_or(""),
+                        e.message.as_deref().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(e) => format!("(events unavailable: {})", api_error(&e)),
+        };
+        let status = view
+            .borrow()
+            .pod
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            })
+            .map(|c| {
+                format!(
+                    " ({}: {})",
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        Stop::Failed(
+            FailureReason::RunnerSystemFailure,
+            format!(
+                "timed out after poll_timeout = {}s waiting for Pod {} to start{status}; events: {}",
+                self.exec.config.poll_timeout,
+                self.jp.name,
+                if quoted.is_empty() {
+                    "none".to_string()
+                } else {
+                    quoted
+                }
+            ),
+        )
+    }
+
+    /// Starts the step's launcher through attach (reusing the open one) or exec.
+    async fn start_step(&mut self, text: &str) -> Result<(), Stop> {
+        let base = self.base();
+        let name = self.jp.name.clone();
+        match self.exec.config.strategy {
+            Strategy::Attach => {
+                for attempt in 0..3 {
+                    if self.attach.as_mut().is_some_and(|a| a.is_dead())
+                        && let Some(a) = self.attach.take()
+                    {
+                        a.close();
+                    }
+                    if self.attach.is_none() {
+                        let ap = AttachParams::default()
+                            .container(BUILD_CONTAINER)
+                            .stdin(true)
+                            .stdout(false)
+                            .stderr(false);
+                        let mut process =
+                            retry(base, || self.pods.attach(&name, &ap)).await.map_err(|e| {
+                                Stop::Failed(
+                                    FailureReason::RunnerSystemFailure,
+                                    format!("cannot attach to the build container: {}", api_error(&e)),
+                                )
+                            })?;
+                        let (Some(stdin), Some(status)) = (process.stdin(), process.take_status()) else {
+                            process.abort();
+                            continue;
+                        };
+                        let ended: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+                            let _ = status.await;
+                        });
+                        self.attach = Some(Attached {
+                            process,
+                            stdin,
+                            ended,
+                        });
+                    }
+                    let Some(a) = self.attach.as_mut() else { continue };
+                    let r = async {
+                        a.stdin.write_all(text.as_bytes()).await?;
+                        a.stdin.flush().await
+                    }
+                    .await;
+                    if r.is_ok() {
+                        return Ok(());
+                    }
+                    tracing::debug!(attempt, "attach write failed; reattaching");
+                    if let Some(a) = self.attach.take() {
+                        a.close();
+                    }
+                }
+                Err(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    "cannot write the step to the build container's stdin".into(),
+                ))
+            }
+            Strategy::Exec => {
+                let ap = AttachParams::default()
+                    .container(BUILD_CONTAINER)
+                    .stdin(true)
+                    .stdout(false)
+                    .stderr(false);
+                let mut p = retry(base, || self.pods.exec(&name, ["sh"], &ap))
+                    .await
+                    .map_err(|e| {
+                        Stop::Failed(
+                            FailureReason::RunnerSystemFailure,
+                            format!("cannot exec in the build container: {}", api_error(&e)),
+                        )
+                    })?;
+                if let Some(mut w) = p.stdin() {
+                    let r = w.write_all(text.as_bytes()).await;
+                    if let Err(e) = r {
+                        return Err(Stop::Failed(
+                            FailureReason::RunnerSystemFailure,
+                            format!("cannot write the step to exec stdin: {e}"),
+                        ));
+                    }
+                    // `exit 0` ends the shell; keep stdin open until it has.
+                    let status = p.take_status();
+                    if let Some(st) = status {
+                        let _ = tokio::time::timeout(Duration::from_secs(30), st).await;
+                    }
+                    drop(w);
+                }
+                p.abort();
+                Ok(())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_step(
+        &mut self,
+        payload: &JobPayload,
+        step: &Step,
+        index: usize,
+        job_status: Option<JobStatus>,
+        sink: &mut dyn TraceSink,
+        view: &mut watch::Receiver<PodView>,
+        cancel: &CancellationToken,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<i32, Stop> {
+        let opts = ScriptOptions {
+            shell: Shell::Detect,
+            nonce: self.nonce.clone(),
+            start_time: jiff::Timestamp::now().as_second().max(0) as u64,
+            build_dir: self.jp.build_dir.clone(),
+            tmp_dir: format!("{}.tmp", self.jp.build_dir),
+            job_status,
+        };
+        let script = render_step(payload, step, &opts)
+            .map_err(|e| Stop::Failed(FailureReason::RunnerSystemFailure, e.to_string()))?;
+        let text = launcher(self.jp, index, &script, &self.nonce, self.exec.config.strategy);
+        // The log reader starts once and follows the file across steps.
+        if self.log.is_none() {
+            self.log = Some(
+                LogReader::open(
+                    self.pods.clone(),
+                    self.jp.name.clone(),
+                    self.jp.log_file(),
+                    self.base(),
+                )
+                .await
+                .map_err(|e| {
+                    Stop::Failed(
+                        FailureReason::RunnerSystemFailure,
+                        format!("cannot read the job log: {}", api_error(&e)),
+                    )
+                })?,
+            );
+        }
+        self.start_step(&text).await?;
+        let started = Instant::now();
+        let mut scanner = StepEndScanner::new(&self.nonce);
+        let mut stopping: Option<Stop> = None;
+        let mut kill_deadline: Option<tokio::time::Instant> = None;
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Some(log) = self.log.as_mut() else {
+                return Err(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    "log reader missing".into(),
+                ));
+            };
+            tokio::select! {
+                r = log.read(&mut buf) => match r {
+                    Ok(n) => {
+                        let out = scanner.write(&buf[..n]);
+                        let masked = self.masker.write(&out);
+                        sink.write(&masked);
+                        if let Some(code) = scanner.exit_code() {
+                            let rest = scanner.finish();
+                            let masked = self.masker.write(&rest);
+                            sink.write(&masked);
+                            if let Some(s) = stopping {
+                                return Err(s);
+                            }
+                            if code == podci_model::script::TIMEOUT_EXIT_CODE
+                                && step.timeout > 0
+                                && started.elapsed() >= Duration::from_secs(step.timeout)
+                            {
+                                return Err(Stop::Timeout);
+                            }
+                            return Ok(code);
+                        }
+                    }
+                    Err(e) => return Err(stopping.unwrap_or(Stop::Failed(FailureReason::RunnerSystemFailure, format!("lost the job log: {e}")))),
+                },
+                r = view.changed() => {
+                    if r.is_err() {
+                        return Err(Stop::Failed(FailureReason::RunnerSystemFailure, "the Pod watch ended".into()));
+                    }
+                    if let Some(s) = self.pod_gone(view) {
+                        // Let the reader deliver what is already in the file.
+                        if let Some(log) = self.log.as_mut() {
+                            let tail = log.drain(Duration::from_millis(300)).await;
+                            let out = scanner.write(&tail);
+                            let mut out = self.masker.write(&out);
+                            out.extend(self.masker.write(&scanner.finish()));
+                            sink.write(&out);
+                        }
+                        return Err(stopping.unwrap_or(s));
+                    }
+                }
+                _ = cancel.cancelled(), if stopping.is_none() => {
+                    emit(sink, &mut self.masker, "\x1b[0;33mWARNING: the job was canceled; stopping the script\x1b[0;m\n");
+                    self.signal_step(index).await;
+                    stopping = Some(Stop::Canceled);
+                    kill_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(15));
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if stopping.is_none() => {
+                    emit(sink, &mut self.masker, "\x1b[0;33mWARNING: the job timed out; stopping the script\x1b[0;m\n");
+                    self.signal_step(index).await;
+                    stopping = Some(Stop::Timeout);
+                    kill_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(15));
+                }
+                _ = tokio::time::sleep_until(kill_deadline.unwrap_or(far)), if kill_deadline.is_some() => {
+                    return Err(stopping.unwrap_or(Stop::Canceled));
+                }
+            }
+        }
+    }
+
+    /// A reason to stop if the Pod or the build container is gone.
+    fn pod_gone(&self, view: &watch::Receiver<PodView>) -> Option<Stop> {
+        let v = view.borrow();
+        if let Some(e) = &v.error {
+            return Some(Stop::Failed(FailureReason::RunnerSystemFailure, e.clone()));
+        }
+        if v.deleted {
+            return Some(Stop::Failed(
+                FailureReason::RunnerSystemFailure,
+                format!("Pod {} was deleted while the job ran", self.jp.name),
+            ));
+        }
+        let p = v.pod.as_ref()?;
+        if phase(p) == "Failed" {
+            let reason = p
+                .status
+                .as_ref()
+                .and_then(|s| s.reason.clone())
+                .unwrap_or_default();
+            if reason == "DeadlineExceeded" {
+                return Some(Stop::Timeout);
+            }
+            return Some(Stop::Failed(
+                FailureReason::RunnerSystemFailure,
+                format!(
+                    "Pod {} failed: {reason} {}",
+                    self.jp.name,
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.message.clone())
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        for c in [BUILD_CONTAINER, HELPER_CONTAINER] {
+            if let Some(code) = terminated(p, c) {
+                return Some(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    format!("the {c} container ended unexpectedly with exit code {code}"),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Sends TERM to the running step shell (its script passes it on to the commands).
+    async fn signal_step(&mut self, index: usize) {
+        let pid_file = format!("{}/step_{index}.pid", self.jp.scripts_dir);
+        let ap = AttachParams::default()
+            .container(BUILD_CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(false);
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "kill -TERM \"$(cat \"$1\")\" 2>/dev/null; true".to_string(),
+            "sh".to_string(),
+            pid_file,
+        ];
+        if let Ok(mut p) = retry(self.base(), || self.pods.exec(&self.jp.name, cmd.clone(), &ap)).await {
+            if let Some(st) = p.take_status() {
+                let _ = tokio::time::timeout(Duration::from_secs(10), st).await;
+            }
+            p.abort();
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Follows the Pod: one watch from the creation's resourceVersion; after a dropped stream
+/// it watches again from the last version seen, after `410 Gone` it re-lists first.
+async fn watch_pod(pods: Api<Pod>, name: String, mut rv: String, tx: watch::Sender<PodView>, base: Duration) {
+    let wp = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(290);
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    let mut failures = 0u32;
+    loop {
+        let stream = match retry(base, || pods.watch(&wp, &rv)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tx.send_modify(|v| v.error = Some(format!("cannot watch Pod {name}: {}", api_error(&e))));
+                return;
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        let mut relist = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(WatchEvent::Added(p)) | Ok(WatchEvent::Modified(p)) => {
+                    failures = 0;
+                    if let Some(v) = p.metadata.resource_version.clone() {
+                        rv = v;
+                    }
+                    tx.send_modify(|v| v.pod = Some(p));
+                }
+                Ok(WatchEvent::Deleted(p)) => {
+                    tx.send_modify(|v| {
+                        v.pod = Some(p);
+                        v.deleted = true;
+                    });
+                    return;
+                }
+                Ok(WatchEvent::Bookmark(b)) => rv = b.metadata.resource_version,
+                Ok(WatchEvent::Error(e)) if e.code == 410 => {
+                    relist = true;
+                    break;
+                }
+                Ok(WatchEvent::Error(e)) => {
+                    tracing::debug!(error = ?e, "watch error event");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch stream error");
+                    break;
+                }
+            }
+        }
+        if relist {
+            match retry(base, || pods.list(&lp)).await {
+                Ok(list) => {
+                    rv = list.metadata.resource_version.unwrap_or_default();
+                    match list.items.into_iter().next() {
+                        Some(p) => tx.send_modify(|v| v.pod = Some(p)),
+                        None => {
+                            tx.send_modify(|v| v.deleted = true);
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tx.send_modify(|v| {
+                        v.error = Some(format!(
+                            "cannot re-list Pod {name} after 410 Gone: {}",
+                            api_error(&e)
+                        ))
+                    });
+                    return;
+                }
+            }
+        } else {
+            failures += 1;
+            if failures > 10 {
+                tx.send_modify(|v| v.error = Some(format!("the watch of Pod {name} keeps failing")));
+                return;
+            }
+            tokio::time::sleep(base * failures.min(10)).await;
+        }
+    }
+}
+
+/// Reads the job's log file through `tail -c +OFFSET -f` in the helper container and
+/// resumes at the byte it stopped at after a dropped connection.
+struct LogReader {
+    pods: Api<Pod>,
+    pod: String,
+    path: String,
+    base: Duration,
+    /// Bytes delivered so far: the file offset of the next byte.
+    offset: u64,
+    proc: Option<LogProc>,
+}
+
+/// One `tail` exec: its stdout, and a future that completes when kube's connection task
+/// has ended. The task can end on a connection error without closing stdout, so a read
+/// alone could wait forever after a dropped connection.
+struct LogProc {
+    process: AttachedProcess,
+    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    ended: futures::future::BoxFuture<'static, ()>,
+    is_ended: bool,
+}
+
+impl LogReader {
+    async fn open(pods: Api<Pod>, pod: String, path: String, base: Duration) -> Result<Self, kube::Error> {
+        let mut r = LogReader {
+            pods,
+            pod,
+            path,
+            base,
+            offset: 0,
+            proc: None,
+        };
+        r.connect().await?;
+        Ok(r)
+    }
+
+    async fn connect(&mut self) -> Result<(), kube::Error> {
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "touch \"$1\" 2>/dev/null; exec tail -c +\"$2\" -f \"$1\"".to_string(),
+            "sh".to_string(),
+            self.path.clone(),
+            (self.offset + 1).to_string(),
+        ];
+        let ap = AttachParams::default()
+            .container(HELPER_CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(false);
+        let mut process = retry(self.base, || self.pods.exec(&self.pod, cmd.clone(), &ap)).await?;
+        let (Some(stdout), Some(status)) = (process.stdout(), process.take_status()) else {
+            process.abort();
+            return Err(kube::Error::Service("exec gave no stdout".into()));
+        };
+        let ended: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = status.await;
+        });
+        self.proc = Some(LogProc {
+            process,
+            stdout,
+            ended,
+            is_ended: false,
+        });
+        Ok(())
+    }
+
+    /// The next bytes of the current connection; `None` when it has ended.
+    async fn read_current(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let p = self.proc.as_mut()?;
+        if !p.is_ended {
+            tokio::select! {
+                biased;
+                r = p.stdout.read(buf) => return match r {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => None,
+                },
+                _ = &mut p.ended => p.is_ended = true,
+            }
+        }
+        // The task ended: what it wrote before is still buffered and readable at once.
+        match tokio::time::timeout(Duration::from_millis(20), p.stdout.read(buf)).await {
+            Ok(Ok(n)) if n > 0 => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Reads the next bytes; reconnects (up to 10 times in a row) when the stream ends.
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+        let mut attempts = 0u32;
+        loop {
+            if self.proc.is_some() {
+                match self.read_current(buf).await {
+                    Some(n) => {
+                        self.offset += n as u64;
+                        return Ok(n);
+                    }
+                    None => {
+                        if let Some(p) = self.proc.take() {
+                            p.process.abort();
+                        }
+                    }
+                }
+            }
+            attempts += 1;
+            if attempts > 10 {
+                return Err(format!("the log stream of {} keeps dropping", self.pod));
+            }
+            tracing::debug!(offset = self.offset, "log stream ended; resuming");
+            tokio::time::sleep(self.base * attempts.min(5) / 2).await;
+            if let Err(e) = self.connect().await
+                && attempts >= 10
+            {
+                return Err(format!(
+                    "cannot resume the log of {}: {}",
+                    self.pod,
+                    api_error(&e)
+                ));
+            }
+        }
+    }
+
+    /// What arrives within `wait`, for the last bytes before a container ended.
+    async fn drain(&mut self, wait: Duration) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = tokio::time::Instant::now() + wait;
+        while let Ok(Some(n)) = tokio::time::timeout_at(end, self.read_current(&mut buf)).await {
+            self.offset += n as u64;
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    fn close(self) {
+        if let Some(p) = self.proc {
+            p.process.abort();
+        }
+    }
+}
