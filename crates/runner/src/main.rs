@@ -16,7 +16,15 @@ mod cmd_artifacts;
 mod cmd_cache;
 mod cmd_image;
 mod cmd_lint;
+mod cmd_register;
+mod cmd_run;
+mod cmd_verify;
+mod config;
+mod executors;
 mod files;
+mod gitlab;
+mod manager;
+mod metrics;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +47,16 @@ enum Command {
     Cache(cmd_cache::Args),
     /// Upload and download job artifacts.
     Artifacts(cmd_artifacts::Args),
+    /// Take jobs from GitLab and run them (GitLab Runner's `run`, same config.toml).
+    Run(cmd_run::Args),
+    /// Add a runner to config.toml with a runner or registration token.
+    Register(cmd_register::Args),
+    /// Check the runners in config.toml against GitLab.
+    Verify(cmd_verify::VerifyArgs),
+    /// Remove runners from GitLab and config.toml.
+    Unregister(cmd_verify::UnregisterArgs),
+    /// List the runners in config.toml.
+    List(cmd_verify::ListArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +66,11 @@ fn main() -> ExitCode {
         Command::Image(args) => cmd_image::run(args),
         Command::Cache(args) => cmd_cache::run(args),
         Command::Artifacts(args) => cmd_artifacts::run(args),
+        Command::Run(args) => cmd_run::run(args),
+        Command::Register(args) => cmd_register::run(args),
+        Command::Verify(args) => cmd_verify::verify(args),
+        Command::Unregister(args) => cmd_verify::unregister(args),
+        Command::List(args) => cmd_verify::list(args),
     };
     match result {
         Ok(code) => code,
