@@ -163,9 +163,12 @@ impl JobSession {
         }
     }
 
-    /// Sets the initial patch interval (tests use a short one).
+    /// Sets the initial patch interval (tests use a short one); the keep-alive period is
+    /// ten intervals (GitLab Runner's 3 s and 30 s), so that an idle job learns of a
+    /// cancellation as promptly as the interval allows.
     pub fn with_interval(mut self, interval: Duration) -> JobSession {
         self.interval = interval;
+        self.keepalive = interval.saturating_mul(10).min(KEEPALIVE);
         self
     }
 
