@@ -56,10 +56,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let system_id = crate::cmd_run::system_id(&args.config)?;
     let client = Client::new(&args.url, "register", Arc::new(Metrics::default()))?;
-    let (id, token) = rt.block_on(async {
+    let (id, token, expires) = rt.block_on(async {
         if args.token.starts_with("glrt-") {
             client.verify(&args.token, &system_id).await?;
-            Ok::<_, crate::gitlab::ApiError>((0, args.token.clone()))
+            Ok::<_, crate::gitlab::ApiError>((0, args.token.clone(), None))
         } else {
             let tags: Vec<String> = args
                 .tag_list
@@ -71,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let r = client
                 .register(&args.token, &args.name, &tags, args.run_untagged, args.locked)
                 .await?;
-            Ok((r.id, r.token))
+            Ok((r.id, r.token, r.token_expires_at))
         }
     })?;
     let mut doc = Document::open(&args.config)?;
@@ -82,6 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         t.insert("id".into(), Value::Integer(id as i64));
     }
     t.insert("token".into(), Value::String(token.clone()));
+    if let Some(e) = expires {
+        t.insert("token_expires_at".into(), Value::String(e));
+    }
     t.insert("executor".into(), Value::String(executor.as_str().into()));
     if args.limit > 0 {
         t.insert("limit".into(), Value::Integer(args.limit));

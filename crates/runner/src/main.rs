@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cmd_artifacts;
 mod cmd_cache;
+mod cmd_exec;
 mod cmd_image;
 mod cmd_lint;
 mod cmd_register;
@@ -21,6 +22,10 @@ mod cmd_run;
 mod cmd_verify;
 mod config;
 mod executors;
+mod exec;
+// Shared with `podci run` (jobs from GitLab); not every item is used by `podci exec`.
+#[allow(dead_code)]
+mod executor;
 mod files;
 mod gitlab;
 mod manager;
@@ -39,6 +44,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the pipeline here: jobs in order, with caches, artifacts and variables.
+    Exec(cmd_exec::Args),
     /// Check a .gitlab-ci.yml as GitLab would; list its jobs or show the merged configuration.
     Lint(cmd_lint::Args),
     /// Build, copy, inspect images and log in to registries, without a container engine.
@@ -62,6 +69,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Exec(args) => cmd_exec::run(args),
         Command::Lint(args) => cmd_lint::run(args),
         Command::Image(args) => cmd_image::run(args),
         Command::Cache(args) => cmd_cache::run(args),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use podci_model::payload::JobPayload;
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -113,17 +113,6 @@ pub enum ApiError {
     /// The artifacts archive is larger than GitLab accepts.
     #[error("artifacts upload: 413 Request Entity Too Large: the archive exceeds the project's maximum artifacts size")]
     TooLarge,
-}
-
-impl ApiError {
-    /// Whether a retry may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ApiError::Transport { .. } => true,
-            ApiError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            _ => false,
-        }
-    }
 }
 
 /// One answer, body read in full (so that a connection dropped mid-body counts as a
@@ -783,11 +772,6 @@ fn info() -> serde_json::Value {
         "shell": "bash",
         "features": features,
     })
-}
-
-#[allow(dead_code)]
-fn header_value(s: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(s).ok()
 }
 
 #[cfg(test)]

@@ -1,0 +1,720 @@
+//! `podci exec`'s orchestration: a local pipeline from `.gitlab-ci.yml` to a summary.
+//!
+//! Owns the order of things around the executor layer: the git context and user
+//! variables become a [`PipelineContext`], podci-model evaluates the pipeline and builds
+//! each job's payload, the [`Scheduler`] (podci-model's state machine: stages, needs,
+//! `when`, `allow_failure`, retry) decides what starts, at most `--concurrency` jobs run
+//! at once through [`crate::executor::run_job`], and Ctrl-C cancels the pipeline (running
+//! jobs get their `after_script` with `CI_JOB_STATUS=canceled`).
+
+pub mod git;
+pub mod output;
+pub mod transport;
+pub mod vars;
+pub mod workcopy;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use podci_model::Pipeline;
+use podci_model::eval::{Evaluation, PipelineContext, VariableLevel};
+use podci_model::payload::{ArtifactsFile, JobPayload};
+use podci_model::schedule::{
+    self, Action, AllowFailure, Event, JobSpec, JobStatus, PipelineStatus, Scheduler, When,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{Executor, Hooks, JobDirs, JobOutcome};
+use output::Display;
+
+/// Which executor runs the jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// Local bash/sh processes.
+    Shell,
+    /// Containers through the Docker engine API.
+    Docker,
+}
+
+/// Everything `podci exec` was asked to do (the project directory is the current one).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The pipeline file (default `.gitlab-ci.yml`, else the embedded hello pipeline).
+    pub file: Option<PathBuf>,
+    /// `--variable KEY=VALUE`, in order.
+    pub variables: Vec<String>,
+    /// Branch override.
+    pub branch: Option<String>,
+    /// Tag override.
+    pub tag: Option<String>,
+    /// `CI_PIPELINE_SOURCE`.
+    pub source: String,
+    /// Ref to compute changed files against (default: the default branch).
+    pub compare_to: Option<String>,
+    /// Jobs to run (all when empty).
+    pub jobs: Vec<String>,
+    /// Also run what the named jobs need.
+    pub needs: bool,
+    /// Run manual jobs.
+    pub manual: bool,
+    /// Jobs at once.
+    pub concurrency: usize,
+    /// Include uncommitted changes in working copies.
+    pub with_dirty: bool,
+    /// Cache store directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Where working copies and artifacts go.
+    pub work_dir: Option<PathBuf>,
+    /// Keep job working copies after the run.
+    pub keep: bool,
+    /// Executor.
+    pub executor: ExecutorKind,
+    /// Print the plan only.
+    pub dry_run: bool,
+    /// Live view (`None`: when stdout is a terminal).
+    pub live: Option<bool>,
+    /// Include handling.
+    pub includes: crate::cmd_lint::IncludeArgs,
+}
+
+/// A loaded, evaluated pipeline and the jobs chosen to run.
+struct Plan {
+    pipeline: Pipeline,
+    eval: Evaluation,
+    ctx: PipelineContext,
+    specs: Vec<JobSpec>,
+    repo: Option<git::Repo>,
+}
+
+fn user_cache_base() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("podci")
+}
+
+/// A file-name-safe form of a job name (`test 1/2` -> `test_1_2`).
+pub fn file_name(job: &str) -> String {
+    job.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn project_key(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .map(|n| file_name(&n.to_string_lossy()))
+        .unwrap_or_else(|| "project".into());
+    let digest = blake3_hex(dir.to_string_lossy().as_bytes());
+    format!("{name}-{}", &digest[..12])
+}
+
+fn blake3_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn build_context(opts: &Options, project: &Path) -> anyhow::Result<(PipelineContext, Option<git::Repo>)> {
+    let repo = git::read(project);
+    let mut ctx = PipelineContext {
+        source: opts.source.clone(),
+        ..PipelineContext::default()
+    };
+    let name = project
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".into());
+    ctx.project_path = format!("local/{name}");
+    ctx.server_url = "http://localhost".into();
+    if let Some(r) = &repo {
+        ctx.default_branch = r.default_branch.clone();
+        if let Some(sha) = &r.sha {
+            ctx.sha = sha.clone();
+        }
+        if let Some(b) = &r.before_sha {
+            ctx.before_sha = b.clone();
+        }
+        ctx.commit_message = r.message.clone();
+        ctx.commit_author = r.author.clone();
+        if !r.timestamp.is_empty() {
+            ctx.commit_timestamp = r.timestamp.clone();
+        }
+        match (&r.branch, &r.tag) {
+            (Some(b), _) => ctx.ref_name = b.clone(),
+            (None, Some(t)) => {
+                ctx.ref_name = t.clone();
+                ctx.tag = true;
+            }
+            (None, None) => ctx.ref_name = r.default_branch.clone(),
+        }
+        let compare = opts
+            .compare_to
+            .clone()
+            .unwrap_or_else(|| r.default_branch.clone());
+        ctx.changed_files = git::changed_files(project, r, &compare);
+        ctx.existing_files = git::tracked_files(project);
+    }
+    if let Some(b) = &opts.branch {
+        ctx.ref_name = b.clone();
+        ctx.tag = false;
+    }
+    if let Some(t) = &opts.tag {
+        ctx.ref_name = t.clone();
+        ctx.tag = true;
+    }
+    // GitLab protects the default branch out of the box; locally that is the one ref
+    // whose protected variables apply.
+    ctx.protected_ref = !ctx.tag && ctx.ref_name == ctx.default_branch;
+
+    let mut variables = Vec::new();
+    if let Some(f) = vars::user_file() {
+        variables.extend(vars::read_file(&f, VariableLevel::Group)?);
+    }
+    variables.extend(vars::read_file(
+        &project.join(".podci").join("variables.yml"),
+        VariableLevel::Project,
+    )?);
+    for v in &opts.variables {
+        variables.push(vars::parse_option(v)?);
+    }
+    ctx.variables = variables;
+    Ok((ctx, repo))
+}
+
+/// Instance names to run: the named jobs (by instance or by job name), with `--needs`
+/// everything they need, transitively.
+fn select(eval: &Evaluation, names: &[String], with_needs: bool) -> anyhow::Result<BTreeSet<String>> {
+    let mut chosen = BTreeSet::new();
+    for n in names {
+        let found: Vec<&str> = eval
+            .jobs
+            .iter()
+            .filter(|j| j.name == *n || j.job == *n)
+            .map(|j| j.name.as_str())
+            .collect();
+        if found.is_empty() {
+            let all: Vec<&str> = eval.jobs.iter().map(|j| j.name.as_str()).collect();
+            anyhow::bail!("no job {n:?} in this pipeline; jobs are: {}", all.join(", "));
+        }
+        chosen.extend(found.into_iter().map(str::to_string));
+    }
+    if with_needs {
+        let mut todo: Vec<String> = chosen.iter().cloned().collect();
+        while let Some(name) = todo.pop() {
+            let Some(j) = eval.job(&name) else { continue };
+            let needed: Vec<String> = match &j.needs {
+                Some(needs) => needs.iter().map(|(n, _, _)| n.clone()).collect(),
+                // Stage ordering: it needs every job of the earlier stages.
+                None => eval
+                    .jobs_before_stage(j.stage_index)
+                    .iter()
+                    .map(|d| d.name.clone())
+                    .collect(),
+            };
+            for n in needed {
+                if eval.job(&n).is_some() && chosen.insert(n.clone()) {
+                    todo.push(n);
+                }
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+fn plan(opts: &Options) -> anyhow::Result<Result<Plan, ExitCode>> {
+    let project = std::env::current_dir().context("cannot read the current directory")?;
+    let (file_name, pipeline) = crate::cmd_lint::load_pipeline(opts.file.as_deref(), &opts.includes)?;
+    if !pipeline.is_valid() {
+        let mut err = std::io::stderr();
+        crate::cmd_lint::print_diagnostics(&mut err, &pipeline)?;
+        eprintln!("podci: {file_name} is invalid; nothing ran");
+        return Ok(Err(ExitCode::from(1)));
+    }
+    let (ctx, repo) = build_context(opts, &project)?;
+    let eval = pipeline.evaluate(&ctx);
+    if !eval.created {
+        eprintln!(
+            "podci: workflow:rules create no pipeline for ref {}",
+            ctx.ref_name
+        );
+        return Ok(Err(ExitCode::SUCCESS));
+    }
+    if !eval.errors.is_empty() {
+        for d in &eval.errors {
+            eprintln!("{}", d.display(&pipeline.sources));
+        }
+        return Ok(Err(ExitCode::from(1)));
+    }
+    let chosen = if opts.jobs.is_empty() {
+        None
+    } else {
+        Some(select(&eval, &opts.jobs, opts.needs)?)
+    };
+    let named: BTreeSet<&str> = opts.jobs.iter().map(String::as_str).collect();
+    let base_jobs: Vec<&podci_model::Job> = {
+        let present: BTreeSet<&str> = eval.jobs.iter().map(|j| j.job.as_str()).collect();
+        pipeline
+            .jobs
+            .iter()
+            .filter(|j| present.contains(j.name.as_str()))
+            .collect()
+    };
+    let mut specs = Vec::new();
+    for mut spec in schedule::job_specs(&pipeline, &base_jobs) {
+        let Some(ej) = eval.job(&spec.name) else { continue };
+        if chosen.as_ref().is_some_and(|c| !c.contains(&spec.name)) {
+            continue;
+        }
+        // `when` and `allow_failure` after rules.
+        spec.when = match ej.when.as_str() {
+            "on_failure" => When::OnFailure,
+            "always" => When::Always,
+            "manual" => When::Manual,
+            "never" => When::Never,
+            _ => When::OnSuccess,
+        };
+        if !matches!(spec.allow_failure, AllowFailure::ExitCodes(_)) {
+            spec.allow_failure = if ej.allow_failure {
+                AllowFailure::Yes
+            } else {
+                AllowFailure::No
+            };
+        }
+        let wanted = opts.manual || named.contains(ej.name.as_str()) || named.contains(ej.job.as_str());
+        if spec.when == When::Manual && wanted {
+            spec.when = When::OnSuccess;
+        }
+        specs.push(spec);
+    }
+    Ok(Ok(Plan {
+        pipeline,
+        eval,
+        ctx,
+        specs,
+        repo,
+    }))
+}
+
+/// Runs `podci exec` in the current directory.
+pub fn run(opts: Options) -> anyhow::Result<ExitCode> {
+    let plan = match plan(&opts)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    if opts.dry_run {
+        print_plan(&plan);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(execute(opts, plan))
+}
+
+/// The order the jobs would run in if every job succeeded: waves of jobs that may run
+/// together.
+fn waves(specs: &[JobSpec]) -> (Vec<Vec<String>>, Vec<String>) {
+    let mut s = Scheduler::new(specs.to_vec());
+    let mut waves = Vec::new();
+    let mut not_run = Vec::new();
+    let mut pending: Vec<String> = Vec::new();
+    let absorb = |actions: Vec<Action>, pending: &mut Vec<String>, not_run: &mut Vec<String>| {
+        for a in actions {
+            match a {
+                Action::Enqueue { job, .. } => pending.push(job),
+                Action::Skip { job } | Action::WaitManual { job } => not_run.push(job),
+                _ => {}
+            }
+        }
+    };
+    absorb(s.start(), &mut pending, &mut not_run);
+    while !pending.is_empty() {
+        let wave = std::mem::take(&mut pending);
+        for j in &wave {
+            let _ = s.on_event(Event::Started { job: j.clone() });
+        }
+        for j in &wave {
+            if let Ok(a) = s.on_event(Event::Finished {
+                job: j.clone(),
+                result: schedule::JobResult::Success,
+            }) {
+                absorb(a, &mut pending, &mut not_run);
+            }
+        }
+        waves.push(wave);
+    }
+    (waves, not_run)
+}
+
+fn print_plan(plan: &Plan) {
+    let (waves, not_run) = waves(&plan.specs);
+    println!(
+        "Pipeline for {} {} ({}), {} job(s):",
+        if plan.ctx.tag { "tag" } else { "branch" },
+        plan.ctx.ref_name,
+        plan.ctx.sha.get(..8).unwrap_or(&plan.ctx.sha),
+        plan.specs.len()
+    );
+    for (i, wave) in waves.iter().enumerate() {
+        println!("step {}:", i + 1);
+        for name in wave {
+            let Some(p) = plan
+                .pipeline
+                .payload(&plan.eval, name, &plan.ctx, "dry-run-token")
+            else {
+                continue;
+            };
+            let mut parts = vec![format!("stage {}", p.job_info.stage)];
+            if let Some(img) = &p.image {
+                parts.push(format!("image {}", img.name));
+            }
+            for c in &p.cache {
+                parts.push(format!("cache {} ({})", c.key, c.policy));
+            }
+            let arts: Vec<String> = p.artifacts.iter().flat_map(|a| a.paths.clone()).collect();
+            if !arts.is_empty() {
+                parts.push(format!("artifacts {}", arts.join(" ")));
+            }
+            let deps: Vec<&str> = p.dependencies.iter().map(|d| &*d.name).collect();
+            if !deps.is_empty() {
+                parts.push(format!("from {}", deps.join(", ")));
+            }
+            println!("  {name}: {}", parts.join("; "));
+        }
+    }
+    for n in not_run {
+        let why = match plan.specs.iter().find(|s| s.name == n).map(|s| &s.when) {
+            Some(When::Manual) => "manual (name it or use --manual)",
+            Some(When::OnFailure) => "on_failure: only after a failure",
+            _ => "skipped",
+        };
+        println!("not run: {n}: {why}");
+    }
+}
+
+/// State of one job for the summary.
+#[derive(Default)]
+struct JobRecord {
+    attempts: u32,
+    duration: Option<Duration>,
+    log: Option<PathBuf>,
+    outcome: Option<JobOutcome>,
+}
+
+fn next_pipeline_id(logs: &Path) -> u64 {
+    std::fs::read_dir(logs)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+        + 1
+}
+
+async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
+    let project = std::env::current_dir().context("cannot read the current directory")?;
+    let logs_root = project.join(".podci").join("logs");
+    std::fs::create_dir_all(&logs_root).with_context(|| format!("cannot create {}", logs_root.display()))?;
+    let pipeline_id = next_pipeline_id(&logs_root);
+    let logs = logs_root.join(pipeline_id.to_string());
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    plan.ctx.pipeline_id = pipeline_id;
+    plan.ctx.pipeline_iid = pipeline_id;
+    let plan = plan;
+    // Job ids must be unique across runs: artifacts and caches are found by them.
+    let work = opts
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| user_cache_base().join("exec").join(project_key(&project)))
+        .join(format!("{pipeline_id}-{}", std::process::id()));
+    let snapshot = work.join("source");
+    workcopy::snapshot(&project, plan.repo.as_ref(), opts.with_dirty, &snapshot)
+        .with_context(|| format!("cannot prepare the working copy in {}", snapshot.display()))?;
+
+    let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| {
+        user_cache_base()
+            .join("exec")
+            .join(project_key(&project))
+            .join("cache")
+    });
+    let cache_store = podci_cache::Store::dir(&cache_dir)
+        .with_context(|| format!("cannot open the cache directory {}", cache_dir.display()))?
+        .with_fsync(false);
+    let art_store = podci_cache::Store::dir(work.join("artifacts"))
+        .context("cannot create the artifacts directory")?
+        .with_fsync(false);
+    let artifacts = podci_cache::Artifacts::new(art_store);
+    let hooks = Hooks {
+        sources: Some(Arc::new(transport::SnapshotSources {
+            snapshot: snapshot.clone(),
+        })),
+        cache: Some(Arc::new(transport::StoreCache {
+            cache: podci_cache::Cache::new(cache_store),
+        })),
+        artifacts: Some(Arc::new(transport::StoreArtifacts {
+            artifacts: artifacts.clone(),
+        })),
+    };
+    let executor: Arc<dyn Executor> = match opts.executor {
+        ExecutorKind::Shell => Arc::new(crate::executor::shell::ShellExecutor::detect()),
+        ExecutorKind::Docker => Arc::new(crate::executor::docker::DockerExecutor::from_env()),
+    };
+    let live = opts.live.unwrap_or_else(|| {
+        use std::io::IsTerminal;
+        std::io::stdout().is_terminal()
+    });
+    let display = Display::new(live);
+    display.note(&format!(
+        "podci exec: pipeline #{pipeline_id} for {} {} ({}), {} job(s), logs in {}",
+        if plan.ctx.tag { "tag" } else { "branch" },
+        plan.ctx.ref_name,
+        plan.ctx.sha.get(..8).unwrap_or(&plan.ctx.sha),
+        plan.specs.len(),
+        logs.display()
+    ));
+
+    let mut sched = Scheduler::new(plan.specs.clone());
+    let mut queue: VecDeque<String> = VecDeque::new();
+    let mut records: HashMap<String, JobRecord> = HashMap::new();
+    let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
+    let mut running: JoinSet<(String, JobOutcome, Duration, PathBuf)> = JoinSet::new();
+    let root = CancellationToken::new();
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot watch for Ctrl-C")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    let mut canceled = false;
+    let concurrency = opts.concurrency.max(1);
+
+    let mut actions = sched.start();
+    loop {
+        for a in actions.drain(..) {
+            match a {
+                Action::Enqueue { job, .. } => queue.push_back(job),
+                Action::Skip { job } => display.note(&format!("[{job}] skipped")),
+                Action::WaitManual { job } => {
+                    display.note(&format!("[{job}] manual: not run (name it or use --manual)"))
+                }
+                Action::Retry { job, attempt, reason } => {
+                    display.note(&format!("[{job}] failed ({reason}); retrying, attempt {attempt}"))
+                }
+                Action::Cancel { job, was_running } => {
+                    queue.retain(|q| *q != job);
+                    if was_running && let Some(t) = tokens.get(&job) {
+                        t.cancel();
+                    }
+                }
+                Action::Schedule { job, .. } => {
+                    // Delayed jobs start at once locally: nobody waits for a timer here.
+                    if let Ok(more) = sched.on_event(Event::Played { job }) {
+                        actions_extend(&mut queue, more);
+                    }
+                }
+            }
+        }
+        while running.len() < concurrency && !canceled {
+            let Some(job) = queue.pop_front() else { break };
+            if sched.on_event(Event::Started { job: job.clone() }).is_err() {
+                continue;
+            }
+            let attempt = sched.job_attempt(&job).unwrap_or(1);
+            let rec = records.entry(job.clone()).or_default();
+            rec.attempts = attempt;
+            let mut payload =
+                match plan
+                    .pipeline
+                    .payload(&plan.eval, &job, &plan.ctx, &crate::executor::random_hex(20))
+                {
+                    Some(p) => p,
+                    None => {
+                        actions = sched
+                            .on_event(Event::Finished {
+                                job: job.clone(),
+                                result: schedule::JobResult::Failed {
+                                    reason: schedule::FailureReason::RunnerSystemFailure,
+                                    exit_code: None,
+                                },
+                            })
+                            .unwrap_or_default();
+                        continue;
+                    }
+                };
+            // Job ids repeat between runs (1, 2, ...); the artifact store is per run.
+            mark_artifacts(&mut payload, &artifacts, &records).await;
+            let token = root.child_token();
+            tokens.insert(job.clone(), token.clone());
+            let log = logs.join(format!("{}.log", file_name(&job)));
+            let mut sink = display
+                .job_sink(&job, &log, attempt)
+                .with_context(|| format!("cannot write {}", log.display()))?;
+            let dirs = JobDirs::new(work.join("jobs").join(file_name(&job)));
+            let _ = std::fs::remove_dir_all(&dirs.root);
+            let exec = Arc::clone(&executor);
+            let hooks = hooks.clone();
+            let keep = opts.keep;
+            if !live {
+                display.note(&format!("[{job}] started"));
+            }
+            running.spawn(async move {
+                let t = Instant::now();
+                let outcome =
+                    crate::executor::run_job(exec.as_ref(), payload, &dirs, &hooks, &mut sink, token).await;
+                let took = t.elapsed();
+                let log = sink.finish();
+                if !keep {
+                    let root = dirs.root.clone();
+                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
+                }
+                (job, outcome, took, log)
+            });
+        }
+        if running.is_empty() && (queue.is_empty() || canceled) {
+            break;
+        }
+        tokio::select! {
+            done = running.join_next() => {
+                let Some(done) = done else { continue };
+                let (job, outcome, took, log) = match done {
+                    Ok(v) => v,
+                    Err(e) => anyhow::bail!("a job task failed: {e}"),
+                };
+                tokens.remove(&job);
+                let rec = records.entry(job.clone()).or_default();
+                rec.duration = Some(took);
+                rec.log = Some(log);
+                rec.outcome = Some(outcome.clone());
+                let status = match &outcome {
+                    JobOutcome::Success => "succeeded".to_string(),
+                    JobOutcome::Canceled => "canceled".to_string(),
+                    JobOutcome::Failed { reason, exit_code: Some(c) } => format!("failed: exit code {c} ({reason})"),
+                    JobOutcome::Failed { reason, exit_code: None } => format!("failed ({reason})"),
+                };
+                display.note(&format!("[{job}] {status} in {:.2}s", took.as_secs_f64()));
+                actions = sched
+                    .on_event(Event::Finished { job, result: outcome.to_result() })
+                    .unwrap_or_default();
+            }
+            _ = interrupt.recv() => {
+                cancel_all(&mut canceled, &root, &mut sched, &mut actions, &display, &mut queue);
+            }
+            _ = terminate.recv() => {
+                cancel_all(&mut canceled, &root, &mut sched, &mut actions, &display, &mut queue);
+            }
+        }
+    }
+
+    let status = sched.status();
+    let stage_of: HashMap<&str, &str> = plan
+        .eval
+        .jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.stage.as_str()))
+        .collect();
+    let mut rows = Vec::new();
+    let order: BTreeMap<usize, &str> = plan
+        .eval
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (i, j.name.as_str()))
+        .collect();
+    let statuses: HashMap<String, JobStatus> = sched.jobs().map(|(n, s)| (n.to_string(), s)).collect();
+    for name in order.values() {
+        let Some(st) = statuses.get(*name) else { continue };
+        let rec = records.remove(*name).unwrap_or_default();
+        let allowed = *st == JobStatus::Failed && sched.job_allowed_to_fail(name).unwrap_or(false);
+        rows.push(output::Row {
+            job: name.to_string(),
+            stage: stage_of.get(name).copied().unwrap_or("").to_string(),
+            status: if allowed {
+                "failed (allowed)".into()
+            } else {
+                st.as_str().to_string()
+            },
+            duration: rec.duration,
+            attempts: rec.attempts,
+            log: rec.log,
+        });
+    }
+    display.note("");
+    display.note(output::summary(&rows).trim_end());
+    let warn = if sched.has_warnings() {
+        " with warnings"
+    } else {
+        ""
+    };
+    display.note(&format!("pipeline #{pipeline_id}: {status}{warn}"));
+    if !opts.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(if status == PipelineStatus::Success {
+        ExitCode::SUCCESS
+    } else if canceled {
+        ExitCode::from(130)
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn actions_extend(queue: &mut VecDeque<String>, actions: Vec<Action>) {
+    for a in actions {
+        if let Action::Enqueue { job, .. } = a {
+            queue.push_back(job);
+        }
+    }
+}
+
+fn cancel_all(
+    canceled: &mut bool,
+    root: &CancellationToken,
+    sched: &mut Scheduler,
+    actions: &mut Vec<Action>,
+    display: &Display,
+    queue: &mut VecDeque<String>,
+) {
+    if !*canceled {
+        display.note("podci exec: canceling: running jobs get their after_script");
+    }
+    *canceled = true;
+    queue.clear();
+    root.cancel();
+    if let Ok(a) = sched.on_event(Event::Canceled) {
+        actions.extend(a);
+    }
+}
+
+/// Marks the dependencies that stored artifacts in this run, so the job downloads them.
+async fn mark_artifacts(
+    payload: &mut JobPayload,
+    artifacts: &podci_cache::Artifacts,
+    records: &HashMap<String, JobRecord>,
+) {
+    for d in &mut payload.dependencies {
+        if !records.get(&*d.name).is_some_and(|r| r.outcome.is_some()) {
+            continue;
+        }
+        if let Ok(Some(m)) = artifacts.manifest(d.id).await
+            && (m.archive.is_some() || !m.dotenv.is_empty())
+        {
+            d.artifacts_file = Some(ArtifactsFile {
+                filename: "artifacts.tar.zst".into(),
+                size: 0,
+            });
+        }
+    }
+}
