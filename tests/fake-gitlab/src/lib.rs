@@ -441,9 +441,8 @@ impl FakeGitlab {
             let Some(mut payload) = pipeline.payload(&eval, &ej.name, &ctx, &token) else {
                 continue;
             };
-            if let Some(u) = &repo_url {
-                payload.git_info.repo_url = u.clone();
-            }
+            // Without a repository there is nothing to clone.
+            payload.git_info.repo_url = repo_url.clone().unwrap_or_default();
             ids.insert(ej.name.clone(), ej.id);
             let index = st.jobs.len();
             st.by_id.insert(ej.id, index);
