@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Benchmark: `podci run` taking 1,000 queued one-line jobs from the fake GitLab server
+# (tests/fake-gitlab) with the shell executor, concurrent = 50. Prints jobs per second,
+# peak resident memory while the jobs run, and resident memory when idle afterwards.
+# Targets (issue 9): >= 200 jobs/s; < 30 MiB resident when idle.
+#
+# Peer: GitLab Runner itself cannot be installed here (no registry ships it). When the
+# PyPI package `gitlab-python-runner` (a Python implementation of the runner API) is
+# installed (`PEER=gitlab-python-runner`, see .ci/setup.d/50-runner.sh), the same queue
+# is served to it in the same run and the ratio is printed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+JOBS=${JOBS:-1000}
+CONCURRENT=${CONCURRENT:-50}
+target=${CARGO_TARGET_DIR:-$root/target}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building podci and fake-gitlab (release)..." >&2
+(cd "$root" && cargo build --release -q -p podci -p podci-fake-gitlab)
+podci="$target/release/podci"
+fake="$target/release/fake-gitlab"
+
+now() { python3 -c 'import time; print(time.monotonic())'; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+mib() { python3 -c "print(f'{$1/1024:.1f}')"; }
+
+start_fake() {
+  rm -f "$work/url"
+  "$fake" --jobs "$JOBS" --url-file "$work/url" > /dev/null &
+  fake_pid=$!
+  pids+=("$fake_pid")
+  for _ in $(seq 100); do [ -s "$work/url" ] && break; sleep 0.05; done
+  url=$(cat "$work/url")
+}
+
+all_final() { curl -s "$url/_fake/summary" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["all_final"], d["by_status"])'; }
+
+wait_final() {
+  while :; do
+    s=$(all_final)
+    case "$s" in True*) echo "$s"; return;; esac
+    sleep 0.05
+  done
+}
+
+# --- podci ----------------------------------------------------------------------------
+start_fake
+cat > "$work/config.toml" <<EOF
+concurrent = $CONCURRENT
+check_interval = 1
+[[runners]]
+name = "bench"
+url = "$url"
+token = "glrt-t1_fake-runner-token"
+executor = "shell"
+request_concurrency = 16
+builds_dir = "$work/builds"
+EOF
+t0=$(now)
+RUST_LOG=error "$podci" run --config "$work/config.toml" > /dev/null 2>&1 &
+podci_pid=$!
+pids+=("$podci_pid")
+peak=0
+while :; do
+  r=$(rss_kib "$podci_pid"); [ "$r" -gt "$peak" ] && peak=$r
+  s=$(all_final)
+  case "$s" in True*) break;; esac
+  sleep 0.05
+done
+t1=$(now)
+hwm=$(hwm_kib "$podci_pid")
+sleep 3
+idle=$(rss_kib "$podci_pid")
+kill -TERM "$podci_pid"; wait "$podci_pid" || true
+kill "$fake_pid"; wait "$fake_pid" 2>/dev/null || true
+podci_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+podci_rate=$(python3 -c "print(f'{$JOBS / ($t1 - $t0):.1f}')")
+echo "podci run: $JOBS jobs, concurrent=$CONCURRENT: ${podci_s}s, $podci_rate jobs/s; ${s#True }"
+echo "podci run: peak RSS $(mib "$hwm") MiB (sampled $(mib "$peak") MiB), idle RSS after the queue drained $(mib "$idle") MiB"
+
+# --- peer -----------------------------------------------------------------------------
+if [ "${PEER:-}" = "gitlab-python-runner" ] && command -v gitlab-runner.py > /dev/null 2>&1; then
+  start_fake
+  t0=$(now)
+  gitlab-runner.py --start --url "$url" --token glrt-t1_fake-runner-token > "$work/peer.log" 2>&1 &
+  peer_pid=$!
+  pids+=("$peer_pid")
+  wait_final > /dev/null
+  t1=$(now)
+  kill "$peer_pid" 2>/dev/null || true
+  peer_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+  echo "gitlab-python-runner: $JOBS jobs: ${peer_s}s"
+  python3 -c "print(f'ratio: podci is {$peer_s / $podci_s:.1f}x faster')"
+else
+  echo "peer: none run (GitLab Runner is not installable here; set PEER=gitlab-python-runner after installing it)"
+fi
