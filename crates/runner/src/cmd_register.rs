@@ -24,7 +24,13 @@ pub struct Args {
     url: String,
     /// Runner authentication token (`glrt-...`) or legacy registration token. Read from
     /// the environment rather than the command line, where other users can see it.
-    #[arg(short = 't', long = "token", alias = "registration-token", env = "REGISTRATION_TOKEN", hide_env_values = true)]
+    #[arg(
+        short = 't',
+        long = "token",
+        alias = "registration-token",
+        env = "REGISTRATION_TOKEN",
+        hide_env_values = true
+    )]
     token: String,
     /// Executor: shell or kubernetes.
     #[arg(long, env = "RUNNER_EXECUTOR", default_value = "shell")]
@@ -53,7 +59,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = args.non_interactive;
     let executor = ExecutorKind::parse(&args.executor)
         .with_context(|| format!("--executor {}: use shell or kubernetes", args.executor))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let system_id = crate::cmd_run::system_id(&args.config)?;
     let client = Client::new(&args.url, "register", Arc::new(Metrics::default()))?;
     let (id, token, expires) = rt.block_on(async {

@@ -89,7 +89,10 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = Config::load(&args.config)?;
-    init_logging(loaded.config.log_level.as_deref(), loaded.config.log_format.as_deref());
+    init_logging(
+        loaded.config.log_level.as_deref(),
+        loaded.config.log_format.as_deref(),
+    );
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -116,7 +119,9 @@ fn init_logging(level: Option<&str>, format: Option<&str>) {
             l => l,
         })
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if format == Some("json") {
         builder.json().try_init()
     } else {
@@ -128,7 +133,11 @@ async fn serve(args: Args, config: Config, system_id: String) -> anyhow::Result<
     let metrics = Arc::new(Metrics::default());
     let stop = Stop::default();
     let server_stop = tokio_util::sync::CancellationToken::new();
-    if let Some(addr) = args.listen_address.as_deref().or(config.listen_address.as_deref()) {
+    if let Some(addr) = args
+        .listen_address
+        .as_deref()
+        .or(config.listen_address.as_deref())
+    {
         let local = crate::metrics::serve(addr, metrics.clone(), server_stop.clone())
             .await
             .with_context(|| format!("listen_address {addr}"))?;

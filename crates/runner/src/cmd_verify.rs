@@ -49,7 +49,9 @@ pub struct ListArgs {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -70,14 +72,25 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     {
         let client = Client::new(&r.url, &short_token(&r.token), metrics.clone())?;
         match rt.block_on(client.verify(&r.token, &system_id)) {
-            Ok(()) => println!("Verifying runner... is valid    runner={} name={}", short_token(&r.token), r.name),
+            Ok(()) => println!(
+                "Verifying runner... is valid    runner={} name={}",
+                short_token(&r.token),
+                r.name
+            ),
             Err(ApiError::Forbidden { .. }) => {
-                println!("Verifying runner... is removed  runner={} name={}", short_token(&r.token), r.name);
+                println!(
+                    "Verifying runner... is removed  runner={} name={}",
+                    short_token(&r.token),
+                    r.name
+                );
                 rejected.push(r.token.clone());
                 failed = true;
             }
             Err(e) => {
-                eprintln!("Verifying runner... failed     runner={}: {e}", short_token(&r.token));
+                eprintln!(
+                    "Verifying runner... failed     runner={}: {e}",
+                    short_token(&r.token)
+                );
                 failed = true;
             }
         }
@@ -93,7 +106,11 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("Removed {n} runner(s) from {}", args.config.display());
         failed = false;
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn unregister(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
@@ -106,7 +123,10 @@ pub fn unregister(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
             args.all_runners
                 || args.name.as_ref().is_some_and(|n| *n == r.name)
                 || (args.token.as_ref().is_some_and(|t| *t == r.token)
-                    && args.url.as_ref().is_none_or(|u| u.trim_end_matches('/') == r.url.trim_end_matches('/')))
+                    && args
+                        .url
+                        .as_ref()
+                        .is_none_or(|u| u.trim_end_matches('/') == r.url.trim_end_matches('/')))
         })
         .cloned()
         .collect();
@@ -125,7 +145,10 @@ pub fn unregister(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
         match rt.block_on(client.unregister(&r.token)) {
             // A runner GitLab already forgot is unregistered all the same.
             Ok(()) | Err(ApiError::Forbidden { .. }) => {
-                println!("Unregistering runner from GitLab succeeded  runner={}", short_token(&r.token));
+                println!(
+                    "Unregistering runner from GitLab succeeded  runner={}",
+                    short_token(&r.token)
+                );
                 removed.push(r.token.clone());
             }
             Err(e) => {
@@ -141,7 +164,11 @@ pub fn unregister(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
             .is_some_and(|tok| removed.iter().any(|r| r == tok))
     });
     doc.save()?;
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
@@ -149,7 +176,10 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
-    println!("Listing configured runners                          ConfigFile={}", args.config.display());
+    println!(
+        "Listing configured runners                          ConfigFile={}",
+        args.config.display()
+    );
     for r in &loaded.config.runners {
         println!(
             "{:<40} Executor={} Token={} URL={}",

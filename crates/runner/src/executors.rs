@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ExecutorKind, RunnerConfig};
 use crate::executor::shell::ShellExecutor;
-use crate::executor::{ArtifactTransport, Hooks, JobDirs, JobOutcome, Sources, StageError, TraceSink, run_job};
+use crate::executor::{
+    ArtifactTransport, Hooks, JobDirs, JobOutcome, Sources, StageError, TraceSink, run_job,
+};
 use crate::gitlab::trace::TraceWriter;
 use crate::gitlab::{Client, UploadOptions, short_token};
 use crate::manager::{self, ExecRequest, Executor, ExecutorFactory, Outcome};
@@ -277,7 +279,8 @@ impl ArtifactTransport for GitlabArtifacts {
                 let zip = project_dir.with_extension("artifacts.zip");
                 let out = zip.clone();
                 let built = tokio::task::spawn_blocking(move || -> Result<(usize, Vec<String>), String> {
-                    let set = podci_cache::paths::PathSet::new(&paths, &exclude).map_err(|e| e.to_string())?;
+                    let set =
+                        podci_cache::paths::PathSet::new(&paths, &exclude).map_err(|e| e.to_string())?;
                     let collected = set.collect(&dir).map_err(|e| e.to_string())?;
                     if collected.files.is_empty() {
                         return Ok((0, collected.warnings));
@@ -300,7 +303,10 @@ impl ArtifactTransport for GitlabArtifacts {
                     kind: "archive".into(),
                     expire_in: a.expire_in.clone(),
                 };
-                let r = self.client.upload_artifacts(payload.id, &payload.token, &zip, &opts).await;
+                let r = self
+                    .client
+                    .upload_artifacts(payload.id, &payload.token, &zip, &opts)
+                    .await;
                 let _ = tokio::fs::remove_file(&zip).await;
                 r.map_err(|e| StageError::system(e.to_string()))?;
                 lines.push(format!("Uploading artifacts... {} file(s): 201 Created", built.0));

@@ -21,8 +21,8 @@ mod cmd_register;
 mod cmd_run;
 mod cmd_verify;
 mod config;
-mod executors;
 mod exec;
+mod executors;
 // Shared with `podci run` (jobs from GitLab); not every item is used by `podci exec`.
 #[allow(dead_code)]
 mod executor;

@@ -369,7 +369,11 @@ impl JobTask {
             exit_code: None,
             output: None,
         };
-        match self.client.update_job(id, &token, &running, Backoff::DEFAULT).await {
+        match self
+            .client
+            .update_job(id, &token, &running, Backoff::DEFAULT)
+            .await
+        {
             Ok(Update::Ok { .. }) | Ok(Update::NotYet { .. }) => {}
             Ok(_) => {
                 tracing::warn!(runner = %name, job = id, "GitLab withdrew the job before it started");
@@ -474,7 +478,9 @@ impl JobTask {
                 self.metrics.trace_bytes(size);
                 tracing::info!(runner = %name, job = id, "job {state}");
             }
-            Ok(Finished::Gone) => tracing::info!(runner = %name, job = id, "job was no longer ours at its end"),
+            Ok(Finished::Gone) => {
+                tracing::info!(runner = %name, job = id, "job was no longer ours at its end")
+            }
             Err(e) => {
                 self.metrics.error("error");
                 tracing::error!(runner = %name, job = id, "final update never reached GitLab: {e}");

@@ -133,7 +133,11 @@ async fn three_stage_pipeline_with_masked_variable() {
         "$ echo building with $DEPLOY_TOKEN\nbuilding with [MASKED]\n"
     );
     // Stages ran in order: each job was handed out only after the previous one ended.
-    assert!(metrics.render().contains("endpoint=\"patch_trace\",status=\"202\""));
+    assert!(
+        metrics
+            .render()
+            .contains("endpoint=\"patch_trace\",status=\"202\"")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +155,9 @@ async fn reliability_1000_jobs_with_20_percent_injected_failures() {
         if i % 10 == 3 {
             yaml.push_str(&format!("job{i}:\n  script: [echo job {i}, exit 3]\n"));
         } else {
-            yaml.push_str(&format!("job{i}:\n  script: [echo job {i}, echo line two of {i}]\n"));
+            yaml.push_str(&format!(
+                "job{i}:\n  script: [echo job {i}, echo line two of {i}]\n"
+            ));
         }
     }
     fake.create_pipeline(&yaml, None, &[]).unwrap();
@@ -160,8 +166,17 @@ async fn reliability_1000_jobs_with_20_percent_injected_failures() {
     assert_eq!(jobs.len(), 1000);
     for j in &jobs {
         let i: usize = j.name.trim_start_matches("job").parse().unwrap();
-        assert_eq!(j.final_recorded, 1, "{} recorded {} times", j.name, j.final_recorded);
-        assert_eq!(j.checksum.as_deref(), Some(j.trace_checksum().as_str()), "{}", j.name);
+        assert_eq!(
+            j.final_recorded, 1,
+            "{} recorded {} times",
+            j.name, j.final_recorded
+        );
+        assert_eq!(
+            j.checksum.as_deref(),
+            Some(j.trace_checksum().as_str()),
+            "{}",
+            j.name
+        );
         let trace = String::from_utf8(j.trace.clone()).unwrap();
         if i % 10 == 3 {
             assert_eq!(j.status, Status::Failed, "{}", j.name);
@@ -178,10 +193,24 @@ async fn reliability_1000_jobs_with_20_percent_injected_failures() {
     }
     let injected = fake.injected();
     let total: u64 = injected.values().sum();
-    eprintln!("{} API calls, {total} injected faults: {injected:?}", fake.calls());
+    eprintln!(
+        "{} API calls, {total} injected faults: {injected:?}",
+        fake.calls()
+    );
     assert!(total as f64 >= fake.calls() as f64 * 0.15, "{injected:?}");
-    for kind in ["DropAfter", "DropBefore", "Status500", "TooMany429", "Rewind416", "Precondition412", "Accepted202"] {
-        assert!(injected.get(kind).copied().unwrap_or(0) > 0, "no {kind} injected: {injected:?}");
+    for kind in [
+        "DropAfter",
+        "DropBefore",
+        "Status500",
+        "TooMany429",
+        "Rewind416",
+        "Precondition412",
+        "Accepted202",
+    ] {
+        assert!(
+            injected.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} injected: {injected:?}"
+        );
     }
 }
 
@@ -214,7 +243,10 @@ async fn cancel_runs_to_a_canceled_state() {
     let j = &fake.jobs()[0];
     assert_eq!(j.status, Status::Canceled);
     let trace = String::from_utf8_lossy(&j.trace).into_owned();
-    assert!(trace.ends_with("canceled\n") && !trace.contains("never"), "{trace}");
+    assert!(
+        trace.ends_with("canceled\n") && !trace.contains("never"),
+        "{trace}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,13 +270,18 @@ async fn output_limit_and_timeout() {
     assert_eq!(jobs[1].status, Status::Failed);
     assert_eq!(jobs[1].failure_reason.as_deref(), Some("job_execution_timeout"));
     let slow = String::from_utf8_lossy(&jobs[1].trace).into_owned();
-    assert!(slow.contains("ERROR: Job failed: execution took longer than 1 seconds"), "{slow}");
+    assert!(
+        slow.contains("ERROR: Job failed: execution took longer than 1 seconds"),
+        "{slow}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_and_limit_bound_running_jobs() {
     let fake = FakeGitlab::start(Options::default()).await.unwrap();
-    let yaml: String = (0..12).map(|i| format!("j{i}:\n  script: [sleep 0.3]\n")).collect();
+    let yaml: String = (0..12)
+        .map(|i| format!("j{i}:\n  script: [sleep 0.3]\n"))
+        .collect();
     fake.create_pipeline(&yaml, None, &[]).unwrap();
     let mut cfg = config(fake.url(), 10, 4096);
     cfg.runners[0].limit = 3;

@@ -116,7 +116,10 @@ impl Metrics {
         }
         o.push_str("# HELP gitlab_runner_jobs The current number of running builds.\n# TYPE gitlab_runner_jobs gauge\n");
         for ((r, e), n) in lock(&self.jobs_running).iter() {
-            let _ = writeln!(o, "gitlab_runner_jobs{{runner=\"{r}\",executor=\"{e}\",state=\"running\"}} {n}");
+            let _ = writeln!(
+                o,
+                "gitlab_runner_jobs{{runner=\"{r}\",executor=\"{e}\",state=\"running\"}} {n}"
+            );
         }
         o.push_str("# HELP gitlab_runner_jobs_total Total number of handled jobs\n# TYPE gitlab_runner_jobs_total counter\n");
         for (r, n) in lock(&self.jobs_total).iter() {
@@ -124,7 +127,10 @@ impl Metrics {
         }
         o.push_str("# HELP gitlab_runner_failed_jobs_total Total number of failed jobs\n# TYPE gitlab_runner_failed_jobs_total counter\n");
         for ((r, f), n) in lock(&self.failed_jobs).iter() {
-            let _ = writeln!(o, "gitlab_runner_failed_jobs_total{{runner=\"{r}\",failure_reason=\"{f}\"}} {n}");
+            let _ = writeln!(
+                o,
+                "gitlab_runner_failed_jobs_total{{runner=\"{r}\",failure_reason=\"{f}\"}} {n}"
+            );
         }
         o.push_str("# HELP gitlab_runner_api_request_statuses_total The total number of api requests, partitioned by runner, endpoint and status.\n# TYPE gitlab_runner_api_request_statuses_total counter\n");
         for ((r, e, s), n) in lock(&self.api_statuses).iter() {
@@ -180,12 +186,7 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let m = metrics.clone();
-                async move {
-                    (
-                        [("content-type", "text/plain; version=0.0.4")],
-                        m.render(),
-                    )
-                }
+                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
             }),
         )
         .route("/health", get(|| async { "OK\n" }));

@@ -43,7 +43,14 @@ async fn register_verify_list_unregister() {
 
     // Legacy registration token: exchanged for a runner token written to the file.
     let (ok, out, err) = run(
-        vec!["register", "--non-interactive", "--name", "legacy", "--executor", "shell"],
+        vec![
+            "register",
+            "--non-interactive",
+            "--name",
+            "legacy",
+            "--executor",
+            "shell",
+        ],
         vec![("REGISTRATION_TOKEN", "GR1348941-registration".into())],
     )
     .await
@@ -51,7 +58,10 @@ async fn register_verify_list_unregister() {
     assert!(ok, "{err}");
     assert!(out.contains("Runner registered successfully: legacy"), "{out}");
     let text = std::fs::read_to_string(&config).unwrap();
-    let issued = fake_tokens().into_iter().find(|t| t.contains("registered")).unwrap();
+    let issued = fake_tokens()
+        .into_iter()
+        .find(|t| t.contains("registered"))
+        .unwrap();
     assert!(text.contains(&issued), "{text}");
     assert!(!out.contains(&issued) && !err.contains(&issued), "token printed");
 
@@ -76,8 +86,15 @@ async fn register_verify_list_unregister() {
     assert!(ok);
     let rows: Vec<&str> = out.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{out}");
-    assert!(rows[0].starts_with("legacy") && rows[0].contains("Executor=shell"), "{out}");
-    assert!(rows[1].starts_with("ui") && rows[1].contains("Executor=kubernetes") && rows[1].contains("Token=fake-run"));
+    assert!(
+        rows[0].starts_with("legacy") && rows[0].contains("Executor=shell"),
+        "{out}"
+    );
+    assert!(
+        rows[1].starts_with("ui")
+            && rows[1].contains("Executor=kubernetes")
+            && rows[1].contains("Token=fake-run")
+    );
     assert!(!out.contains("glrt-t1_fake-runner-token"));
 
     let (ok, out, _) = run(vec!["verify"], vec![]).await.unwrap();
@@ -123,5 +140,8 @@ fn config_errors_name_the_key_and_warnings_name_unknown_keys() {
     .unwrap();
     let (ok, _, err) = podci(&["run"], &config, &[]);
     assert!(!ok);
-    assert!(err.contains("`runners[0].limit`: expected an integer, found string"), "{err}");
+    assert!(
+        err.contains("`runners[0].limit`: expected an integer, found string"),
+        "{err}"
+    );
 }

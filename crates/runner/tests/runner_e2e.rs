@@ -20,9 +20,23 @@ fn git_repo(dir: &Path, files: &[(&str, &str)]) {
     for args in [
         &["init", "-q", "-b", "main"][..],
         &["add", "."],
-        &["-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-q", "-m", "init"],
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
     ] {
-        let ok = Command::new("git").args(args).current_dir(dir).status().unwrap().success();
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "git {args:?}");
     }
 }
@@ -90,12 +104,18 @@ deploy:
             ("deployment.yaml", "kind: Deployment\nimage: old\n"),
         ],
     );
-    fake.create_pipeline(ci, Some(repo.path()), &[("DEPLOY_PASSWORD", "hunter2-very-secret", true)])
-        .unwrap();
+    fake.create_pipeline(
+        ci,
+        Some(repo.path()),
+        &[("DEPLOY_PASSWORD", "hunter2-very-secret", true)],
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     write_config(&config, fake.url(), &dir.path().join("builds"), 2, "");
-    let out = tokio::task::spawn_blocking(move || podci_run(&config, 3)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || podci_run(&config, 3))
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "podci run failed: {stderr}");
     let jobs = fake.jobs();
@@ -106,14 +126,20 @@ deploy:
         assert_eq!(j.checksum.as_deref(), Some(j.trace_checksum().as_str()));
     }
     // What the job printed, with the masked value replaced.
-    assert!(trace(0).contains("\nbuilt 13 bytes with key [MASKED]\n"), "{}", trace(0));
+    assert!(
+        trace(0).contains("\nbuilt 13 bytes with key [MASKED]\n"),
+        "{}",
+        trace(0)
+    );
     assert!(!trace(0).contains("hunter2"));
     // Artifacts of `package` reached `image`, and `image`'s reached `deploy`.
     assert!(jobs[0].artifacts.is_some() && jobs[1].artifacts.is_some());
     assert!(trace(1).contains("\nimage from maven-project\n"), "{}", trace(1));
     let sha = &jobs[2].payload.git_info.sha[..8];
     assert!(
-        trace(2).contains(&format!("\nkind: Deployment\nimage: registry.example.com/app:{sha}\n")),
+        trace(2).contains(&format!(
+            "\nkind: Deployment\nimage: registry.example.com/app:{sha}\n"
+        )),
         "{}",
         trace(2)
     );
@@ -128,7 +154,9 @@ async fn failing_job_reports_exit_code_and_skips_later_stages() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     write_config(&config, fake.url(), &dir.path().join("builds"), 1, "");
-    let out = tokio::task::spawn_blocking(move || podci_run(&config, 1)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || podci_run(&config, 1))
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let jobs = fake.jobs();
     let t = String::from_utf8_lossy(&jobs[0].trace).into_owned();
@@ -141,7 +169,8 @@ async fn failing_job_reports_exit_code_and_skips_later_stages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_sighup_reload() {
     let fake = FakeGitlab::start(Options::default()).await.unwrap();
-    fake.create_pipeline("one:\n  script: [echo one]\n", None, &[]).unwrap();
+    fake.create_pipeline("one:\n  script: [echo one]\n", None, &[])
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     let builds = dir.path().join("builds");
@@ -178,11 +207,16 @@ async fn metrics_health_and_sighup_reload() {
     assert!(m.contains("gitlab_runner_concurrent 1"), "{m}");
     assert_eq!(fake.jobs()[0].status, Status::Pending);
     // Fix the token and send SIGHUP.
-    let fixed = std::fs::read_to_string(&config).unwrap().replace("glrt-wrong", TOKEN);
+    let fixed = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("glrt-wrong", TOKEN);
     std::fs::write(&config, fixed).unwrap();
     // SAFETY: kill has no memory effects; the pid is our child's.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    assert!(fake.wait_all_final(Duration::from_secs(30)).await, "no job after reload");
+    assert!(
+        fake.wait_all_final(Duration::from_secs(30)).await,
+        "no job after reload"
+    );
     assert_eq!(
         fake.jobs()[0].status,
         Status::Success,
@@ -190,7 +224,10 @@ async fn metrics_health_and_sighup_reload() {
         String::from_utf8_lossy(&fake.jobs()[0].trace)
     );
     let m = get("/metrics").await;
-    assert!(m.contains("gitlab_runner_jobs_total{runner=\"fake-run\"} 1"), "{m}");
+    assert!(
+        m.contains("gitlab_runner_jobs_total{runner=\"fake-run\"} 1"),
+        "{m}"
+    );
     // SIGTERM: stops requesting, no job runs, exits 0.
     // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -200,7 +237,10 @@ async fn metrics_health_and_sighup_reload() {
             assert!(status.success());
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "podci run did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "podci run did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

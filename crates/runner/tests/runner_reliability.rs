@@ -52,7 +52,10 @@ async fn thousand_jobs_with_twenty_percent_api_failures() {
     let done = fake.wait_all_final(Duration::from_secs(600)).await;
     // SAFETY: kill has no memory effects; the pid is our child's.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(done, "not every job reached a final state");
     assert!(status.success());
     let jobs = fake.jobs();
@@ -62,10 +65,20 @@ async fn thousand_jobs_with_twenty_percent_api_failures() {
         let i: usize = j.name.trim_start_matches("job").parse().unwrap();
         let trace = String::from_utf8_lossy(&j.trace).into_owned();
         assert_eq!(j.final_recorded, 1, "{}", j.name);
-        assert_eq!(j.checksum.as_deref(), Some(j.trace_checksum().as_str()), "{}", j.name);
+        assert_eq!(
+            j.checksum.as_deref(),
+            Some(j.trace_checksum().as_str()),
+            "{}",
+            j.name
+        );
         assert!(trace.contains(&format!("\nout {i}\n")), "{}: {trace}", j.name);
         if i % 50 == 7 {
-            assert_eq!((j.status, j.exit_code), (Status::Failed, Some(4)), "{}: {trace}", j.name);
+            assert_eq!(
+                (j.status, j.exit_code),
+                (Status::Failed, Some(4)),
+                "{}: {trace}",
+                j.name
+            );
         } else {
             assert_eq!(j.status, Status::Success, "{}: {trace}", j.name);
             assert!(trace.ends_with("Job succeeded\x1b[0;m\n"), "{}: {trace}", j.name);

@@ -124,7 +124,10 @@ pub enum Status {
 impl Status {
     /// Whether the job has ended.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Success | Status::Failed | Status::Canceled | Status::Skipped)
+        matches!(
+            self,
+            Status::Success | Status::Failed | Status::Canceled | Status::Skipped
+        )
     }
 }
 
@@ -247,10 +250,17 @@ impl State {
     fn apply_actions(&mut self, pipeline: u64, actions: Vec<Action>) {
         for a in actions {
             let name = match &a {
-                Action::Enqueue { job, .. } | Action::Skip { job } | Action::Cancel { job, .. } => job.clone(),
+                Action::Enqueue { job, .. } | Action::Skip { job } | Action::Cancel { job, .. } => {
+                    job.clone()
+                }
                 _ => continue,
             };
-            let Some(id) = self.pipelines.get(&pipeline).and_then(|p| p.ids.get(&name)).copied() else {
+            let Some(id) = self
+                .pipelines
+                .get(&pipeline)
+                .and_then(|p| p.ids.get(&name))
+                .copied()
+            else {
                 continue;
             };
             let Some(j) = self.job_mut(id) else { continue };
@@ -338,7 +348,10 @@ impl FakeGitlab {
             .route("/api/v4/jobs/request", post(request_job))
             .route("/api/v4/jobs/{id}", put(update_job))
             .route("/api/v4/jobs/{id}/trace", patch(patch_trace))
-            .route("/api/v4/jobs/{id}/artifacts", post(upload_artifacts).get(download_artifacts))
+            .route(
+                "/api/v4/jobs/{id}/artifacts",
+                post(upload_artifacts).get(download_artifacts),
+            )
             .layer(axum::middleware::from_fn_with_state(state.clone(), inject))
             .route("/_fake/jobs", get(list_jobs))
             .route("/_fake/summary", get(summary))
@@ -432,8 +445,11 @@ impl FakeGitlab {
         };
         let eval = pipeline.evaluate(&ctx);
         let names: Vec<&str> = eval.jobs.iter().map(|j| j.job.as_str()).collect();
-        let jobs: Vec<&podci_model::Job> =
-            pipeline.jobs.iter().filter(|j| names.contains(&j.name.as_str())).collect();
+        let jobs: Vec<&podci_model::Job> = pipeline
+            .jobs
+            .iter()
+            .filter(|j| names.contains(&j.name.as_str()))
+            .collect();
         let mut scheduler = Scheduler::new(job_specs(&pipeline, &jobs));
         let mut ids = HashMap::new();
         for ej in &eval.jobs {
@@ -573,7 +589,8 @@ async fn inject(AxState(state): Shared, mut req: Request, next: Next) -> Respons
                 StatusCode::SERVICE_UNAVAILABLE
             };
             let mut r = message(code, "try again later");
-            r.headers_mut().insert("Retry-After", axum::http::HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert("Retry-After", axum::http::HeaderValue::from_static("1"));
             r
         }
         Some(Fault::DropBefore) => {
@@ -648,7 +665,10 @@ async fn request_job(AxState(state): Shared, axum::Json(body): axum::Json<Value>
         return message(StatusCode::FORBIDDEN, "403 Forbidden");
     }
     if body["info"]["features"]["two_phase_job_commit"] != json!(true) {
-        return message(StatusCode::BAD_REQUEST, "runner does not announce two_phase_job_commit");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "runner does not announce two_phase_job_commit",
+        );
     }
     while let Some(id) = st.queue.pop_front() {
         let Some(j) = st.job_mut(id) else { continue };
@@ -697,7 +717,8 @@ fn status_header(r: &mut Response, st: &State, j: Status) {
         Status::Success => "success",
         _ => "running",
     };
-    r.headers_mut().insert("Job-Status", axum::http::HeaderValue::from_static(s));
+    r.headers_mut()
+        .insert("Job-Status", axum::http::HeaderValue::from_static(s));
     if let Ok(v) = axum::http::HeaderValue::from_str(&st.opts.trace_interval.to_string()) {
         r.headers_mut().insert("X-GitLab-Trace-Update-Interval", v);
     }
@@ -740,8 +761,10 @@ async fn update_job(
     match fault.map(|f| f.0) {
         Some(Fault::Accepted202) => {
             let mut r = message(StatusCode::ACCEPTED, "202 Accepted");
-            r.headers_mut()
-                .insert("X-GitLab-Trace-Update-Interval", axum::http::HeaderValue::from_static("1"));
+            r.headers_mut().insert(
+                "X-GitLab-Trace-Update-Interval",
+                axum::http::HeaderValue::from_static("1"),
+            );
             return r;
         }
         Some(Fault::Precondition412) => {
@@ -756,7 +779,10 @@ async fn update_job(
         j.checksum_mismatches += 1;
         // The runner resends the whole trace (trace_reset): start again from nothing.
         j.trace.clear();
-        return message(StatusCode::PRECONDITION_FAILED, "412 Precondition Failed - trace checksum mismatch");
+        return message(
+            StatusCode::PRECONDITION_FAILED,
+            "412 Precondition Failed - trace checksum mismatch",
+        );
     }
     let result = match (state_name, j.status) {
         (_, Status::Canceling) => {
@@ -822,7 +848,10 @@ async fn patch_trace(
         return r;
     }
     let Some((start, end)) = range(&headers) else {
-        return message(StatusCode::BAD_REQUEST, "400 Bad request - Content-Range is missing");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "400 Bad request - Content-Range is missing",
+        );
     };
     if body.len() > 1 << 20 {
         return message(StatusCode::PAYLOAD_TOO_LARGE, "413 a patch is at most 1 MiB");
@@ -888,13 +917,20 @@ async fn upload_artifacts(
     reply(StatusCode::CREATED, json!({}))
 }
 
-async fn download_artifacts(AxState(state): Shared, UrlPath(id): UrlPath<u64>, headers: HeaderMap) -> Response {
+async fn download_artifacts(
+    AxState(state): Shared,
+    UrlPath(id): UrlPath<u64>,
+    headers: HeaderMap,
+) -> Response {
     let st = lock(&state);
     let Some(j) = st.by_id.get(&id).and_then(|&i| st.jobs.get(i)) else {
         return message(StatusCode::NOT_FOUND, "404 Not Found");
     };
     // Any job token of the same pipeline may read (GitLab checks the dependency).
-    let token = headers.get("job-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let token = headers
+        .get("job-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let allowed = st
         .jobs
         .iter()
@@ -928,7 +964,13 @@ async fn summary(AxState(state): Shared) -> Response {
     let mut by_status: HashMap<String, u64> = HashMap::new();
     for j in &st.jobs {
         *by_status
-            .entry(serde_json::to_value(j.status).unwrap_or_default().as_str().unwrap_or("?").to_string())
+            .entry(
+                serde_json::to_value(j.status)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            )
             .or_default() += 1;
     }
     let all_final = st.jobs.iter().all(|j| j.status.is_final());

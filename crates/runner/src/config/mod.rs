@@ -318,7 +318,8 @@ impl Walker<'_> {
             } else {
                 format!("{prefix}.{k}")
             };
-            self.warnings.push(format!("{}: unknown key `{path}` ignored", self.file));
+            self.warnings
+                .push(format!("{}: unknown key `{path}` ignored", self.file));
         }
     }
 
@@ -326,7 +327,10 @@ impl Walker<'_> {
         match t.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(self.invalid(&join(prefix, key), format!("expected a string, found {}", kind(v)))),
+            Some(v) => Err(self.invalid(
+                &join(prefix, key),
+                format!("expected a string, found {}", kind(v)),
+            )),
         }
     }
 
@@ -458,7 +462,9 @@ impl Config {
             c.session_server = Some(SessionServer {
                 listen_address: w.string(s, "session_server", "listen_address")?,
                 advertise_address: w.string(s, "session_server", "advertise_address")?,
-                session_timeout: w.uint(s, "session_server", "session_timeout", 86_400)?.unwrap_or(1800),
+                session_timeout: w
+                    .uint(s, "session_server", "session_timeout", 86_400)?
+                    .unwrap_or(1800),
             });
             w.unknown(
                 s,
@@ -509,18 +515,24 @@ fn parse_runner(w: &mut Walker<'_>, t: &Table, prefix: &str) -> Result<RunnerCon
         name: w.string(t, prefix, "name")?.unwrap_or_default(),
         ..RunnerConfig::default()
     };
-    r.url = w
-        .string(t, prefix, "url")?
-        .ok_or_else(|| w.invalid(&join(prefix, "url"), "missing: the GitLab instance URL is required"))?;
+    r.url = w.string(t, prefix, "url")?.ok_or_else(|| {
+        w.invalid(
+            &join(prefix, "url"),
+            "missing: the GitLab instance URL is required",
+        )
+    })?;
     if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
         return Err(w.invalid(
             &join(prefix, "url"),
             format!("`{}` is not an http:// or https:// URL", r.url),
         ));
     }
-    r.token = w
-        .string(t, prefix, "token")?
-        .ok_or_else(|| w.invalid(&join(prefix, "token"), "missing: run `podci register` to obtain one"))?;
+    r.token = w.string(t, prefix, "token")?.ok_or_else(|| {
+        w.invalid(
+            &join(prefix, "token"),
+            "missing: run `podci register` to obtain one",
+        )
+    })?;
     r.id = w.uint(t, prefix, "id", u64::MAX >> 1)?.unwrap_or(0);
     if let Some(e) = w.string(t, prefix, "executor")? {
         r.executor = ExecutorKind::parse(&e).ok_or_else(|| {
@@ -530,10 +542,7 @@ fn parse_runner(w: &mut Walker<'_>, t: &Table, prefix: &str) -> Result<RunnerCon
             )
         })?;
     } else {
-        return Err(w.invalid(
-            &join(prefix, "executor"),
-            "missing: set shell or kubernetes",
-        ));
+        return Err(w.invalid(&join(prefix, "executor"), "missing: set shell or kubernetes"));
     }
     r.limit = w.uint(t, prefix, "limit", MAX_COUNT)?.unwrap_or(0) as usize;
     if let Some(n) = w.uint(t, prefix, "request_concurrency", MAX_COUNT)? {
@@ -597,7 +606,9 @@ fn parse_cache(w: &mut Walker<'_>, t: &Table, prefix: &str) -> Result<CacheConfi
         kind: w.string(t, prefix, "Type")?.unwrap_or_default(),
         path: w.string(t, prefix, "Path")?.unwrap_or_default(),
         shared: w.bool(t, prefix, "Shared")?.unwrap_or(false),
-        max_uploaded_archive_size: w.uint(t, prefix, "MaxUploadedArchiveSize", u64::MAX >> 1)?.unwrap_or(0),
+        max_uploaded_archive_size: w
+            .uint(t, prefix, "MaxUploadedArchiveSize", u64::MAX >> 1)?
+            .unwrap_or(0),
         s3: None,
     };
     if !["", "s3", "local", "gcs", "azure"].contains(&c.kind.as_str()) {
@@ -629,7 +640,16 @@ fn parse_cache(w: &mut Walker<'_>, t: &Table, prefix: &str) -> Result<CacheConfi
                 "Insecure",
                 "AuthenticationType",
             ],
-            &["SessionToken", "ServerSideEncryption", "ServerSideEncryptionKeyID", "DualStack", "PathStyle", "UploadRoleARN", "RoleARN", "Accelerate"],
+            &[
+                "SessionToken",
+                "ServerSideEncryption",
+                "ServerSideEncryptionKeyID",
+                "DualStack",
+                "PathStyle",
+                "UploadRoleARN",
+                "RoleARN",
+                "Accelerate",
+            ],
         );
         c.s3 = Some(s3);
     }

@@ -89,7 +89,10 @@ Insecure = true
     assert_eq!(s3.secret_key, "SK-very-secret");
     // Secrets stay out of Debug output (which reaches logs).
     let dbg = format!("{r:?} {s3:?}");
-    assert!(!dbg.contains("SK-very-secret") && !dbg.contains("glrt-xyz"), "{dbg}");
+    assert!(
+        !dbg.contains("SK-very-secret") && !dbg.contains("glrt-xyz"),
+        "{dbg}"
+    );
 }
 
 #[test]
@@ -114,7 +117,10 @@ fn invalid_values_name_their_key_path() {
         err("concurrent = \"ten\""),
         "config.toml: `concurrent`: expected an integer, found string"
     );
-    assert_eq!(err("concurrent = 0"), "config.toml: `concurrent`: must be at least 1");
+    assert_eq!(
+        err("concurrent = 0"),
+        "config.toml: `concurrent`: must be at least 1"
+    );
     assert_eq!(
         err("concurrent = -1"),
         "config.toml: `concurrent`: -1 is out of range: expected an integer from 0 to 100000"
@@ -182,7 +188,10 @@ fn document_adds_and_removes_runners_keeping_other_keys() {
     let c = Config::load(&path).unwrap().config;
     assert_eq!(c.runners.len(), 1);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 proptest! {

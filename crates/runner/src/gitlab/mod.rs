@@ -77,7 +77,9 @@ pub enum ApiError {
         message: String,
     },
     /// GitLab rejected the token.
-    #[error("{endpoint}: GitLab answered 403 Forbidden: the token is invalid or the runner was deleted; register again")]
+    #[error(
+        "{endpoint}: GitLab answered 403 Forbidden: the token is invalid or the runner was deleted; register again"
+    )]
     Forbidden {
         /// Endpoint name.
         endpoint: &'static str,
@@ -111,7 +113,9 @@ pub enum ApiError {
         source: std::io::Error,
     },
     /// The artifacts archive is larger than GitLab accepts.
-    #[error("artifacts upload: 413 Request Entity Too Large: the archive exceeds the project's maximum artifacts size")]
+    #[error(
+        "artifacts upload: 413 Request Entity Too Large: the archive exceeds the project's maximum artifacts size"
+    )]
     TooLarge,
 }
 
@@ -353,7 +357,11 @@ impl Client {
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>(Answer { status, headers, body })
+            Ok::<_, reqwest::Error>(Answer {
+                status,
+                headers,
+                body,
+            })
         }
         .await;
         let status = match &result {
@@ -422,7 +430,9 @@ impl Client {
             "info": info(),
         });
         let a = self
-            .retrying("register_runner", Backoff::DEFAULT, || self.post("/runners").json(&body))
+            .retrying("register_runner", Backoff::DEFAULT, || {
+                self.post("/runners").json(&body)
+            })
             .await?;
         match a.status {
             201 => decode("register_runner", &a),
@@ -531,7 +541,13 @@ impl Client {
 
     /// `PATCH /jobs/:id/trace` with bytes `[offset, offset + chunk.len())`. One attempt:
     /// the trace loop decides what to resend.
-    pub async fn patch_trace(&self, id: u64, job_token: &str, offset: u64, chunk: Bytes) -> Result<Patch, ApiError> {
+    pub async fn patch_trace(
+        &self,
+        id: u64,
+        job_token: &str,
+        offset: u64,
+        chunk: Bytes,
+    ) -> Result<Patch, ApiError> {
         let end = (offset + chunk.len() as u64).saturating_sub(1);
         let req = self
             .http
@@ -586,14 +602,19 @@ impl Client {
         loop {
             attempt += 1;
             let with_token = origin_of(&target) == self.origin;
-            let (content_type, body) = multipart_body(file, &opts.filename).await.map_err(|source| {
-                ApiError::File {
-                    endpoint: EP,
-                    path: file.display().to_string(),
-                    source,
-                }
-            })?;
-            let mut req = self.http.post(&target).header("Content-Type", content_type).body(body);
+            let (content_type, body) =
+                multipart_body(file, &opts.filename)
+                    .await
+                    .map_err(|source| ApiError::File {
+                        endpoint: EP,
+                        path: file.display().to_string(),
+                        source,
+                    })?;
+            let mut req = self
+                .http
+                .post(&target)
+                .header("Content-Type", content_type)
+                .body(body);
             if with_token {
                 req = req.header("JOB-TOKEN", job_token);
             }
@@ -651,11 +672,13 @@ impl Client {
             let retry = match &result {
                 Ok(a) => match a.status {
                     200 => {
-                        tokio::fs::write(dest, &a.body).await.map_err(|source| ApiError::File {
-                            endpoint: EP,
-                            path: dest.display().to_string(),
-                            source,
-                        })?;
+                        tokio::fs::write(dest, &a.body)
+                            .await
+                            .map_err(|source| ApiError::File {
+                                endpoint: EP,
+                                path: dest.display().to_string(),
+                                source,
+                            })?;
                         return Ok(a.body.len() as u64);
                     }
                     301 | 302 | 303 | 307 | 308 if redirects < 5 => {
@@ -699,7 +722,13 @@ async fn multipart_body(file: &std::path::Path, filename: &str) -> std::io::Resu
     let boundary = format!("podci-{:016x}", (jitter_fraction() * u64::MAX as f64) as u64);
     let safe_name: String = filename
         .chars()
-        .map(|c| if c == '"' || c == '\r' || c == '\n' { '_' } else { c })
+        .map(|c| {
+            if c == '"' || c == '\r' || c == '\n' {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let head = Bytes::from(format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{safe_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"

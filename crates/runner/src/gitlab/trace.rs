@@ -69,7 +69,6 @@ impl TraceBuffer {
     pub fn bytes(&self) -> &[u8] {
         &self.data
     }
-
 }
 
 /// The handle executors write a job's (already masked) output to.
@@ -145,7 +144,13 @@ pub struct JobSession {
 
 impl JobSession {
     /// A session for job `id`; `token` is the job token.
-    pub fn new(client: Client, id: u64, token: String, trace: TraceWriter, signals: JobSignals) -> JobSession {
+    pub fn new(
+        client: Client,
+        id: u64,
+        token: String,
+        trace: TraceWriter,
+        signals: JobSignals,
+    ) -> JobSession {
         JobSession {
             client,
             id,
@@ -185,7 +190,11 @@ impl JobSession {
             }
             let chunk = self.trace.slice(self.sent, MAX_PATCH);
             let n = chunk.len();
-            match self.client.patch_trace(self.id, &self.token, self.sent as u64, chunk).await? {
+            match self
+                .client
+                .patch_trace(self.id, &self.token, self.sent as u64, chunk)
+                .await?
+            {
                 Patch::Accepted {
                     size,
                     job_status,
@@ -285,7 +294,9 @@ impl JobSession {
                     attempts: 1,
                     ..Backoff::DEFAULT
                 };
-                self.client.update_job(self.id, &self.token, &final_state, once).await
+                self.client
+                    .update_job(self.id, &self.token, &final_state, once)
+                    .await
             }
             .await;
             let wait = match step {
