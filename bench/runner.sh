@@ -4,10 +4,7 @@
 # peak resident memory while the jobs run, and resident memory when idle afterwards.
 # Targets (issue 9): >= 200 jobs/s; < 30 MiB resident when idle.
 #
-# Peer: GitLab Runner itself cannot be installed here (no registry ships it). When the
-# PyPI package `gitlab-python-runner` (a Python implementation of the runner API) is
-# installed (`PEER=gitlab-python-runner`, see .ci/setup.d/50-runner.sh), the same queue
-# is served to it in the same run and the ratio is printed.
+# Peer: GitLab Runner itself cannot be installed here (no registry ships it); see below.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -42,15 +39,10 @@ start_fake() {
   url=$(cat "$work/url")
 }
 
-all_final() { curl -s "$url/_fake/summary" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["all_final"], d["by_status"])'; }
-
-wait_final() {
-  while :; do
-    s=$(all_final)
-    case "$s" in True*) echo "$s"; return;; esac
-    sleep 0.05
-  done
-}
+# Polling must cost little: curl and grep only (a python3 start per poll would steal a
+# core from the runner on a 2-core machine).
+all_final() { curl -s "$url/_fake/summary" | grep -q '"all_final":true'; }
+summary() { curl -s "$url/_fake/summary" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["by_status"])'; }
 
 # --- podci ----------------------------------------------------------------------------
 start_fake
@@ -72,34 +64,22 @@ pids+=("$podci_pid")
 peak=0
 while :; do
   r=$(rss_kib "$podci_pid"); [ "$r" -gt "$peak" ] && peak=$r
-  s=$(all_final)
-  case "$s" in True*) break;; esac
+  all_final && break
   sleep 0.05
 done
 t1=$(now)
 hwm=$(hwm_kib "$podci_pid")
 sleep 3
 idle=$(rss_kib "$podci_pid")
-kill -TERM "$podci_pid"; wait "$podci_pid" || true
-kill "$fake_pid"; wait "$fake_pid" 2>/dev/null || true
 podci_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
 podci_rate=$(python3 -c "print(f'{$JOBS / ($t1 - $t0):.1f}')")
-echo "podci run: $JOBS jobs, concurrent=$CONCURRENT: ${podci_s}s, $podci_rate jobs/s; ${s#True }"
+echo "podci run: $JOBS jobs, concurrent=$CONCURRENT: ${podci_s}s, $podci_rate jobs/s; $(summary)"
+kill -TERM "$podci_pid"; wait "$podci_pid" || true
+kill "$fake_pid"; wait "$fake_pid" 2>/dev/null || true
 echo "podci run: peak RSS $(mib "$hwm") MiB (sampled $(mib "$peak") MiB), idle RSS after the queue drained $(mib "$idle") MiB"
 
 # --- peer -----------------------------------------------------------------------------
-if [ "${PEER:-}" = "gitlab-python-runner" ] && command -v gitlab-runner.py > /dev/null 2>&1; then
-  start_fake
-  t0=$(now)
-  gitlab-runner.py --start --url "$url" --token glrt-t1_fake-runner-token > "$work/peer.log" 2>&1 &
-  peer_pid=$!
-  pids+=("$peer_pid")
-  wait_final > /dev/null
-  t1=$(now)
-  kill "$peer_pid" 2>/dev/null || true
-  peer_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
-  echo "gitlab-python-runner: $JOBS jobs: ${peer_s}s"
-  python3 -c "print(f'ratio: podci is {$peer_s / $podci_s:.1f}x faster')"
-else
-  echo "peer: none run (GitLab Runner is not installable here; set PEER=gitlab-python-runner after installing it)"
-fi
+# GitLab Runner (Go) is not in any registry this machine reaches, so no peer runs here;
+# the targets above are absolute. Compare by pointing GitLab Runner 17.x at the same
+# fake server (`fake-gitlab --jobs 1000`, token glrt-t1_fake-runner-token) elsewhere.
+echo "peer: none (GitLab Runner cannot be installed here); targets: >= 200 jobs/s, idle < 30 MiB"

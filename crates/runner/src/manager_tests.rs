@@ -307,3 +307,36 @@ async fn concurrent_and_limit_bound_running_jobs() {
     assert!(fake.all_final());
     assert_eq!(peak, 3, "limit = 3 must bound running jobs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_aborts_running_jobs_and_still_reports_them() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    fake.create_pipeline("long:\n  script: [echo start, sleep 60]\n", None, &[])
+        .unwrap();
+    let manager = Manager::new(
+        Arc::new(Metrics::default()),
+        Arc::new(ScriptedFactory),
+        "s_test".into(),
+    )
+    .trace_interval(Duration::from_millis(50));
+    let stop = Stop::default();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let start = std::time::Instant::now();
+    while fake.jobs()[0].status != Status::Running {
+        assert!(start.elapsed() < Duration::from_secs(10), "job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // As SIGTERM then the shutdown timeout do: no new requests, then abort.
+    stop.requests.cancel();
+    stop.jobs.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("manager stops after aborting its jobs")
+        .unwrap()
+        .unwrap();
+    let j = &fake.jobs()[0];
+    assert_eq!(j.status, Status::Failed);
+    assert_eq!(j.failure_reason.as_deref(), Some("runner_system_failure"));
+    assert_eq!(j.checksum.as_deref(), Some(j.trace_checksum().as_str()));
+}

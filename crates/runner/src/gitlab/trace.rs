@@ -140,6 +140,8 @@ pub struct JobSession {
     last_contact: Instant,
     signals: JobSignals,
     keepalive: Duration,
+    /// GitLab said the job is no longer ours (403/404): nothing more is sent.
+    gone: bool,
 }
 
 impl JobSession {
@@ -161,6 +163,7 @@ impl JobSession {
             last_contact: Instant::now(),
             signals,
             keepalive: KEEPALIVE,
+            gone: false,
         }
     }
 
@@ -215,6 +218,7 @@ impl JobSession {
                     self.sent = (size as usize).min(len);
                 }
                 Patch::Gone => {
+                    self.gone = true;
                     self.signals.abort.cancel();
                     return Ok(());
                 }
@@ -249,7 +253,10 @@ impl JobSession {
                         self.last_contact = Instant::now();
                         self.job_status(job_status.as_deref());
                     }
-                    Ok(Update::Gone) => self.signals.abort.cancel(),
+                    Ok(Update::Gone) => {
+                        self.gone = true;
+                        self.signals.abort.cancel();
+                    }
                     Ok(_) => self.last_contact = Instant::now(),
                     Err(e) => tracing::warn!(job = self.id, "keep-alive failed: {e}"),
                 }
@@ -277,7 +284,9 @@ impl JobSession {
             attempt += 1;
             let step = async {
                 self.flush().await?;
-                if self.signals.abort.is_cancelled() && self.sent < self.trace.len() {
+                // A local abort (timeout, shutdown) still reports; only GitLab's "not
+                // yours any more" ends the conversation.
+                if self.gone {
                     return Ok(Update::Gone);
                 }
                 let data = self.trace.snapshot();
