@@ -1,6 +1,6 @@
 # podci exec: the shell executor's tests need git and bash; bench/exec.sh compares with
-# gitlab-ci-local@4.70.1 (npm), installed into a private prefix (not on PATH).
-apt_install git bash
+# gitlab-ci-local@4.70.1 (npm, needs rsync), installed into a private prefix (not on PATH).
+apt_install git bash rsync
 GCL_DIR=${GCL_DIR:-/var/tmp/podci-bench/gitlab-ci-local}
 if [ ! -x "$GCL_DIR/node_modules/.bin/gitlab-ci-local" ]; then
   command -v npm >/dev/null 2>&1 || apt_install npm

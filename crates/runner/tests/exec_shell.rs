@@ -247,12 +247,64 @@ test:
     - cat out/bin.txt > $MARK_DIR/got
     - echo "$VERSION" >> $MARK_DIR/got
     - test -f src.txt
+    - test "$CI_PROJECT_DIR" = "$(pwd)"
 "#,
         &[("src.txt", "source\n")],
     );
     let (out, text) = p.exec(&[]);
     assert!(out.status.success(), "{text}");
     assert_eq!(lines(&p.mark("got")), vec!["built-bits", "1.2.3"]);
+}
+
+#[test]
+fn a_project_in_a_subdirectory_gets_its_own_files() {
+    let p = Project::new(
+        "root:\n  script: [exit 1]\n",
+        &[
+            (
+                "app/.gitlab-ci.yml",
+                "check:\n  script: [test -f lib/code.txt, test ! -e app, touch $MARK_DIR/ok]\n",
+            ),
+            ("app/lib/code.txt", "code\n"),
+        ],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_podci"))
+        .args(["exec", "--plain", "--variable"])
+        .arg(format!("MARK_DIR={}", p.state.path().display()))
+        .arg("-C")
+        .arg(p.path().join("app"))
+        .arg("--cache-dir")
+        .arg(p.state.path().join("cache"))
+        .arg("--work-dir")
+        .arg(p.state.path().join("work"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(p.mark("ok").exists(), "{text}");
+}
+
+#[test]
+fn with_dirty_adds_uncommitted_changes() {
+    let p = Project::new(
+        "see:\n  script: [cat tracked.txt > $MARK_DIR/seen, ls > $MARK_DIR/ls]\n",
+        &[("tracked.txt", "committed\n"), ("gone.txt", "x\n")],
+    );
+    std::fs::write(p.path().join("tracked.txt"), "edited\n").unwrap();
+    std::fs::write(p.path().join("new.txt"), "new\n").unwrap();
+    std::fs::remove_file(p.path().join("gone.txt")).unwrap();
+    let (out, text) = p.exec(&[]);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(lines(&p.mark("seen")), vec!["committed"]);
+    assert!(lines(&p.mark("ls")).contains(&"gone.txt".to_string()));
+    let (out, text) = p.exec(&["--with-dirty"]);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(lines(&p.mark("seen")), vec!["edited"]);
+    let ls = lines(&p.mark("ls"));
+    assert!(
+        ls.contains(&"new.txt".to_string()) && !ls.contains(&"gone.txt".to_string()),
+        "{ls:?}"
+    );
 }
 
 #[test]

@@ -3,12 +3,14 @@
 //! understands works). Outside a repository everything falls back to GitLab-like
 //! defaults so that a plain directory still runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What git says about the project directory.
 #[derive(Debug, Clone, Default)]
 pub struct Repo {
+    /// The repository's top directory.
+    pub toplevel: PathBuf,
     /// The project directory relative to `toplevel` (empty or ending in `/`).
     pub prefix: String,
     /// `HEAD`'s commit, `None` in a repository without commits.
@@ -48,7 +50,8 @@ pub fn git(dir: &Path, args: &[&str]) -> Option<String> {
 /// Reads the repository that contains `dir`; `None` outside any repository or without git.
 pub fn read(dir: &Path) -> Option<Repo> {
     // Fails outside a repository (or without git): then there is no repository.
-    let prefix = git(dir, &["rev-parse", "--show-prefix"])?;
+    let toplevel = PathBuf::from(git(dir, &["rev-parse", "--show-toplevel"])?);
+    let prefix = git(dir, &["rev-parse", "--show-prefix"]).unwrap_or_default();
     let sha = git(dir, &["rev-parse", "--verify", "-q", "HEAD"]);
     let before_sha = sha
         .as_ref()
@@ -77,6 +80,7 @@ pub fn read(dir: &Path) -> Option<Repo> {
     .or_else(|| git(dir, &["config", "init.defaultBranch"]))
     .unwrap_or_else(|| "main".to_string());
     Some(Repo {
+        toplevel,
         prefix,
         sha,
         before_sha,

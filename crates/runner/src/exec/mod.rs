@@ -413,6 +413,8 @@ struct JobRecord {
     duration: Option<Duration>,
     log: Option<PathBuf>,
     outcome: Option<JobOutcome>,
+    /// The job's last attempt stored artifacts (files or dotenv variables).
+    has_artifacts: bool,
 }
 
 fn next_pipeline_id(logs: &Path) -> u64 {
@@ -555,7 +557,7 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
                     }
                 };
             // Job ids repeat between runs (1, 2, ...); the artifact store is per run.
-            mark_artifacts(&mut payload, &artifacts, &records).await;
+            mark_artifacts(&mut payload, &records);
             let token = root.child_token();
             tokens.insert(job.clone(), token.clone());
             let log = logs.join(format!("{}.log", file_name(&job)));
@@ -594,7 +596,14 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
                     Err(e) => anyhow::bail!("a job task failed: {e}"),
                 };
                 tokens.remove(&job);
+                // One manifest read per finished job, not one per dependent.
+                let id = plan.eval.job(&job).map_or(0, |j| j.id);
+                let has_artifacts = matches!(
+                    artifacts.manifest(id).await,
+                    Ok(Some(m)) if m.archive.is_some() || !m.dotenv.is_empty()
+                );
                 let rec = records.entry(job.clone()).or_default();
+                rec.has_artifacts = has_artifacts;
                 rec.duration = Some(took);
                 rec.log = Some(log);
                 rec.outcome = Some(outcome.clone());
@@ -699,18 +708,9 @@ fn cancel_all(
 }
 
 /// Marks the dependencies that stored artifacts in this run, so the job downloads them.
-async fn mark_artifacts(
-    payload: &mut JobPayload,
-    artifacts: &podci_cache::Artifacts,
-    records: &HashMap<String, JobRecord>,
-) {
+fn mark_artifacts(payload: &mut JobPayload, records: &HashMap<String, JobRecord>) {
     for d in &mut payload.dependencies {
-        if !records.get(&*d.name).is_some_and(|r| r.outcome.is_some()) {
-            continue;
-        }
-        if let Ok(Some(m)) = artifacts.manifest(d.id).await
-            && (m.archive.is_some() || !m.dotenv.is_empty())
-        {
+        if records.get(&*d.name).is_some_and(|r| r.has_artifacts) {
             d.artifacts_file = Some(ArtifactsFile {
                 filename: "artifacts.tar.zst".into(),
                 size: 0,

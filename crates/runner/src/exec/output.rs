@@ -31,9 +31,13 @@ impl Display {
     /// A line that is not a job's (start, finish, summary).
     pub fn note(&self, line: &str) {
         match &self.live {
-            Some(mp) => {
-                let _ = mp.println(line);
-            }
+            // Bars are cleared while the line is printed, then drawn again below it.
+            Some(mp) => mp.suspend(|| {
+                if let Ok(mut o) = self.out.lock() {
+                    let _ = writeln!(o, "{line}");
+                    let _ = o.flush();
+                }
+            }),
             None => {
                 if let Ok(mut o) = self.out.lock() {
                     let _ = writeln!(o, "{line}");

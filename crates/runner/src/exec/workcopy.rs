@@ -19,9 +19,11 @@ pub fn snapshot(project: &Path, repo: Option<&Repo>, with_dirty: bool, dest: &Pa
         return copy_tree(project, dest, true);
     };
     let tree = format!("HEAD:{}", repo.prefix);
+    // From the top directory: in a subdirectory git archive would keep only the paths
+    // below the current directory *inside* the tree, i.e. nothing.
     let out = Command::new("git")
         .arg("-C")
-        .arg(project)
+        .arg(&repo.toplevel)
         .args(["archive", "--format=tar", &tree])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -42,8 +44,15 @@ pub fn snapshot(project: &Path, repo: Option<&Repo>, with_dirty: bool, dest: &Pa
     archive.unpack(dest)?;
     if with_dirty {
         if let Some(list) = git::git(project, &["ls-files", "-m", "-o", "--exclude-standard"]) {
-            for rel in list.lines().filter(|l| !l.is_empty()) {
+            for rel in list
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with(".podci/logs/"))
+            {
                 let from = project.join(rel);
+                // `-m` also lists deleted files; those are removed below.
+                if std::fs::symlink_metadata(&from).is_err() {
+                    continue;
+                }
                 let to = dest.join(rel);
                 if let Some(parent) = to.parent() {
                     std::fs::create_dir_all(parent)?;

@@ -372,6 +372,21 @@ async fn run_stages(
             return failed(FailureReason::RunnerSystemFailure, None);
         }
     }
+    // Variables only the runner knows, as GitLab Runner sets them.
+    let (project_dir, _) = executor.script_dirs(dirs);
+    let builds_dir = Path::new(&project_dir)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (key, value) in [("CI_PROJECT_DIR", project_dir), ("CI_BUILDS_DIR", builds_dir)] {
+        payload.variables.retain(|v| v.key != key);
+        payload.variables.push(JobVariable {
+            key: key.into(),
+            value,
+            public: true,
+            ..JobVariable::default()
+        });
+    }
     let mut session = match executor.prepare(payload, dirs).await {
         Ok(s) => s,
         Err(e) => {
