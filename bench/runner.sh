@@ -32,7 +32,7 @@ mib() { python3 -c "print(f'{$1/1024:.1f}')"; }
 
 start_fake() {
   rm -f "$work/url"
-  "$fake" --jobs "$JOBS" --url-file "$work/url" > /dev/null &
+  "$fake" --jobs "${1:-$JOBS}" --url-file "$work/url" > /dev/null &
   fake_pid=$!
   pids+=("$fake_pid")
   for _ in $(seq 100); do [ -s "$work/url" ] && break; sleep 0.05; done
@@ -45,7 +45,7 @@ all_final() { curl -s "$url/_fake/summary" | grep -q '"all_final":true'; }
 summary() { curl -s "$url/_fake/summary" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["by_status"])'; }
 
 # --- podci ----------------------------------------------------------------------------
-start_fake
+write_config() {
 cat > "$work/config.toml" <<EOF
 concurrent = $CONCURRENT
 check_interval = 1
@@ -57,6 +57,20 @@ executor = "shell"
 request_concurrency = 16
 builds_dir = "$work/builds"
 EOF
+}
+# Idle before any job: an empty queue, polled every check_interval.
+start_fake 0
+write_config
+RUST_LOG=error "$podci" run --config "$work/config.toml" > /dev/null 2>&1 &
+idle_pid=$!
+pids+=("$idle_pid")
+sleep 3
+idle0=$(rss_kib "$idle_pid")
+kill -TERM "$idle_pid"; wait "$idle_pid" || true
+kill "$fake_pid"; wait "$fake_pid" 2>/dev/null || true
+
+start_fake
+write_config
 t0=$(now)
 RUST_LOG=error "$podci" run --config "$work/config.toml" > /dev/null 2>&1 &
 podci_pid=$!
@@ -76,7 +90,8 @@ podci_rate=$(python3 -c "print(f'{$JOBS / ($t1 - $t0):.1f}')")
 echo "podci run: $JOBS jobs, concurrent=$CONCURRENT: ${podci_s}s, $podci_rate jobs/s; $(summary)"
 kill -TERM "$podci_pid"; wait "$podci_pid" || true
 kill "$fake_pid"; wait "$fake_pid" 2>/dev/null || true
-echo "podci run: peak RSS $(mib "$hwm") MiB (sampled $(mib "$peak") MiB), idle RSS after the queue drained $(mib "$idle") MiB"
+echo "podci run: idle RSS before any job $(mib "$idle0") MiB; peak RSS $(mib "$hwm") MiB (sampled $(mib "$peak") MiB); idle RSS after the queue drained $(mib "$idle") MiB"
+echo "load average during the run (other processes share these $(nproc) cores): $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- peer -----------------------------------------------------------------------------
 # GitLab Runner (Go) is not in any registry this machine reaches, so no peer runs here;

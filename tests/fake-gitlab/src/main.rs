@@ -51,12 +51,12 @@ fn main() -> anyhow::Result<()> {
         let fake = FakeGitlab::start_on(&args.listen, opts).await?;
         let yaml = match (&args.ci_file, args.jobs) {
             (Some(p), _) => Some(std::fs::read_to_string(p)?),
+            (None, Some(0)) | (None, None) => None,
             (None, Some(n)) => Some(
                 (0..n)
                     .map(|i| format!("job{i}:\n  script: echo job {i}\n"))
                     .collect::<String>(),
             ),
-            (None, None) => None,
         };
         if let Some(y) = yaml {
             fake.create_pipeline(&y, args.repo.as_deref(), &[])?;
