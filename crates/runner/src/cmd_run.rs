@@ -1,7 +1,7 @@
 //! `podci run`: take jobs from GitLab as GitLab Runner's `run` does, with the same
 //! `config.toml`.
 //!
-//! Owns the process around the [`Manager`](crate::manager::Manager): logging, the
+//! Owns the process around the `Manager`: logging, the
 //! `/metrics` + `/health` server, signals (SIGTERM/SIGINT: stop requesting, finish jobs
 //! within `shutdown_timeout`, then abort them; a second SIGINT/SIGTERM aborts at once;
 //! SIGQUIT: stop requesting and let jobs finish; SIGHUP: reload), and reloading the

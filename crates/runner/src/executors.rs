@@ -1,6 +1,6 @@
 //! Which executor runs a runner's jobs: the seam between the job manager and the
 //! executors (`executor/`: shell; podci-k8s: kubernetes, not wired yet). The manager only
-//! sees [`Executor`](crate::manager::Executor); this module adapts the executor layer's
+//! sees `manager::Executor`; this module adapts the executor layer's
 //! `run_job` to it and supplies what a job from GitLab needs that a local pipeline does
 //! not: sources cloned from `payload.git_info`, and artifacts moved through GitLab's
 //! artifacts API.

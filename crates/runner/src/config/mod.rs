@@ -101,7 +101,7 @@ pub struct SessionServer {
 /// `[runners.cache.s3]`. `SecretKey` is a secret: it is kept out of `Debug`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Config {
-    /// `ServerAddress` (host[:port], no scheme).
+    /// `ServerAddress` (`host[:port]`, no scheme).
     pub server_address: String,
     /// `AccessKey`.
     pub access_key: String,
