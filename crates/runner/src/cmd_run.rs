@@ -104,8 +104,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let system_id = system_id(&args.config)?;
+    // Blocking threads (file I/O, archives) exit 1 s after their last task rather than
+    // tokio's 10 s: an idle runner should give their stacks back promptly.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_keep_alive(Duration::from_secs(1))
         .enable_all()
         .build()?;
     rt.block_on(serve(args, config, system_id))?;
