@@ -18,11 +18,19 @@ mod cmd_exec;
 mod cmd_image;
 mod cmd_lint;
 mod cmd_preview;
+mod cmd_register;
+mod cmd_run;
+mod cmd_verify;
+mod config;
 mod exec;
+mod executors;
 // Shared with `podci run` (jobs from GitLab); not every item is used by `podci exec`.
 #[allow(dead_code)]
 mod executor;
 mod files;
+mod gitlab;
+mod manager;
+mod metrics;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +57,16 @@ enum Command {
     Artifacts(cmd_artifacts::Args),
     /// Serve the browser pipeline previewer and a .gitlab-ci.yml on 127.0.0.1.
     Preview(cmd_preview::Args),
+    /// Take jobs from GitLab and run them (GitLab Runner's `run`, same config.toml).
+    Run(cmd_run::Args),
+    /// Add a runner to config.toml with a runner or registration token.
+    Register(cmd_register::Args),
+    /// Check the runners in config.toml against GitLab.
+    Verify(cmd_verify::VerifyArgs),
+    /// Remove runners from GitLab and config.toml.
+    Unregister(cmd_verify::UnregisterArgs),
+    /// List the runners in config.toml.
+    List(cmd_verify::ListArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +78,11 @@ fn main() -> ExitCode {
         Command::Cache(args) => cmd_cache::run(args),
         Command::Artifacts(args) => cmd_artifacts::run(args),
         Command::Preview(args) => cmd_preview::run(args),
+        Command::Run(args) => cmd_run::run(args),
+        Command::Register(args) => cmd_register::run(args),
+        Command::Verify(args) => cmd_verify::verify(args),
+        Command::Unregister(args) => cmd_verify::unregister(args),
+        Command::List(args) => cmd_verify::list(args),
     };
     match result {
         Ok(code) => code,

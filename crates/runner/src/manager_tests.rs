@@ -1,0 +1,342 @@
+//! The manager and the GitLab client against the fake GitLab server (in-process), with a
+//! scripted stand-in executor: these tests exercise the API protocol (two-phase commit,
+//! trace patches, 416/412/202, drops, retries, cancel, timeouts), not job execution.
+
+use super::*;
+use crate::config::{ExecutorKind, RunnerConfig};
+use podci_fake_gitlab::{FakeGitlab, Options, Status};
+use podci_model::mask::Masker;
+
+/// Interprets `echo WORDS`, `exit N` and `sleep SECS` lines; output goes through the
+/// job's masker as a real executor's does.
+struct Scripted;
+
+fn expand(payload: &JobPayload, s: &str) -> String {
+    let mut out = s.to_string();
+    // Longest names first so that $AB is not replaced as $A + "B".
+    let mut vars: Vec<_> = payload.variables.iter().collect();
+    vars.sort_by_key(|v| std::cmp::Reverse(v.key.len()));
+    for v in vars {
+        out = out.replace(&format!("${}", v.key), &v.value);
+    }
+    out
+}
+
+impl Executor for Scripted {
+    fn run(&self, req: ExecRequest) -> BoxFuture<Outcome> {
+        Box::pin(async move {
+            let mut masker = Masker::for_job(&req.payload);
+            let mut emit = |s: &str| req.trace.write(&masker.write(s.as_bytes()));
+            let mut result = Outcome::Success;
+            let script = req
+                .payload
+                .steps
+                .iter()
+                .find(|s| s.name == "script")
+                .map(|s| s.script.clone())
+                .unwrap_or_default();
+            for line in script {
+                emit(&format!("$ {line}\n"));
+                let line = expand(&req.payload, &line);
+                if let Some(rest) = line.strip_prefix("echo ") {
+                    emit(&format!("{rest}\n"));
+                } else if let Some(code) = line.strip_prefix("exit ") {
+                    result = Outcome::Failed {
+                        reason: "script_failure".into(),
+                        exit_code: code.trim().parse().ok(),
+                    };
+                    break;
+                } else if let Some(secs) = line.strip_prefix("sleep ") {
+                    let d = Duration::from_secs_f64(secs.trim().parse().unwrap_or(0.0));
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = req.signals.canceling.cancelled() => {
+                            emit("canceled\n");
+                            result = Outcome::Failed { reason: "script_failure".into(), exit_code: Some(143) };
+                            break;
+                        }
+                        _ = req.signals.abort.cancelled() => {
+                            result = Outcome::Failed { reason: "script_failure".into(), exit_code: Some(137) };
+                            break;
+                        }
+                    }
+                }
+            }
+            let rest = masker.finish();
+            req.trace.write(&rest);
+            result
+        })
+    }
+}
+
+struct ScriptedFactory;
+
+impl ExecutorFactory for ScriptedFactory {
+    fn executor(&self, _runner: &RunnerConfig) -> Result<Arc<dyn Executor>, String> {
+        Ok(Arc::new(Scripted))
+    }
+}
+
+fn config(url: &str, concurrent: usize, output_limit: usize) -> Config {
+    Config {
+        concurrent,
+        check_interval: 1,
+        runners: vec![RunnerConfig {
+            name: "test".into(),
+            url: url.into(),
+            token: "glrt-t1_fake-runner-token".into(),
+            executor: ExecutorKind::Shell,
+            request_concurrency: 4,
+            output_limit,
+            ..RunnerConfig::default()
+        }],
+        ..Config::default()
+    }
+}
+
+/// Runs the manager until every job on `fake` is final (or `limit` passes).
+async fn run_until_done(fake: &FakeGitlab, cfg: Config, limit: Duration) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::default());
+    let manager = Manager::new(metrics.clone(), Arc::new(ScriptedFactory), "s_test".into())
+        .trace_interval(Duration::from_millis(50));
+    let stop = Stop::default();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(manager.run(cfg, rx, stop.clone()));
+    let done = fake.wait_all_final(limit).await;
+    stop.requests.cancel();
+    let finished = tokio::time::timeout(Duration::from_secs(60), task).await;
+    assert!(done, "not every job reached a final state within {limit:?}");
+    assert!(matches!(finished, Ok(Ok(Ok(())))), "manager did not stop cleanly");
+    metrics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_stage_pipeline_with_masked_variable() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    let yaml = "stages: [build, image, deploy]\n\
+        package:\n  stage: build\n  script:\n    - echo building with $DEPLOY_TOKEN\n\
+        build-image:\n  stage: image\n  script: [echo pushing]\n\
+        deploy:\n  stage: deploy\n  script: [echo deploying]\n";
+    fake.create_pipeline(yaml, None, &[("DEPLOY_TOKEN", "s3cr3t-deploy-value", true)])
+        .unwrap();
+    let metrics = run_until_done(&fake, config(fake.url(), 5, 4096), Duration::from_secs(30)).await;
+    let jobs = fake.jobs();
+    assert_eq!(jobs.len(), 3);
+    for j in &jobs {
+        assert_eq!(j.status, Status::Success, "{}", j.name);
+        assert_eq!(j.final_recorded, 1);
+        assert_eq!(j.checksum.as_deref(), Some(j.trace_checksum().as_str()));
+    }
+    let package = String::from_utf8(jobs[0].trace.clone()).unwrap();
+    assert_eq!(
+        package,
+        "$ echo building with $DEPLOY_TOKEN\nbuilding with [MASKED]\n"
+    );
+    // Stages ran in order: each job was handed out only after the previous one ended.
+    assert!(
+        metrics
+            .render()
+            .contains("endpoint=\"patch_trace\",status=\"202\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliability_1000_jobs_with_20_percent_injected_failures() {
+    let fake = FakeGitlab::start(Options {
+        fault_rate: 0.2,
+        seed: 20261128,
+        ack_timeout: Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut yaml = String::new();
+    for i in 0..1000 {
+        if i % 10 == 3 {
+            yaml.push_str(&format!("job{i}:\n  script: [echo job {i}, exit 3]\n"));
+        } else {
+            yaml.push_str(&format!(
+                "job{i}:\n  script: [echo job {i}, echo line two of {i}]\n"
+            ));
+        }
+    }
+    fake.create_pipeline(&yaml, None, &[]).unwrap();
+    run_until_done(&fake, config(fake.url(), 50, 4096), Duration::from_secs(240)).await;
+    let jobs = fake.jobs();
+    assert_eq!(jobs.len(), 1000);
+    for j in &jobs {
+        let i: usize = j.name.trim_start_matches("job").parse().unwrap();
+        assert_eq!(
+            j.final_recorded, 1,
+            "{} recorded {} times",
+            j.name, j.final_recorded
+        );
+        assert_eq!(
+            j.checksum.as_deref(),
+            Some(j.trace_checksum().as_str()),
+            "{}",
+            j.name
+        );
+        let trace = String::from_utf8(j.trace.clone()).unwrap();
+        if i % 10 == 3 {
+            assert_eq!(j.status, Status::Failed, "{}", j.name);
+            assert_eq!(j.exit_code, Some(3));
+            assert_eq!(j.failure_reason.as_deref(), Some("script_failure"));
+            assert_eq!(trace, format!("$ echo job {i}\njob {i}\n$ exit 3\n"));
+        } else {
+            assert_eq!(j.status, Status::Success, "{}", j.name);
+            assert_eq!(
+                trace,
+                format!("$ echo job {i}\njob {i}\n$ echo line two of {i}\nline two of {i}\n")
+            );
+        }
+    }
+    let injected = fake.injected();
+    let total: u64 = injected.values().sum();
+    eprintln!(
+        "{} API calls, {total} injected faults: {injected:?}",
+        fake.calls()
+    );
+    assert!(total as f64 >= fake.calls() as f64 * 0.15, "{injected:?}");
+    for kind in [
+        "DropAfter",
+        "DropBefore",
+        "Status500",
+        "TooMany429",
+        "Rewind416",
+        "Precondition412",
+        "Accepted202",
+    ] {
+        assert!(
+            injected.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} injected: {injected:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_runs_to_a_canceled_state() {
+    let fake = FakeGitlab::start(Options {
+        trace_interval: 1,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    fake.create_pipeline("slow:\n  script: [echo start, sleep 60, echo never]\n", None, &[])
+        .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let manager = Manager::new(metrics, Arc::new(ScriptedFactory), "s_test".into())
+        .trace_interval(Duration::from_millis(50));
+    let stop = Stop::default();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    // Wait until it runs and its first line arrived, then cancel.
+    let start = std::time::Instant::now();
+    while !fake.jobs()[0].trace.starts_with(b"$ echo start") {
+        assert!(start.elapsed() < Duration::from_secs(10), "job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.cancel(fake.jobs()[0].id);
+    assert!(fake.wait_all_final(Duration::from_secs(10)).await);
+    stop.requests.cancel();
+    task.await.unwrap().unwrap();
+    let j = &fake.jobs()[0];
+    assert_eq!(j.status, Status::Canceled);
+    let trace = String::from_utf8_lossy(&j.trace).into_owned();
+    assert!(
+        trace.ends_with("canceled\n") && !trace.contains("never"),
+        "{trace}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_limit_and_timeout() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    let long = "x".repeat(300);
+    let yaml = format!(
+        "big:\n  script: [echo {long}, echo {long}, echo {long}, echo {long}]\n\
+         slow:\n  timeout: 1s\n  script: [sleep 30]\n"
+    );
+    fake.create_pipeline(&yaml, None, &[]).unwrap();
+    run_until_done(&fake, config(fake.url(), 2, 1), Duration::from_secs(30)).await;
+    let jobs = fake.jobs();
+    let big = String::from_utf8_lossy(&jobs[0].trace).into_owned();
+    assert_eq!(jobs[0].status, Status::Success);
+    assert!(
+        big.ends_with("\n\x1b[33;1mJob's log exceeded limit of 1024 bytes.\nJob execution will continue but no more output will be collected.\x1b[0;m\n"),
+        "{big}"
+    );
+    assert!(jobs[0].trace.len() < 1024 + 200);
+    assert_eq!(jobs[1].status, Status::Failed);
+    assert_eq!(jobs[1].failure_reason.as_deref(), Some("job_execution_timeout"));
+    let slow = String::from_utf8_lossy(&jobs[1].trace).into_owned();
+    assert!(
+        slow.contains("ERROR: Job failed: execution took longer than 1 seconds"),
+        "{slow}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_and_limit_bound_running_jobs() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    let yaml: String = (0..12)
+        .map(|i| format!("j{i}:\n  script: [sleep 0.3]\n"))
+        .collect();
+    fake.create_pipeline(&yaml, None, &[]).unwrap();
+    let mut cfg = config(fake.url(), 10, 4096);
+    cfg.runners[0].limit = 3;
+    let metrics = Arc::new(Metrics::default());
+    let manager = Manager::new(metrics.clone(), Arc::new(ScriptedFactory), "s_test".into())
+        .trace_interval(Duration::from_millis(50));
+    let stop = Stop::default();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(manager.run(cfg, rx, stop.clone()));
+    let mut peak = 0;
+    let start = std::time::Instant::now();
+    while !fake.all_final() && start.elapsed() < Duration::from_secs(30) {
+        let running = fake
+            .jobs()
+            .iter()
+            .filter(|j| matches!(j.status, Status::Running | Status::Assigned))
+            .count();
+        peak = peak.max(running);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.requests.cancel();
+    task.await.unwrap().unwrap();
+    assert!(fake.all_final());
+    assert_eq!(peak, 3, "limit = 3 must bound running jobs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_aborts_running_jobs_and_still_reports_them() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    fake.create_pipeline("long:\n  script: [echo start, sleep 60]\n", None, &[])
+        .unwrap();
+    let manager = Manager::new(
+        Arc::new(Metrics::default()),
+        Arc::new(ScriptedFactory),
+        "s_test".into(),
+    )
+    .trace_interval(Duration::from_millis(50));
+    let stop = Stop::default();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let start = std::time::Instant::now();
+    while fake.jobs()[0].status != Status::Running {
+        assert!(start.elapsed() < Duration::from_secs(10), "job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // As SIGTERM then the shutdown timeout do: no new requests, then abort.
+    stop.requests.cancel();
+    stop.jobs.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("manager stops after aborting its jobs")
+        .unwrap()
+        .unwrap();
+    let j = &fake.jobs()[0];
+    assert_eq!(j.status, Status::Failed);
+    assert_eq!(j.failure_reason.as_deref(), Some("runner_system_failure"));
+    assert_eq!(j.checksum.as_deref(), Some(j.trace_checksum().as_str()));
+}
