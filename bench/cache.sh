@@ -136,8 +136,11 @@ for round in $(seq 1 "$RUNS"); do
   echo "::: pull round $round/$RUNS"
   rm -rf "$WORK/restore-"*
   mkdir -p "$WORK/restore-podci" "$WORK/restore-tar" "$WORK/restore-zip"
-  # Flush earlier writes first so no side pays for another's writeback.
-  sync
+  # Flush earlier writes first so no side pays for another's writeback. Then wait:
+  # ext4 (without a journal, as here) skips inodes deleted in the last few seconds when
+  # it allocates new ones, reading inode tables to find them; the first restore after
+  # an `rm -rf` of 28,000 files spent most of its time there (perf: recently_deleted).
+  sync; sleep 6
   timed pull "$PODCI" cache pull --store "$STORE" --key maven --project-dir "$WORK/restore-podci"
   sync
   timed untar-zstd untarz
