@@ -18,7 +18,7 @@ fn header(size: usize, mode: u32, mtime: u64) -> tar::Header {
 /// Bytes that differ at every offset, so a chunk written at the wrong place shows.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[(i % 4)] ^ seed)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
         .collect()
 }
 
