@@ -101,8 +101,8 @@ timed() {
 tarz() { (cd "$TREE" && tar -cf - .m2/repository | zstd -q -f -T0 -3 -o "$WORK/out/cache.tar.zst"); }
 tarzd() { (cd "$TREE" && tar -cf - .m2/repository | zstd -q -T0 -3 -c | dd of="$WORK/out/durable.tar.zst" bs=1M conv=fsync status=none); }
 zipit() { rm -f "$WORK/out/cache.zip"; (cd "$TREE" && zip -r -q -y "$WORK/out/cache.zip" .m2/repository); }
-untarz() { zstd -q -d -c "$WORK/out/cache.tar.zst" | tar -x -C "$WORK/restore-tar"; }
-unzipit() { unzip -q "$WORK/out/cache.zip" -d "$WORK/restore-zip"; }
+untarz() { zstd -q -d -c "$WORK/out/cache.tar.zst" | tar -x -C "$WORK/restore-$round-tar"; }
+unzipit() { unzip -q "$WORK/out/cache.zip" -d "$WORK/restore-$round-zip"; }
 push() { "$PODCI" cache push "$@" --key maven --path .m2/repository --project-dir "$TREE"; }
 
 STORE=$WORK/store
@@ -132,18 +132,24 @@ SIZE_L3=$(du -b "$WORK/store-level3/blobs" | tail -1 | cut -f1)
 SIZE_TARZ=$(stat -c %s "$WORK/out/cache.tar.zst")
 SIZE_ZIP=$(stat -c %s "$WORK/out/cache.zip")
 
+# Every pull restores into a directory never used before: ext4 (without a journal, as
+# here) skips inodes deleted in the last seconds when it allocates new ones, reading
+# inode tables to find them, so a restore right after an `rm -rf` of 28,000 files
+# measures the filesystem (perf: recently_deleted), not the tool. Old restores were
+# removed before the pushes, long before any pull. The side going first alternates.
+pull_podci() { timed pull "$PODCI" cache pull --store "$STORE" --key maven --project-dir "$WORK/restore-$round-podci"; }
 for round in $(seq 1 "$RUNS"); do
   echo "::: pull round $round/$RUNS"
-  rm -rf "$WORK/restore-"*
-  mkdir -p "$WORK/restore-podci" "$WORK/restore-tar" "$WORK/restore-zip"
-  # Flush earlier writes first so no side pays for another's writeback. Then wait:
-  # ext4 (without a journal, as here) skips inodes deleted in the last few seconds when
-  # it allocates new ones, reading inode tables to find them; the first restore after
-  # an `rm -rf` of 28,000 files spent most of its time there (perf: recently_deleted).
-  sync; sleep 6
-  timed pull "$PODCI" cache pull --store "$STORE" --key maven --project-dir "$WORK/restore-podci"
+  mkdir -p "$WORK/restore-$round-podci" "$WORK/restore-$round-tar" "$WORK/restore-$round-zip"
+  # Flush earlier writes first so no side pays for another's writeback.
   sync
-  timed untar-zstd untarz
+  if [ $((round % 2)) -eq 1 ]; then
+    pull_podci; sync
+    timed untar-zstd untarz
+  else
+    timed untar-zstd untarz; sync
+    pull_podci
+  fi
   if [ "$round" -le "$ZIP_RUNS" ]; then
     sync
     timed unzip unzipit
@@ -151,7 +157,7 @@ for round in $(seq 1 "$RUNS"); do
 done
 
 # the restore must have the same content as the source
-if ! diff -r "$TREE/.m2/repository" "$WORK/restore-podci/.m2/repository" >/dev/null; then
+if ! diff -r "$TREE/.m2/repository" "$WORK/restore-1-podci/.m2/repository" >/dev/null; then
   echo "ERROR: podci restore differs from the source"; exit 1
 fi
 
