@@ -258,12 +258,15 @@ impl Cache {
         let dir = project_dir.to_path_buf();
         let (write, spool_path) = (self.write, spool.path().to_path_buf());
         let durable = self.store.durable();
+        // GitLab Runner's layout has no digest to check on pull: keep zstd's checksum there.
+        let frame_checksum = self.layout == Layout::GitlabRunner;
         let entries = collected.files;
         let (digest, stats) = tokio::task::spawn_blocking(move || -> Result<(String, Stats)> {
             match format {
                 Format::TarZstd => {
                     let out = archive::ThreadedHashWriter::new(file, durable);
-                    let (out, stats) = archive::write_tar_zst(&dir, &entries, out, write)?;
+                    let (out, stats) =
+                        archive::write_tar_zst_checked(&dir, &entries, out, write, frame_checksum)?;
                     let (digest, _) = out.finish().map_err(io("write", &spool_path))?;
                     Ok((digest, stats))
                 }

@@ -23,6 +23,7 @@ pub mod archive;
 pub mod artifacts;
 pub mod cache;
 pub mod error;
+mod file_pool;
 pub mod key;
 pub mod paths;
 pub mod store;
