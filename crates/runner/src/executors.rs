@@ -28,9 +28,19 @@ struct Factory;
 impl ExecutorFactory for Factory {
     fn executor(&self, runner: &RunnerConfig) -> Result<Arc<dyn Executor>, String> {
         match runner.executor {
-            ExecutorKind::Shell => Ok(Arc::new(Shell {
-                exec: Arc::new(ShellExecutor::detect()),
-            })),
+            // `shell` as GitLab Runner has it: bash or sh (PowerShell is not offered).
+            ExecutorKind::Shell => {
+                let exec = match runner.shell.as_deref() {
+                    None => ShellExecutor::detect(),
+                    Some(s @ ("bash" | "sh")) => ShellExecutor::with_program(s),
+                    Some(other) => {
+                        return Err(format!(
+                            "shell = {other:?} is not supported by podci; use bash or sh"
+                        ));
+                    }
+                };
+                Ok(Arc::new(Shell { exec: Arc::new(exec) }))
+            }
             // The seam for podci-k8s: an adapter like `Shell` over its Pod executor,
             // built from `runner.kubernetes` (kept raw for its own parser).
             ExecutorKind::Kubernetes => {

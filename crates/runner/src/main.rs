@@ -23,10 +23,8 @@ mod cmd_run;
 mod cmd_verify;
 mod config;
 mod exec;
-mod executors;
-// Shared with `podci run` (jobs from GitLab); not every item is used by `podci exec`.
-#[allow(dead_code)]
 mod executor;
+mod executors;
 mod files;
 mod gitlab;
 mod manager;
