@@ -802,7 +802,7 @@ mod build {
                 ("CI_JOB_STARTED_AT", started_at, true, false),
                 ("CI_REGISTRY_USER", "gitlab-ci-token".into(), true, false),
                 ("CI_REGISTRY_PASSWORD", token.to_string(), false, true),
-                ("CI_REPOSITORY_URL", repository_url, false, false),
+                ("CI_REPOSITORY_URL", repository_url.clone(), false, false),
                 ("CI_DEPENDENCY_PROXY_USER", "gitlab-ci-token".into(), true, false),
                 ("CI_DEPENDENCY_PROXY_PASSWORD", token.to_string(), false, true),
             ];
@@ -826,6 +826,14 @@ mod build {
                     });
                 }
             }
+            // `Ci::BuildRunnerPresenter#git_depth`: the job's GIT_DEPTH (Ruby's `to_i`), else
+            // the project's default depth.
+            let git_depth = job_vars
+                .iter()
+                .find(|v| v.key == "GIT_DEPTH")
+                .map_or(DEFAULT_GIT_DEPTH, |v| {
+                    ruby_to_i(&v.value).clamp(0, i64::from(u32::MAX)) as u32
+                });
             for v in job_vars {
                 variables.push(JobVariable {
                     key: v.key.clone(),
@@ -857,21 +865,15 @@ mod build {
                     time_in_queue_seconds: None,
                 },
                 git_info: GitInfo {
-                    repo_url: format!(
-                        "{}/{}.git",
-                        ctx.server_url.trim_end_matches('/'),
-                        ctx.project_path
-                    ),
+                    // As GitLab's `Ci::Build#repo_url`: the project's HTTP URL with the job
+                    // token as credentials (masked in traces like every token).
+                    repo_url: repository_url,
                     reference: ctx.ref_name.clone(),
                     sha: ctx.sha.clone(),
                     before_sha: ctx.before_sha.clone(),
                     ref_type: if ctx.tag { "tag".into() } else { "branch".into() },
-                    refspecs: vec![if ctx.tag {
-                        format!("+refs/tags/{0}:refs/tags/{0}", ctx.ref_name)
-                    } else {
-                        format!("+refs/heads/{0}:refs/remotes/origin/{0}", ctx.ref_name)
-                    }],
-                    depth: 20,
+                    refspecs: refspecs(ctx, git_depth),
+                    depth: git_depth,
                 },
                 runner_info: RunnerInfo {
                     timeout,
@@ -1038,6 +1040,44 @@ mod build {
             None => Dependencies::shared(eval.stage_dependencies(ej.stage_index)),
         }
     }
+
+    /// GitLab's default `ci_default_git_depth` for a project.
+    const DEFAULT_GIT_DEPTH: u32 = 20;
+
+    /// Ruby's `String#to_i`: optional leading whitespace and sign, then digits; anything else 0.
+    fn ruby_to_i(s: &str) -> i64 {
+        let t = s.trim_start();
+        let (neg, digits) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+        let n = digits[..end]
+            .parse::<i64>()
+            .unwrap_or(if end == 0 { 0 } else { i64::MAX });
+        if neg { -n } else { n }
+    }
+
+    /// `Ci::BuildRunnerPresenter#refspecs`: the pipeline's persistent ref (GitLab creates
+    /// `refs/pipelines/<id>` for every pipeline), then the job's branch or tag when the clone is
+    /// shallow, or all branches and tags for a full clone.
+    fn refspecs(ctx: &PipelineContext, depth: u32) -> Vec<String> {
+        let mut specs = vec![format!("+{}:refs/pipelines/{}", ctx.sha, ctx.pipeline_id)];
+        let branch = |r: &str| format!("+refs/heads/{r}:refs/remotes/origin/{r}");
+        let tag = |r: &str| format!("+refs/tags/{r}:refs/tags/{r}");
+        if depth > 0 {
+            specs.push(if ctx.tag {
+                tag(&ctx.ref_name)
+            } else {
+                branch(&ctx.ref_name)
+            });
+        } else {
+            specs.push(branch("*"));
+            specs.push(tag("*"));
+        }
+        specs
+    }
 }
 
 #[cfg(test)]
@@ -1084,6 +1124,50 @@ mod tests {
         let json = serde_json::to_string(&b).unwrap();
         let back: super::JobPayload = serde_json::from_str(&json).unwrap();
         assert_eq!(back, b);
+    }
+
+    #[test]
+    fn git_info_as_gitlabs_build_runner_presenter() {
+        let y = "a: {script: x}\nfull: {script: x, variables: {GIT_DEPTH: \"0\"}}\nten: {script: x, variables: {GIT_DEPTH: \" 10abc\"}}\n";
+        let p = load(".gitlab-ci.yml", y, &MemorySource::new(), &LoadOptions::default());
+        assert!(p.is_valid(), "{:?}", p.diagnostics);
+        let mut ctx = PipelineContext {
+            server_url: "https://gitlab.example.com".into(),
+            project_path: "group/app".into(),
+            ref_name: "feature/x".into(),
+            sha: "a".repeat(40),
+            pipeline_id: 77,
+            ..PipelineContext::default()
+        };
+        let e = p.evaluate(&ctx);
+        let a = p.payload(&e, "a", &ctx, "glcbt-123").unwrap();
+        assert_eq!(
+            a.git_info.repo_url,
+            "https://gitlab-ci-token:glcbt-123@gitlab.example.com/group/app.git"
+        );
+        let sha = "a".repeat(40);
+        assert_eq!(
+            a.git_info.refspecs,
+            vec![
+                format!("+{sha}:refs/pipelines/77"),
+                "+refs/heads/feature/x:refs/remotes/origin/feature/x".to_string()
+            ]
+        );
+        assert_eq!(a.git_info.depth, 20);
+        let full = p.payload(&e, "full", &ctx, "t").unwrap();
+        assert_eq!(full.git_info.depth, 0);
+        assert_eq!(
+            full.git_info.refspecs[1..],
+            ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
+        );
+        // Ruby's to_i: leading blanks, digits up to the first non-digit.
+        assert_eq!(p.payload(&e, "ten", &ctx, "t").unwrap().git_info.depth, 10);
+        ctx.tag = true;
+        ctx.ref_name = "v1.2".into();
+        let e = p.evaluate(&ctx);
+        let t = p.payload(&e, "a", &ctx, "t").unwrap();
+        assert_eq!(t.git_info.refspecs[1], "+refs/tags/v1.2:refs/tags/v1.2");
+        assert_eq!(t.git_info.ref_type, "tag");
     }
 
     #[test]

@@ -419,10 +419,21 @@ impl FakeGitlab {
                         String::from_utf8_lossy(&out.stderr).into_owned(),
                     ));
                 }
-                (
-                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
-                    Some(format!("file://{}", r.display())),
-                )
+                let sha = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                // GitLab keeps a persistent ref per pipeline; payloads fetch it by refspec.
+                let ok = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(r)
+                    .args(["update-ref", &format!("refs/pipelines/{pipeline_id}"), &sha])
+                    .status()
+                    .map_err(|e| PipelineError::Repo(r.display().to_string(), e.to_string()))?;
+                if !ok.success() {
+                    return Err(PipelineError::Repo(
+                        r.display().to_string(),
+                        format!("git update-ref refs/pipelines/{pipeline_id} failed"),
+                    ));
+                }
+                (sha, Some(format!("file://{}", r.display())))
             }
             None => ("0".repeat(40), None),
         };
