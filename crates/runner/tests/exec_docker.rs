@@ -217,6 +217,38 @@ test:
     );
     assert!(text.contains("[test] after:failed"), "{text}");
 
+    // A service shares the job's network namespace: reachable on localhost and by its
+    // aliases (`alias` and the name derived from the image), removed after the job.
+    let dir = project(&format!(
+        r#"
+svc:
+  image: {IMAGE}
+  services:
+    - name: {IMAGE}
+      alias: web
+      command: ["sh", "-c", "mkdir -p /www && echo hello-from-service > /www/index.html && exec httpd -f -p 8080 -h /www"]
+  script:
+    - grep -w web /etc/hosts
+    - for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8080/ && break; sleep 0.5; done
+    - wget -qO- http://web:8080/ | sed 's/^/by-alias:/'
+"#
+    ));
+    let (ok, text) = exec(&engine, dir.path(), state.path());
+    assert!(ok, "{text}");
+    assert!(text.contains("[svc] hello-from-service"), "{text}");
+    assert!(text.contains("[svc] by-alias:hello-from-service"), "{text}");
+    assert!(!text.contains("services are not started"), "{text}");
+    let ps = engine
+        .docker(&["ps", "-aq"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).trim(),
+        "",
+        "service left behind"
+    );
+
     // A timeout kills the container; no container is left behind.
     let dir = project(&format!(
         "slow:\n  image: {IMAGE}\n  timeout: 3s\n  script: [sleep 120]\n  after_script: [echo after:$CI_JOB_STATUS]\n"

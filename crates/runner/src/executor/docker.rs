@@ -10,7 +10,12 @@
 //! `image_pull_failure` and the engine's message, within [`PULL_TIMEOUT`]. Cancel and
 //! timeout kill the container; every container is removed when its step ends.
 //!
-//! Services are not started yet: a job that has them gets a warning in its trace.
+//! Services (`services:`) run as containers for the whole job. They share one network
+//! namespace with the job's containers, as the containers of a Kubernetes Pod do, so that
+//! this works on engines without a bridge (`--network none`): a service listens on
+//! `localhost`, and its aliases (GitLab's names derived from the image, and `alias`) are
+//! mapped to 127.0.0.1 in the shared `/etc/hosts`. Services get the job's public variables
+//! and their own `variables`; they are removed when the job ends.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -218,12 +223,13 @@ impl Executor for DockerExecutor {
             };
             self.ensure_image(&image, &policy).await?;
             let entrypoint = payload.image.as_ref().and_then(|i| i.entrypoint.clone());
+            let services = self.start_services(payload).await?;
             Ok(Box::new(DockerSession {
                 exec: self,
                 image,
                 entrypoint,
                 steps: 0,
-                warned_services: payload.services.is_empty(),
+                services,
             }) as Box<dyn Session + 'a>)
         }
         .boxed()
@@ -235,7 +241,127 @@ struct DockerSession<'e> {
     image: String,
     entrypoint: Option<Vec<String>>,
     steps: u32,
-    warned_services: bool,
+    /// Service container ids; the first one owns the network namespace.
+    services: Vec<String>,
+}
+
+/// GitLab's host names for a service: `alias` (several may be given, separated by commas or
+/// blanks) and two derived from the image name without tag: `/` as `__` and as `-`.
+pub fn service_aliases(name: &str, alias: Option<&str>) -> Vec<String> {
+    let (path, _) = split_tag(name);
+    let path = path.split('@').next().unwrap_or(path);
+    let mut out: Vec<String> = Vec::new();
+    for a in alias
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .chain([path.replace('/', "__"), path.replace('/', "-")])
+    {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+impl DockerExecutor {
+    /// Creates and starts the job's services; on failure removes those already started.
+    async fn start_services(&self, payload: &JobPayload) -> Result<Vec<String>, StageError> {
+        let mut ids: Vec<String> = Vec::new();
+        let hosts: Vec<String> = payload
+            .services
+            .iter()
+            .flat_map(|s| service_aliases(&s.name, s.alias.as_deref()))
+            .map(|a| format!("{a}:127.0.0.1"))
+            .collect();
+        for svc in &payload.services {
+            let started = self.start_service(payload, svc, ids.first(), &hosts).await;
+            match started {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    remove_containers(&self.socket, &ids).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn start_service(
+        &self,
+        payload: &JobPayload,
+        svc: &podci_model::payload::Service,
+        netns: Option<&String>,
+        hosts: &[String],
+    ) -> Result<String, StageError> {
+        self.ensure_image(&svc.name, svc.pull_policy.as_deref().unwrap_or_default())
+            .await?;
+        let mut env: Vec<String> = payload
+            .variables
+            .iter()
+            .filter(|v| v.public && !v.file)
+            .map(|v| format!("{}={}", v.key, v.value))
+            .collect();
+        env.extend(svc.variables.iter().map(|v| format!("{}={}", v.key, v.value)));
+        let mut host = json!({});
+        match netns {
+            Some(owner) => host["NetworkMode"] = json!(format!("container:{owner}")),
+            None => {
+                if !self.network.is_empty() {
+                    host["NetworkMode"] = json!(self.network);
+                }
+                // Host entries live with the namespace owner; joiners share its /etc/hosts.
+                host["ExtraHosts"] = json!(hosts);
+            }
+        }
+        let mut body = json!({
+            "Image": svc.name,
+            "Env": env,
+            "Tty": false,
+            "HostConfig": host,
+            "Labels": {"podci.job": "1", "podci.service": "1"},
+        });
+        if let Some(cmd) = &svc.command {
+            body["Cmd"] = json!(cmd);
+        }
+        if let Some(ep) = &svc.entrypoint {
+            body["Entrypoint"] = json!(ep);
+        }
+        let r = call(&self.socket, "POST", "/containers/create", Some(body))
+            .await
+            .map_err(StageError::system)?;
+        let id = (r.status == 201)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .flatten()
+            .and_then(|v| v.get("Id").and_then(|i| i.as_str()).map(str::to_string))
+            .ok_or_else(|| {
+                StageError::system(format!(
+                    "cannot create service container {}: {}",
+                    svc.name,
+                    r.message()
+                ))
+            })?;
+        let r = call(&self.socket, "POST", &format!("/containers/{id}/start"), None)
+            .await
+            .map_err(StageError::system)?;
+        if r.status != 204 && r.status != 304 {
+            remove_containers(&self.socket, std::slice::from_ref(&id)).await;
+            return Err(StageError::system(format!(
+                "cannot start service {}: {}",
+                svc.name,
+                r.message()
+            )));
+        }
+        Ok(id)
+    }
+}
+
+/// Force-removes containers (and their anonymous volumes), ignoring errors.
+async fn remove_containers(socket: &std::path::Path, ids: &[String]) {
+    for id in ids {
+        let _ = call(socket, "DELETE", &format!("/containers/{id}?force=1&v=1"), None).await;
+    }
 }
 
 /// GitLab Runner's shell detection, running a script file instead of stdin.
@@ -254,10 +380,6 @@ impl Session for DockerSession<'_> {
         output: &'a mut (dyn FnMut(&[u8]) + Send),
     ) -> BoxFuture<'a, Result<StepEnd, StageError>> {
         async move {
-            if !self.warned_services {
-                self.warned_services = true;
-                output(b"WARNING: services are not started by podci's docker executor yet\n");
-            }
             self.steps += 1;
             let file = step.dirs.tmp.join(format!(".podci-step-{}.sh", self.steps));
             super::shell::write_private(&file, step.script.as_bytes())
@@ -270,7 +392,9 @@ impl Session for DockerSession<'_> {
     }
 
     fn cleanup(self: Box<Self>) -> BoxFuture<'static, ()> {
-        async {}.boxed()
+        let socket = self.exec.socket.clone();
+        let ids = self.services;
+        async move { remove_containers(&socket, &ids).await }.boxed()
     }
 }
 
@@ -284,7 +408,9 @@ impl DockerSession<'_> {
         let sock = &self.exec.socket;
         let root = step.dirs.root.to_string_lossy().into_owned();
         let mut host = json!({ "Binds": [format!("{root}:{root}")] });
-        if !self.exec.network.is_empty() {
+        if let Some(owner) = self.services.first() {
+            host["NetworkMode"] = json!(format!("container:{owner}"));
+        } else if !self.exec.network.is_empty() {
             host["NetworkMode"] = json!(self.exec.network);
         }
         let mut body = json!({
@@ -406,6 +532,15 @@ impl Demux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_aliases_as_gitlab_names_them() {
+        assert_eq!(
+            service_aliases("tutum/wordpress:latest", Some("db, blog  wp")),
+            vec!["db", "blog", "wp", "tutum__wordpress", "tutum-wordpress"]
+        );
+        assert_eq!(service_aliases("postgres:16", None), vec!["postgres"]);
+    }
 
     #[test]
     fn tags_split_like_docker() {
