@@ -1,34 +1,18 @@
 //! The `podci` binary: composes the podci crates behind one CLI.
 //!
 //! Each subcommand lives in its own `cmd_*.rs` module with an `Args` struct (clap) and a
-//! `run(args) -> anyhow::Result<ExitCode>` function; this file only dispatches.
+//! `run(args) -> anyhow::Result<ExitCode>` function in the `podci` library (src/lib.rs);
+//! this file only dispatches.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use podci::*;
 
 // podci builds and drops many small trees (YAML nodes, job maps); mimalloc is markedly
 // faster than glibc malloc for that pattern (see bench/lint.sh).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-mod cmd_artifacts;
-mod cmd_cache;
-mod cmd_exec;
-mod cmd_image;
-mod cmd_lint;
-mod cmd_preview;
-mod cmd_register;
-mod cmd_run;
-mod cmd_verify;
-mod config;
-mod exec;
-mod executor;
-mod executors;
-mod files;
-mod gitlab;
-mod manager;
-mod metrics;
 
 #[derive(Parser)]
 #[command(
