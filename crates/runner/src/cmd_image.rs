@@ -2,6 +2,10 @@
 //! podci-registry, replacing `docker build/push` over a mounted docker.sock and
 //! `docker login -p` (the password is read from stdin or a file, never from argv).
 
+// The clap doc comments below are `--help` text with GitLab/skopeo-style syntax such as
+// `oci:DIR[:TAG]`, which rustdoc would take for links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;

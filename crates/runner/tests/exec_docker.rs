@@ -124,8 +124,32 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        // SIGTERM first: a SIGKILLed dockerd leaves its data-root and container mounts
+        // behind, and the TempDir then cannot be removed ("Device or resource busy").
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Whatever is still mounted under the engine's directory, deepest first.
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(root.as_str()))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
         // vfs layers are plain directories; the TempDir removes them.
     }
 }
