@@ -217,6 +217,11 @@ fn build(p: &mut Pipeline, config: &Node, ck: &mut Checker) {
         .map(|m| m.keys().map(str::to_string).collect())
         .unwrap_or_default();
 
+    // `Entry::Workflow#has_rules?`: the job warning below is only given without them.
+    let has_workflow_rules = validate::present(root, "workflow")
+        .and_then(Node::as_map)
+        .is_some_and(|w| validate::present(w, "rules").is_some());
+
     // Jobs.
     let mut visible = 0usize;
     for (name, key_span, node) in root.iter_spanned() {
@@ -242,6 +247,9 @@ fn build(p: &mut Pipeline, config: &Node, ck: &mut Checker) {
         visible += 1;
         entries::job(ck, &loc, name, node);
         let Some(map) = node.as_map() else { continue };
+        if is_job && !has_workflow_rules {
+            multiple_pipelines_warning(ck, &loc, map);
+        }
         let job = make_job(
             name,
             key_span,
@@ -822,6 +830,46 @@ fn check_cycles(p: &Pipeline, ck: &mut Checker, expand: &dyn Fn(&str) -> Vec<Str
     }
 }
 
+/// GitLab's one job warning (`Entry::Job#validate_against_warnings`): without
+/// `workflow:rules`, a job whose last rule is only a `when` other than `never` runs in
+/// both a branch pipeline and a merge request pipeline for the same push.
+fn multiple_pipelines_warning(ck: &mut Checker, loc: &str, map: &Mapping) {
+    let Some(rules) = validate::present(map, "rules") else {
+        return;
+    };
+    // `rules` may nest arrays (from `!reference`); GitLab flattens them first.
+    fn last_rule(n: &Node) -> Option<&Node> {
+        match n.as_seq() {
+            Some(items) => items.iter().rev().find_map(|i| {
+                if i.as_seq().is_some() {
+                    last_rule(i)
+                } else {
+                    Some(i)
+                }
+            }),
+            None => None,
+        }
+    }
+    let Some(last) = last_rule(rules) else { return };
+    let Some(rule) = last.as_map() else { return };
+    let keys: Vec<&str> = rule.keys().collect();
+    if keys != ["when"] {
+        return;
+    }
+    if rule.get("when").and_then(Node::as_str) == Some("never") {
+        return;
+    }
+    ck.warn(
+        Some(last.span),
+        format!(
+            "{loc} may allow multiple pipelines to run for a single action due to `rules:when` \
+             clause with no `workflow:rules` - read more: \
+             https://docs.gitlab.com/ee/ci/jobs/job_troubleshooting.html\
+             #job-may-allow-multiple-pipelines-to-run-for-a-single-action-warning"
+        ),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -880,6 +928,45 @@ mod tests {
                 1
             )
         );
+    }
+
+    fn warnings(y: &str) -> Vec<(String, u32, u32)> {
+        lint(y)
+            .warnings()
+            .map(|d| {
+                let s = d.span.unwrap_or_default();
+                (d.message.clone(), s.line, s.col)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn multiple_pipelines_warning_as_gitlab() {
+        let w = warnings("build:\n  script: x\n  rules:\n    - if: $A\n    - when: on_success\n");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].0.starts_with(
+                "jobs:build may allow multiple pipelines to run for a single action due to `rules:when` clause with no `workflow:rules` - read more: https://docs.gitlab.com/"
+            ),
+            "{w:?}"
+        );
+        assert_eq!((w[0].1, w[0].2), (5, 7));
+        // `when: always` and a bare `when` in a nested (referenced) list warn too.
+        assert_eq!(
+            warnings("a:\n  script: x\n  rules: [[{when: always}]]\n").len(),
+            1
+        );
+        // No warning: workflow rules, `when: never` last, a last rule with `if`, no rules,
+        // a hidden job.
+        for y in [
+            "workflow:\n  rules: [{if: $A}]\nb:\n  script: x\n  rules: [{when: always}]\n",
+            "b:\n  script: x\n  rules: [{if: $A}, {when: never}]\n",
+            "b:\n  script: x\n  rules: [{when: manual}, {if: $A, when: always}]\n",
+            "b:\n  script: x\n",
+            ".h:\n  script: x\n  rules: [{when: always}]\nb: {script: y}\n",
+        ] {
+            assert_eq!(warnings(y), vec![], "{y}");
+        }
     }
 
     #[test]

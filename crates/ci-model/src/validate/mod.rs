@@ -37,7 +37,6 @@ impl Checker {
     }
 
     /// A warning, verbatim.
-    #[allow(dead_code)] // for the pipeline pass (pipeline.rs), not yet on this branch
     pub(crate) fn warn(&mut self, span: Option<Span>, msg: impl Into<String>) {
         self.push_unique(Diagnostic::warning(msg, span));
     }
