@@ -85,10 +85,10 @@ async fn discover(
                 api_version: m.api_version().to_string(),
                 kind: m.kind().to_string(),
             },
-            source => DeployError::Api {
+            error => DeployError::Api {
                 kind: m.kind().to_string(),
                 name: m.name().to_string(),
-                source,
+                error,
             },
         })?;
     cache.insert(key, found.clone());
@@ -143,10 +143,10 @@ pub(crate) async fn apply_all(
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
-        let api_err = |source| DeployError::Api {
+        let api_err = |error| DeployError::Api {
             kind: m.kind().to_string(),
             name: name.clone(),
-            source,
+            error,
         };
         let live = api.get_opt(&name).await.map_err(api_err)?;
         let mut pp = PatchParams::apply(FIELD_MANAGER).force();

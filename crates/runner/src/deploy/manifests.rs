@@ -45,14 +45,14 @@ pub fn read_manifests(paths: &[PathBuf]) -> Result<Vec<Manifest>, DeployError> {
 }
 
 fn read_path(path: &Path, out: &mut Vec<Manifest>) -> Result<(), DeployError> {
-    let meta = std::fs::metadata(path).map_err(|source| DeployError::Read {
+    let meta = std::fs::metadata(path).map_err(|error| DeployError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     if !meta.is_dir() {
-        let text = std::fs::read_to_string(path).map_err(|source| DeployError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| DeployError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         out.extend(parse_manifests(&text, path)?);
         return Ok(());
@@ -64,9 +64,9 @@ fn read_path(path: &Path, out: &mut Vec<Manifest>) -> Result<(), DeployError> {
         return Ok(());
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|source| DeployError::Read {
+        .map_err(|error| DeployError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {

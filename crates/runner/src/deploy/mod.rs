@@ -210,8 +210,10 @@ impl std::fmt::Display for RolloutFailure {
 pub enum DeployError {
     #[error("no manifests given: pass -f FILE or -f DIR")]
     NoPaths,
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // The cause is in the message (callers print one line), so it is not also a
+    // `source()`: `{:#}` chains would print it twice.
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: document {document}: {message}")]
     Parse {
         path: PathBuf,
@@ -246,13 +248,8 @@ pub enum DeployError {
     },
     #[error("cannot load the kubeconfig: {0}")]
     Kubeconfig(String),
-    #[error("{kind}/{name}: the API server refused it: {source}")]
-    Api {
-        kind: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("{kind}/{name}: the API server refused it: {error}")]
+    Api { kind: String, name: String, error: kube::Error },
     #[error("rollout failed: {0}")]
     RolloutFailed(Box<RolloutFailure>),
     #[error("rollout did not finish within {timeout:?}: {failure}")]

@@ -226,10 +226,10 @@ async fn wait_one(
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &w.namespace, &w.ar);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &w.namespace);
     let label = format!("{}/{}", w.kind.to_ascii_lowercase(), w.name);
-    let api_err = |source| DeployError::Api {
+    let api_err = |error| DeployError::Api {
         kind: w.kind.clone(),
         name: w.name.clone(),
-        source,
+        error,
     };
     let mut last = String::new();
     loop {
@@ -394,12 +394,14 @@ async fn pod_events(client: &kube::Client, ns: &str, pod: &str) -> Vec<String> {
         Ok(l) => l.items,
         Err(e) => return vec![format!("(events unavailable: {e})")],
     };
+    // Whole seconds, then the server's order (events of one second are listed in the
+    // order they were recorded; `eventTime` has microseconds, `lastTimestamp` not).
     events.sort_by_key(|e| {
         e.last_timestamp
             .as_ref()
-            .map(|t| t.0)
-            .or_else(|| e.event_time.as_ref().map(|t| t.0))
-            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .map(|t| t.0.as_second())
+            .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()))
     });
     events
         .iter()
