@@ -630,3 +630,77 @@ fn dry_run_without_a_cluster_prints_the_objects() {
         "{stdout}"
     );
 }
+
+/// examples/seed end to end: `podci exec` runs package -> image -> deploy; without a
+/// cluster the deploy job is a dry run, with KUBECONFIG set it deploys to the fake
+/// cluster and waits for the rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_pipeline_dry_run_then_deploy() {
+    let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let sha = std::process::Command::new("git")
+        .args(["rev-parse", "--short=8", "HEAD"])
+        .current_dir(&seed)
+        .output()
+        .expect("git runs");
+    let sha = String::from_utf8_lossy(&sha.stdout).trim().to_string();
+    let image = format!("registry.example.com/team/seed-app:{sha}");
+    let mut images = BTreeMap::new();
+    // The fake node "pulls" the pipeline's image; its entrypoint serves until stopped.
+    images.insert(image.clone(), vec!["sleep".to_string(), "300".to_string()]);
+    let env = start(Options {
+        images: Some(images),
+        ..Options::default()
+    })
+    .await;
+    let home = tempfile::tempdir().expect("home");
+    let exec = |kubeconfig: Option<PathBuf>| {
+        let mut cmd = podci();
+        cmd.arg("exec")
+            .arg("-C")
+            .arg(&seed)
+            .args(["deploy", "--needs", "-v"])
+            .arg(format!("PODCI={}", env!("CARGO_BIN_EXE_podci")))
+            .env("HOME", home.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBECONFIG");
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().expect("podci exec runs"))
+                .await
+                .expect("join")
+        }
+    };
+
+    let out = exec(None).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("[deploy] no cluster configured: dry run"), "{text}");
+    assert!(
+        text.contains(&format!("[deploy]         image: {image}\n")),
+        "{text}"
+    );
+    assert_eq!(env.fake.control().request_count(), 0);
+
+    let out = exec(Some(env.kubeconfig.clone())).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("[deploy] deployment/seed-app in default created"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[deploy] deployment/seed-app: deployment \"seed-app\" successfully rolled out"),
+        "{text}"
+    );
+    let d = env.get("deployments", "default", "seed-app");
+    assert_eq!(template_images(&d), [("app".to_string(), image.clone())]);
+    assert_eq!(d["status"]["availableReplicas"], 2);
+    assert!(
+        env.fake
+            .control()
+            .get("services", "default", "seed-app")
+            .is_some()
+    );
+}
