@@ -467,7 +467,14 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
                     .unwrap_or(""),
             ) =>
         {
-            crate::apply::apply(shared, &resource, &ns, name.as_deref().unwrap_or_default(), &body, &query)
+            crate::apply::apply(
+                shared,
+                &resource,
+                &ns,
+                name.as_deref().unwrap_or_default(),
+                &body,
+                &query,
+            )
         }
         "update" | "patch" => {
             let name = name.unwrap_or_default();

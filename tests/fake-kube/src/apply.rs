@@ -231,7 +231,10 @@ pub fn apply(
             }
             let old_fields = live["metadata"]["managedFields"]
                 .as_array()
-                .and_then(|a| a.iter().find(|e| e["manager"] == json!(manager) && e["operation"] == "Apply"))
+                .and_then(|a| {
+                    a.iter()
+                        .find(|e| e["manager"] == json!(manager) && e["operation"] == "Apply")
+                })
                 .map(|e| e["fieldsV1"].clone());
             if next == live && old_fields.as_ref() == Some(&entry["fieldsV1"]) {
                 // A no-op apply does not write: same resourceVersion.
@@ -255,7 +258,10 @@ fn dry_run_create(shared: &Arc<Shared>, resource: &str, ns: &str, obj: Value) ->
     let _ = shared;
     let mut causes = api::Causes(Vec::new());
     api::validate_meta(&obj, &mut causes);
-    causes.into_result(crate::apps::kind_of(resource), obj["metadata"]["name"].as_str().unwrap_or(""))?;
+    causes.into_result(
+        crate::apps::kind_of(resource),
+        obj["metadata"]["name"].as_str().unwrap_or(""),
+    )?;
     let mut meta = api::base_metadata(&obj, ns);
     meta.remove("resourceVersion");
     let mut out = Map::new();
@@ -279,7 +285,10 @@ mod tests {
     #[test]
     fn merges_lists_by_name_and_replaces_others() {
         let mut live = json!({"spec": {"containers": [{"name": "app", "image": "a:1", "imagePullPolicy": "IfNotPresent"}, {"name": "side", "image": "s"}], "args": ["x"]}});
-        merge_applied(&mut live, &json!({"spec": {"containers": [{"name": "app", "image": "a:2"}], "args": ["y", "z"]}}));
+        merge_applied(
+            &mut live,
+            &json!({"spec": {"containers": [{"name": "app", "image": "a:2"}], "args": ["y", "z"]}}),
+        );
         assert_eq!(
             live,
             json!({"spec": {"containers": [{"name": "app", "image": "a:2", "imagePullPolicy": "IfNotPresent"}], "args": ["y", "z"]}})
@@ -288,7 +297,9 @@ mod tests {
 
     #[test]
     fn fields_v1_uses_keys() {
-        let f = fields_v1(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "i"}]}}));
+        let f = fields_v1(
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "i"}]}}),
+        );
         assert_eq!(
             f,
             json!({"f:metadata": {"f:name": {}}, "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:image": {}}}}})

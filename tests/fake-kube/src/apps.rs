@@ -65,17 +65,32 @@ fn group() -> Value {
 
 /// `GET /apis/apps/v1`, as a v1.33 server lists it.
 pub fn resource_list() -> Value {
-    let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
+    let verbs = json!([
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch"
+    ]);
     let sub = json!(["get", "patch", "update"]);
     let mut resources = Vec::new();
     for (name, singular, kind, short) in [
-        ("controllerrevisions", "controllerrevision", "ControllerRevision", None),
+        (
+            "controllerrevisions",
+            "controllerrevision",
+            "ControllerRevision",
+            None,
+        ),
         ("daemonsets", "daemonset", "DaemonSet", Some("ds")),
         ("deployments", "deployment", "Deployment", Some("deploy")),
         ("replicasets", "replicaset", "ReplicaSet", Some("rs")),
         ("statefulsets", "statefulset", "StatefulSet", Some("sts")),
     ] {
-        let mut r = json!({"name": name, "singularName": singular, "namespaced": true, "kind": kind, "verbs": verbs});
+        let mut r =
+            json!({"name": name, "singularName": singular, "namespaced": true, "kind": kind, "verbs": verbs});
         if let Some(s) = short {
             r["shortNames"] = json!([s]);
             r["categories"] = json!(["all"]);
@@ -92,26 +107,44 @@ pub fn resource_list() -> Value {
 }
 
 fn not_found_path() -> ApiError {
-    ApiError::new(404, "NotFound", "the server could not find the requested resource").with_details(json!({}))
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+    .with_details(json!({}))
 }
 
 /// Route a request under `/apis/apps...`. `segs` are the path segments.
-pub async fn route(shared: &Arc<Shared>, caller: &Caller, req: Request, segs: &[String], query: &Query) -> Result<Response, ApiError> {
+pub async fn route(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    req: Request,
+    segs: &[String],
+    query: &Query,
+) -> Result<Response, ApiError> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (ns, resource, name, sub) = match s.as_slice() {
-        ["apis", "apps"] => return Ok(json_response(StatusCode::OK, &{
-            let mut g = group();
-            g["kind"] = json!("APIGroup");
-            g["apiVersion"] = json!("v1");
-            g
-        })),
+        ["apis", "apps"] => {
+            return Ok(json_response(StatusCode::OK, &{
+                let mut g = group();
+                g["kind"] = json!("APIGroup");
+                g["apiVersion"] = json!("v1");
+                g
+            }));
+        }
         ["apis", "apps", "v1"] => return Ok(json_response(StatusCode::OK, &resource_list())),
         ["apis", "apps", "v1", r] => ("*".to_string(), r.to_string(), None, None),
         ["apis", "apps", "v1", "namespaces", ns, r] => (ns.to_string(), r.to_string(), None, None),
-        ["apis", "apps", "v1", "namespaces", ns, r, n] => (ns.to_string(), r.to_string(), Some(n.to_string()), None),
-        ["apis", "apps", "v1", "namespaces", ns, r, n, sub] => {
-            (ns.to_string(), r.to_string(), Some(n.to_string()), Some(sub.to_string()))
+        ["apis", "apps", "v1", "namespaces", ns, r, n] => {
+            (ns.to_string(), r.to_string(), Some(n.to_string()), None)
         }
+        ["apis", "apps", "v1", "namespaces", ns, r, n, sub] => (
+            ns.to_string(),
+            r.to_string(),
+            Some(n.to_string()),
+            Some(sub.to_string()),
+        ),
         _ => return Err(not_found_path()),
     };
     if !is_apps(&resource) || sub.as_deref().is_some_and(|s| s != "status") {
@@ -127,7 +160,11 @@ pub async fn route(shared: &Arc<Shared>, caller: &Caller, req: Request, segs: &[
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
         _ => {
-            return Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"));
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
         }
     };
     let ns_rbac = if ns == "*" { "" } else { ns.as_str() };
@@ -137,11 +174,21 @@ pub async fn route(shared: &Arc<Shared>, caller: &Caller, req: Request, segs: &[
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
     let name = name.unwrap_or_default();
-    if ns != "*" && !ns.is_empty() && !namespace_exists(shared, &ns) && matches!(verb, "create" | "patch" | "update") {
+    if ns != "*"
+        && !ns.is_empty()
+        && !namespace_exists(shared, &ns)
+        && matches!(verb, "create" | "patch" | "update")
+    {
         return Err(ApiError::not_found("namespaces", &ns));
     }
     match verb {
-        "watch" => api::watch(shared, &resource, &ns, (!name.is_empty()).then_some(name.as_str()), query),
+        "watch" => api::watch(
+            shared,
+            &resource,
+            &ns,
+            (!name.is_empty()).then_some(name.as_str()),
+            query,
+        ),
         "list" => api::list(shared, &resource, &ns, query, &parts.headers),
         "get" => api::get_one(shared, &resource, &ns, &name),
         "create" => {
@@ -159,7 +206,8 @@ pub async fn route(shared: &Arc<Shared>, caller: &Caller, req: Request, segs: &[
                 admit(&resource, &mut o)?;
                 return Ok(api::object_response(StatusCode::CREATED, &resource, o));
             }
-            create(shared, &resource, &ns, obj).map(|o| api::object_response(StatusCode::CREATED, &resource, o))
+            create(shared, &resource, &ns, obj)
+                .map(|o| api::object_response(StatusCode::CREATED, &resource, o))
         }
         "patch" => {
             let ct = parts
@@ -174,7 +222,10 @@ pub async fn route(shared: &Arc<Shared>, caller: &Caller, req: Request, segs: &[
             let key = Key::new(&resource, &ns, &name);
             let status_only = sub.is_some();
             let mut st = shared.lock();
-            let live = st.get(&key).cloned().ok_or_else(|| ApiError::not_found(&resource, &name))?;
+            let live = st
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(&resource, &name))?;
             let mut next = live.clone();
             if status_only {
                 api::merge_patch(&mut next["status"], &patch["status"]);
@@ -186,14 +237,19 @@ pub async fn route(shared: &Arc<Shared>, caller: &Caller, req: Request, segs: &[
                 api::merge_patch(&mut next, &p);
                 after_update(&live, &mut next)?;
             }
-            let out = st.modify(&key, |o| *o = next).ok_or_else(|| ApiError::not_found(&resource, &name))?;
+            let out = st
+                .modify(&key, |o| *o = next)
+                .ok_or_else(|| ApiError::not_found(&resource, &name))?;
             Ok(api::object_response(StatusCode::OK, &resource, out))
         }
         "update" => {
             let obj = api::parse_json(&body, kind_of(&resource))?;
             let key = Key::new(&resource, &ns, &name);
             let mut st = shared.lock();
-            let live = st.get(&key).cloned().ok_or_else(|| ApiError::not_found(&resource, &name))?;
+            let live = st
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(&resource, &name))?;
             let mut next = live.clone();
             if sub.is_some() {
                 next["status"] = obj["status"].clone();
@@ -211,11 +267,14 @@ pub async fn route(shared: &Arc<Shared>, caller: &Caller, req: Request, segs: &[
                 }
                 after_update(&live, &mut next)?;
             }
-            let out = st.modify(&key, |o| *o = next).ok_or_else(|| ApiError::not_found(&resource, &name))?;
+            let out = st
+                .modify(&key, |o| *o = next)
+                .ok_or_else(|| ApiError::not_found(&resource, &name))?;
             Ok(api::object_response(StatusCode::OK, &resource, out))
         }
         "delete" => {
-            let removed = delete_cascade(shared, &resource, &ns, &name).ok_or_else(|| ApiError::not_found(&resource, &name))?;
+            let removed = delete_cascade(shared, &resource, &ns, &name)
+                .ok_or_else(|| ApiError::not_found(&resource, &name))?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -253,19 +312,31 @@ fn default_workload(kind: &str, obj: &mut Value) -> Result<(), ApiError> {
         if !ok {
             causes.invalid(
                 "spec.template.metadata.labels",
-                &labels.as_object().map(|l| l.iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                &labels
+                    .as_object()
+                    .map(|l| {
+                        l.iter()
+                            .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default(),
                 "`selector` does not match template `labels`",
             );
         }
     }
-    if spec["template"]["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
+    if spec["template"]["spec"]["containers"]
+        .as_array()
+        .is_none_or(|c| c.is_empty())
+    {
         causes.required("spec.template.spec.containers");
     }
     causes.into_result(kind, &name)?;
     if spec.get("replicas").is_none_or(|r| r.is_null()) {
         spec["replicas"] = json!(1);
     }
-    spec.as_object_mut().map(|m| m.entry("revisionHistoryLimit").or_insert(json!(10)));
+    spec.as_object_mut()
+        .map(|m| m.entry("revisionHistoryLimit").or_insert(json!(10)));
     obj["metadata"]["generation"] = json!(1);
     if !obj["status"].is_object() {
         obj["status"] = json!({});
@@ -294,7 +365,8 @@ fn default_kind_fields(resource: &str, obj: &mut Value) {
         }
         "daemonsets" => {
             if spec["updateStrategy"].is_null() {
-                spec["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}});
+                spec["updateStrategy"] =
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}});
             }
             if let Some(m) = spec.as_object_mut() {
                 m.remove("replicas");
@@ -323,8 +395,12 @@ pub fn create(shared: &Arc<Shared>, resource: &str, ns: &str, obj: Value) -> Res
     let stored = {
         let mut st = shared.lock();
         if st.get(&key).is_some() {
-            return Err(ApiError::new(409, "AlreadyExists", format!("{resource}.apps \"{name}\" already exists"))
-                .with_details(json!({"name": name, "group": "apps", "kind": resource})));
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{resource}.apps \"{name}\" already exists"),
+            )
+            .with_details(json!({"name": name, "group": "apps", "kind": resource})));
         }
         st.create(key, o)
     };
@@ -339,7 +415,9 @@ pub fn after_update(live: &Value, next: &mut Value) -> Result<(), ApiError> {
         return Err(ApiError::new(
             422,
             "Invalid",
-            format!("Deployment.apps \"{name}\" is invalid: spec.selector: Invalid value: field is immutable"),
+            format!(
+                "Deployment.apps \"{name}\" is invalid: spec.selector: Invalid value: field is immutable"
+            ),
         ));
     }
     if live["spec"] != next["spec"] {

@@ -128,7 +128,13 @@ fn pod_from_template(template: &Value, name: &str, extra_labels: &[(&str, String
 fn create_pod(shared: &Arc<Shared>, ns: &str, pod: Value, owner: &Value) {
     if let Err(e) = api::create_pod(shared, ns, pod) {
         // The real controllers record FailedCreate on the owner and retry.
-        owner_event(shared, owner, "FailedCreate", &format!("Error creating: {}", e.message), "Warning");
+        owner_event(
+            shared,
+            owner,
+            "FailedCreate",
+            &format!("Error creating: {}", e.message),
+            "Warning",
+        );
     }
 }
 
@@ -136,7 +142,9 @@ fn create_pod(shared: &Arc<Shared>, ns: &str, pod: Value, owner: &Value) {
 fn owner_event(shared: &Shared, obj: &Value, reason: &str, message: &str, etype: &str) {
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let kind = if obj["spec"].get("template").is_some() && obj["metadata"]["labels"].get("pod-template-hash").is_some() {
+    let kind = if obj["spec"].get("template").is_some()
+        && obj["metadata"]["labels"].get("pod-template-hash").is_some()
+    {
         "ReplicaSet"
     } else if obj["spec"].get("progressDeadlineSeconds").is_some() {
         "Deployment"
@@ -221,11 +229,19 @@ fn reconcile_replicaset(shared: &Arc<Shared>, ns: &str, rs: &Value) -> Vec<Value
         restart_exited(shared, ns, p);
     }
     let rs_name = rs["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let hash = rs["metadata"]["labels"]["pod-template-hash"].as_str().unwrap_or("").to_string();
+    let hash = rs["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     if pods.len() < want {
         for _ in pods.len()..want {
             let name = format!("{rs_name}-{}", util::name_suffix(5));
-            let pod = pod_from_template(&rs["spec"]["template"], &name, &[("pod-template-hash", hash.clone())], owner_ref("ReplicaSet", rs));
+            let pod = pod_from_template(
+                &rs["spec"]["template"],
+                &name,
+                &[("pod-template-hash", hash.clone())],
+                owner_ref("ReplicaSet", rs),
+            );
             create_pod(shared, ns, pod, rs);
         }
     } else if pods.len() > want {
@@ -298,10 +314,15 @@ fn reconcile_deployment(shared: &Arc<Shared>, ns: &str, d: &Value, progress: &mu
             if replicas(r) != want {
                 shared.lock().modify(&Key::new("replicasets", ns, &rs_name), |o| {
                     o["spec"]["replicas"] = json!(want);
-                    o["metadata"]["generation"] = json!(o["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+                    o["metadata"]["generation"] =
+                        json!(o["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
                 });
             }
-            shared.lock().get(&Key::new("replicasets", ns, &rs_name)).cloned().unwrap_or_else(|| r.clone())
+            shared
+                .lock()
+                .get(&Key::new("replicasets", ns, &rs_name))
+                .cloned()
+                .unwrap_or_else(|| r.clone())
         }
         None => {
             let mut labels = template["metadata"]["labels"].clone();
@@ -316,7 +337,13 @@ fn reconcile_deployment(shared: &Arc<Shared>, ns: &str, d: &Value, progress: &mu
                     "ownerReferences": [owner_ref("Deployment", d)]},
                 "spec": {"replicas": want, "selector": selector, "template": tpl}, "status": {"replicas": 0}});
             let stored = shared.lock().create(Key::new("replicasets", ns, &rs_name), rs);
-            owner_event(shared, d, "ScalingReplicaSet", &format!("Scaled up replica set {rs_name} from 0 to {want}"), "Normal");
+            owner_event(
+                shared,
+                d,
+                "ScalingReplicaSet",
+                &format!("Scaled up replica set {rs_name} from 0 to {want}"),
+                "Normal",
+            );
             stored
         }
     };
@@ -329,11 +356,17 @@ fn reconcile_deployment(shared: &Arc<Shared>, ns: &str, d: &Value, progress: &mu
         // rollout with the whole new set first, simpler than maxSurge steps).
         if new_ready >= want && replicas(old) > 0 {
             let oname = old["metadata"]["name"].as_str().unwrap_or("").to_string();
-            shared.lock().modify(&Key::new("replicasets", ns, &oname), |o| o["spec"]["replicas"] = json!(0));
+            shared.lock().modify(&Key::new("replicasets", ns, &oname), |o| {
+                o["spec"]["replicas"] = json!(0)
+            });
         }
         let cur = shared
             .lock()
-            .get(&Key::new("replicasets", ns, old["metadata"]["name"].as_str().unwrap_or("")))
+            .get(&Key::new(
+                "replicasets",
+                ns,
+                old["metadata"]["name"].as_str().unwrap_or(""),
+            ))
             .cloned();
         if let Some(cur) = cur {
             let pods = reconcile_replicaset(shared, ns, &cur);
@@ -363,16 +396,46 @@ fn reconcile_deployment(shared: &Arc<Shared>, ns: &str, d: &Value, progress: &mu
     let prev = |t: &str| conds.iter().find(|c| c["type"] == t);
     let max_unavailable = max_unavailable(d, want);
     let available = if ready_total + max_unavailable >= want {
-        condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", prev("Available"))
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            prev("Available"),
+        )
     } else {
-        condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", prev("Available"))
+        condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            prev("Available"),
+        )
     };
     let progressing = if progress.exceeded {
-        condition("Progressing", "False", "ProgressDeadlineExceeded", &format!("ReplicaSet \"{rs_name}\" has timed out progressing."), prev("Progressing"))
+        condition(
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            &format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+            prev("Progressing"),
+        )
     } else if complete {
-        condition("Progressing", "True", "NewReplicaSetAvailable", &format!("ReplicaSet \"{rs_name}\" has successfully progressed."), prev("Progressing"))
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            &format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            prev("Progressing"),
+        )
     } else {
-        condition("Progressing", "True", "ReplicaSetUpdated", &format!("ReplicaSet \"{rs_name}\" is progressing."), prev("Progressing"))
+        condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            &format!("ReplicaSet \"{rs_name}\" is progressing."),
+            prev("Progressing"),
+        )
     };
     let status = json!({"observedGeneration": d["metadata"]["generation"], "replicas": total, "updatedReplicas": new_pods.len(),
         "readyReplicas": ready_total, "availableReplicas": ready_total,
@@ -426,7 +489,10 @@ fn reconcile_statefulset(shared: &Arc<Shared>, ns: &str, s: &Value) {
                 let pod = pod_from_template(
                     &s["spec"]["template"],
                     &pname,
-                    &[("controller-revision-hash", revision.clone()), ("statefulset.kubernetes.io/pod-name", pname.clone())],
+                    &[
+                        ("controller-revision-hash", revision.clone()),
+                        ("statefulset.kubernetes.io/pod-name", pname.clone()),
+                    ],
                     owner_ref("StatefulSet", s),
                 );
                 create_pod(shared, ns, pod, s);
@@ -443,9 +509,16 @@ fn reconcile_statefulset(shared: &Arc<Shared>, ns: &str, s: &Value) {
     let current = if updated == want && ready == want {
         revision.clone()
     } else {
-        s["status"]["currentRevision"].as_str().unwrap_or(&revision).to_string()
+        s["status"]["currentRevision"]
+            .as_str()
+            .unwrap_or(&revision)
+            .to_string()
     };
-    let current_replicas = if current == revision { updated } else { pods.len() - updated };
+    let current_replicas = if current == revision {
+        updated
+    } else {
+        pods.len() - updated
+    };
     let status = json!({"observedGeneration": s["metadata"]["generation"], "replicas": pods.len(), "readyReplicas": ready,
         "currentReplicas": current_replicas, "updatedReplicas": updated, "availableReplicas": ready,
         "currentRevision": current, "updateRevision": revision, "collisionCount": 0});
@@ -470,7 +543,10 @@ fn reconcile_daemonset(shared: &Arc<Shared>, ns: &str, ds: &Value) {
         let pod = pod_from_template(
             &ds["spec"]["template"],
             &pname,
-            &[("controller-revision-hash", hash.clone()), ("pod-template-generation", gen_)],
+            &[
+                ("controller-revision-hash", hash.clone()),
+                ("pod-template-generation", gen_),
+            ],
             owner_ref("DaemonSet", ds),
         );
         create_pod(shared, ns, pod, ds);
@@ -505,6 +581,12 @@ mod tests {
         let d = json!({"spec": {"strategy": {"rollingUpdate": {"maxUnavailable": "25%"}}}});
         assert_eq!(max_unavailable(&d, 3), 0);
         assert_eq!(max_unavailable(&d, 4), 1);
-        assert_eq!(max_unavailable(&json!({"spec": {"strategy": {"rollingUpdate": {"maxUnavailable": 2}}}}), 3), 2);
+        assert_eq!(
+            max_unavailable(
+                &json!({"spec": {"strategy": {"rollingUpdate": {"maxUnavailable": 2}}}}),
+                3
+            ),
+            2
+        );
     }
 }

@@ -249,7 +249,11 @@ pub enum DeployError {
     #[error("cannot load the kubeconfig: {0}")]
     Kubeconfig(String),
     #[error("{kind}/{name}: the API server refused it: {error}")]
-    Api { kind: String, name: String, error: kube::Error },
+    Api {
+        kind: String,
+        name: String,
+        error: kube::Error,
+    },
     #[error("rollout failed: {0}")]
     RolloutFailed(Box<RolloutFailure>),
     #[error("rollout did not finish within {timeout:?}: {failure}")]
