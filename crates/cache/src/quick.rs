@@ -1,0 +1,490 @@
+//! The quick check that lets a push skip archiving a tree that has not changed since the
+//! key was last written, and the fingerprint it compares.
+//!
+//! A fingerprint hashes every entry's path and `lstat` record (type and mode, uid, gid,
+//! size, mtime and ctime to the nanosecond, inode and device) and each symlink's target,
+//! sorted by path — the fields git's index compares. Any write, chmod, `touch`, rename,
+//! replacement, added or removed entry changes it. As in git's racy-clean handling, a
+//! fingerprint is only trusted when no entry was modified within [`RACY_MARGIN`] of the
+//! walk that took it: a file written again within the same timestamp tick would otherwise
+//! look unchanged. An untrusted fingerprint is stored as `racy:…` and never matches, so
+//! the next push archives again (and content addressing still skips the upload).
+//!
+//! [`quick_fingerprint`] computes the same value as [`fingerprint`] over
+//! [`crate::paths::PathSet::collect`]'s entries, without building them: a walk with
+//! `openat`/`getdents64`/`fstatat` on every CPU, because an unchanged push costs exactly
+//! one walk of the tree.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use globset::GlobSet;
+
+use crate::archive::Format;
+use crate::paths::{Entry, PathSet};
+
+/// Entries modified this close to (or after) the start of the walk make a fingerprint
+/// untrusted. Two seconds covers filesystems with 1- and 2-second timestamps (ext3,
+/// FAT) and coarse-clock lag on the nanosecond ones.
+pub const RACY_MARGIN: Duration = Duration::from_secs(2);
+
+const TRUSTED: &str = "stat:";
+const RACY: &str = "racy:";
+
+/// The `lstat` fields a fingerprint covers, the same whether they come from
+/// [`std::fs::Metadata`] or a raw `fstatat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatRec {
+    /// Full `st_mode`: file type and permission bits.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+}
+
+impl StatRec {
+    fn from_meta(m: &std::fs::Metadata) -> Self {
+        StatRec {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // field widths differ by target
+    fn from_stat(st: &libc::stat) -> Self {
+        StatRec {
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+}
+
+/// One entry as the fingerprint sees it.
+struct Rec {
+    rel: String,
+    st: StatRec,
+    /// The symlink's target, for symlinks.
+    link: Vec<u8>,
+}
+
+/// Hashes sorted records; remembers whether any of them is racy.
+struct Hasher {
+    buf: Vec<u8>,
+    /// Seconds and nanoseconds from which on a timestamp counts as racy.
+    racy_from: (i64, i64),
+    racy: bool,
+}
+
+impl Hasher {
+    fn new(format: Format, walk_start: SystemTime, entries: usize) -> Self {
+        let since = walk_start
+            .checked_sub(RACY_MARGIN)
+            .unwrap_or(UNIX_EPOCH)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut buf = Vec::with_capacity(64 + entries * 128);
+        buf.extend_from_slice(format!("podci-fingerprint-v2 {format:?}\n").as_bytes());
+        Hasher {
+            buf,
+            racy_from: (
+                i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+                i64::from(since.subsec_nanos()),
+            ),
+            racy: false,
+        }
+    }
+
+    fn add(&mut self, rel: &str, st: &StatRec, link: &[u8]) {
+        if st.mtime >= self.racy_from || st.ctime >= self.racy_from {
+            self.racy = true;
+        }
+        let b = &mut self.buf;
+        b.extend_from_slice(&(rel.len() as u64).to_le_bytes());
+        b.extend_from_slice(rel.as_bytes());
+        b.extend_from_slice(&st.mode.to_le_bytes());
+        b.extend_from_slice(&st.uid.to_le_bytes());
+        b.extend_from_slice(&st.gid.to_le_bytes());
+        b.extend_from_slice(&st.size.to_le_bytes());
+        for t in [st.mtime.0, st.mtime.1, st.ctime.0, st.ctime.1] {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        b.extend_from_slice(&st.ino.to_le_bytes());
+        b.extend_from_slice(&st.dev.to_le_bytes());
+        b.extend_from_slice(&(link.len() as u64).to_le_bytes());
+        b.extend_from_slice(link);
+    }
+
+    fn finish(self) -> String {
+        let hex = blake3::hash(&self.buf).to_hex();
+        if self.racy {
+            format!("{RACY}{hex}")
+        } else {
+            format!("{TRUSTED}{hex}")
+        }
+    }
+}
+
+/// Whether a stored fingerprint can prove a tree unchanged (it is not racy, and was
+/// written by this version).
+pub fn is_trusted(fingerprint: &str) -> bool {
+    fingerprint.starts_with(TRUSTED)
+}
+
+/// The fingerprint of collected `entries` (sorted by path, as collected) under `root`;
+/// `walk_start` is when collecting began, for the racy check.
+pub fn fingerprint(root: &Path, entries: &[Entry], format: Format, walk_start: SystemTime) -> String {
+    let mut h = Hasher::new(format, walk_start, entries.len());
+    for e in entries {
+        let st = StatRec::from_meta(&e.meta);
+        let link = if st.is_symlink() {
+            std::fs::read_link(root.join(&e.rel))
+                .map(|p| p.into_os_string().into_vec())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        h.add(&e.rel, &st, &link);
+    }
+    h.finish()
+}
+
+/// What [`quick_fingerprint`] returns when it can walk the selection itself.
+#[derive(Debug)]
+pub struct Quick {
+    pub fingerprint: String,
+    pub entries: usize,
+    /// The same warnings [`crate::paths::PathSet::collect`] gives.
+    pub warnings: Vec<String>,
+}
+
+/// The fingerprint [`fingerprint`] would compute over `set.collect(project_dir)`, with
+/// the same warnings, from a walk of its own.
+///
+/// `None` when the set has globs or `untracked` (their matching needs the full
+/// collection), or when the walk hit anything unexpected (an unreadable directory, an
+/// entry that vanished mid-walk): the caller then takes the full path, which reports
+/// such problems properly.
+pub fn quick_fingerprint(
+    project_dir: &Path,
+    set: &PathSet,
+    format: Format,
+    walk_start: SystemTime,
+) -> Option<Quick> {
+    let (roots, exclude) = set.literal_plan()?;
+    quick_walk(project_dir, &roots, exclude, format, walk_start)
+}
+
+/// [`quick_fingerprint`] for `roots` (literal paths relative to `project_dir`, each
+/// taken with everything under it; `Err` holds a pattern outside the project, reported
+/// as a warning) minus entries matching `exclude`.
+fn quick_walk(
+    project_dir: &Path,
+    roots: &[Result<&str, &str>],
+    exclude: &GlobSet,
+    format: Format,
+    walk_start: SystemTime,
+) -> Option<Quick> {
+    let base = open_dir(libc::AT_FDCWD, &cpath(project_dir.as_os_str())?, false)?;
+    let base = Arc::new(base);
+    let mut warnings = Vec::new();
+    let mut recs = Vec::new();
+    let mut jobs = Vec::new();
+    for root in roots {
+        let rel = match root {
+            Err(raw) => {
+                warnings.push(format!(
+                    "{raw}: path is not a subpath of the project directory {}; skipped",
+                    project_dir.display()
+                ));
+                continue;
+            }
+            Ok(rel) => *rel,
+        };
+        let name = if rel.is_empty() { "." } else { rel };
+        let cname = cpath(OsStr::new(name))?;
+        let st = match stat_at(base.as_raw_fd(), &cname) {
+            Ok(st) => st,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                warnings.push(format!("{rel}: no matching files"));
+                continue;
+            }
+            Err(_) => return None,
+        };
+        if !rel.is_empty() {
+            let link = if st.is_symlink() {
+                read_link_at(base.as_raw_fd(), &cname)?
+            } else {
+                Vec::new()
+            };
+            recs.push(Rec {
+                rel: rel.to_owned(),
+                st,
+                link,
+            });
+        }
+        if st.is_dir() {
+            jobs.push(Job {
+                parent: Arc::clone(&base),
+                name: cname,
+                rel: rel.to_owned(),
+            });
+        }
+    }
+    recs.extend(walk(jobs)?);
+    recs.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    recs.dedup_by(|a, b| a.rel == b.rel);
+    if !exclude.is_empty() {
+        recs.retain(|r| !exclude.is_match(&r.rel));
+    }
+    let mut h = Hasher::new(format, walk_start, recs.len());
+    for r in &recs {
+        h.add(&r.rel, &r.st, &r.link);
+    }
+    Some(Quick {
+        fingerprint: h.finish(),
+        entries: recs.len(),
+        warnings,
+    })
+}
+
+/// A directory to list: opened relative to its parent's descriptor, which the `Arc`
+/// keeps open until every child is opened (so open descriptors stay few).
+struct Job {
+    parent: Arc<OwnedFd>,
+    name: CString,
+    rel: String,
+}
+
+struct Queue {
+    jobs: Vec<Job>,
+    /// Workers holding a job; the walk is over when none do and `jobs` is empty.
+    busy: usize,
+    failed: bool,
+}
+
+fn walk_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+/// List every job's directory tree on [`walk_threads`] threads.
+fn walk(jobs: Vec<Job>) -> Option<Vec<Rec>> {
+    if jobs.is_empty() {
+        return Some(Vec::new());
+    }
+    let shared = (
+        Mutex::new(Queue {
+            jobs,
+            busy: 0,
+            failed: false,
+        }),
+        Condvar::new(),
+    );
+    let parts: Vec<Option<Vec<Rec>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..walk_threads()).map(|_| s.spawn(|| worker(&shared))).collect();
+        handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+    });
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend(p?);
+    }
+    Some(out)
+}
+
+fn worker((queue, cv): &(Mutex<Queue>, Condvar)) -> Option<Vec<Rec>> {
+    let mut out = Vec::new();
+    let mut found = Vec::new();
+    // getdents64 buffer; u64 elements keep the records 8-byte aligned.
+    let mut buf = vec![0u64; 8 * 1024];
+    loop {
+        let job = {
+            let mut q = queue.lock().ok()?;
+            loop {
+                if q.failed {
+                    return None;
+                }
+                if let Some(j) = q.jobs.pop() {
+                    q.busy += 1;
+                    break j;
+                }
+                if q.busy == 0 {
+                    cv.notify_all();
+                    return Some(out);
+                }
+                q = cv.wait(q).ok()?;
+            }
+        };
+        let ok = list_dir(job, &mut buf, &mut out, &mut found).is_some();
+        let mut q = queue.lock().ok()?;
+        q.busy -= 1;
+        if !ok {
+            q.failed = true;
+        }
+        let n = found.len();
+        q.jobs.append(&mut found);
+        drop(q);
+        if !ok || n > 1 || n == 0 {
+            cv.notify_all();
+        } else {
+            cv.notify_one();
+        }
+        if !ok {
+            return None;
+        }
+    }
+}
+
+/// Record every entry of one directory; queue its subdirectories in `found`.
+fn list_dir(job: Job, buf: &mut [u64], out: &mut Vec<Rec>, found: &mut Vec<Job>) -> Option<()> {
+    let fd = open_dir(job.parent.as_raw_fd(), &job.name, true)?;
+    drop(job.parent);
+    let fd = Arc::new(fd);
+    let bytes_len = buf.len() * 8;
+    loop {
+        // SAFETY: the buffer is valid for `bytes_len` bytes and the fd is open.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast::<libc::c_void>(),
+                bytes_len,
+            )
+        };
+        if n < 0 {
+            return None;
+        }
+        if n == 0 {
+            return Some(());
+        }
+        // SAFETY: reinterpreting initialised u64s as bytes; `n` <= the buffer's size.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+        let mut off = 0usize;
+        while off + 19 < bytes.len() {
+            let reclen = usize::from(u16::from_ne_bytes([bytes[off + 16], bytes[off + 17]]));
+            if reclen < 20 || off + reclen > bytes.len() {
+                return None;
+            }
+            let name = CStr::from_bytes_until_nul(&bytes[off + 19..off + reclen]).ok()?;
+            off += reclen;
+            let nb = name.to_bytes();
+            if nb == b"." || nb == b".." {
+                continue;
+            }
+            // The full path skips names that are not UTF-8 too (with a warning).
+            let Ok(name_str) = std::str::from_utf8(nb) else {
+                continue;
+            };
+            let rel = if job.rel.is_empty() {
+                name_str.to_owned()
+            } else {
+                let mut r = String::with_capacity(job.rel.len() + 1 + nb.len());
+                r.push_str(&job.rel);
+                r.push('/');
+                r.push_str(name_str);
+                r
+            };
+            let st = stat_at(fd.as_raw_fd(), name).ok()?;
+            let link = if st.is_symlink() {
+                read_link_at(fd.as_raw_fd(), name)?
+            } else {
+                Vec::new()
+            };
+            if st.is_dir() {
+                found.push(Job {
+                    parent: Arc::clone(&fd),
+                    name: name.to_owned(),
+                    rel: rel.clone(),
+                });
+            }
+            out.push(Rec { rel, st, link });
+        }
+    }
+}
+
+fn cpath(s: &OsStr) -> Option<CString> {
+    CString::new(s.as_bytes()).ok()
+}
+
+fn open_dir(parent: RawFd, name: &CStr, nofollow: bool) -> Option<OwnedFd> {
+    let mut flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    if nofollow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    // SAFETY: `name` is NUL-terminated; the returned fd is owned by the OwnedFd.
+    let fd = unsafe { libc::openat(parent, name.as_ptr(), flags) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn stat_at(dir: RawFd, name: &CStr) -> std::io::Result<StatRec> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated and `st` is a valid out-pointer.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstatat succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(StatRec::from_stat(&st))
+}
+
+fn read_link_at(dir: RawFd, name: &CStr) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `name` is NUL-terminated and `buf` is valid for its length.
+        let n = unsafe {
+            libc::readlinkat(
+                dir,
+                name.as_ptr(),
+                buf.as_mut_ptr().cast::<libc::c_char>(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return None;
+        }
+        let n = n as usize;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Some(buf);
+        }
+        if buf.len() >= 1 << 16 {
+            return None;
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+}
