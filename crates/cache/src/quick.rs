@@ -20,6 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,46 +89,44 @@ impl StatRec {
     }
 }
 
-/// One entry as the fingerprint sees it.
-struct Rec {
-    rel: String,
-    st: StatRec,
-    /// The symlink's target, for symlinks.
-    link: Vec<u8>,
-}
-
-/// Hashes sorted records; remembers whether any of them is racy.
-struct Hasher {
-    buf: Vec<u8>,
+/// Sums per-entry digests: the fingerprint is a hash of that sum and the entry count,
+/// so it does not depend on the order entries are found in and the parallel walk needs
+/// neither to keep nor to sort them. The sum is taken lane-wise over four u64 lanes;
+/// entries are unique paths, so nothing cancels out.
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    sum: [u64; 4],
+    count: u64,
+    racy: bool,
     /// Seconds and nanoseconds from which on a timestamp counts as racy.
     racy_from: (i64, i64),
-    racy: bool,
 }
 
-impl Hasher {
-    fn new(format: Format, walk_start: SystemTime, entries: usize) -> Self {
+impl Acc {
+    fn new(walk_start: SystemTime) -> Self {
         let since = walk_start
             .checked_sub(RACY_MARGIN)
             .unwrap_or(UNIX_EPOCH)
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let mut buf = Vec::with_capacity(64 + entries * 128);
-        buf.extend_from_slice(format!("podci-fingerprint-v2 {format:?}\n").as_bytes());
-        Hasher {
-            buf,
+        Acc {
+            sum: [0; 4],
+            count: 0,
+            racy: false,
             racy_from: (
                 i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
                 i64::from(since.subsec_nanos()),
             ),
-            racy: false,
         }
     }
 
-    fn add(&mut self, rel: &str, st: &StatRec, link: &[u8]) {
+    /// Add one entry; `scratch` is a reusable buffer for its record.
+    fn add(&mut self, scratch: &mut Vec<u8>, rel: &str, st: &StatRec, link: &[u8]) {
         if st.mtime >= self.racy_from || st.ctime >= self.racy_from {
             self.racy = true;
         }
-        let b = &mut self.buf;
+        let b = scratch;
+        b.clear();
         b.extend_from_slice(&(rel.len() as u64).to_le_bytes());
         b.extend_from_slice(rel.as_bytes());
         b.extend_from_slice(&st.mode.to_le_bytes());
@@ -141,10 +140,31 @@ impl Hasher {
         b.extend_from_slice(&st.dev.to_le_bytes());
         b.extend_from_slice(&(link.len() as u64).to_le_bytes());
         b.extend_from_slice(link);
+        let h = blake3::hash(b);
+        for (lane, chunk) in self.sum.iter_mut().zip(h.as_bytes().chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            *lane = lane.wrapping_add(u64::from_le_bytes(w));
+        }
+        self.count += 1;
     }
 
-    fn finish(self) -> String {
-        let hex = blake3::hash(&self.buf).to_hex();
+    fn merge(&mut self, other: &Acc) {
+        for (a, b) in self.sum.iter_mut().zip(other.sum) {
+            *a = a.wrapping_add(b);
+        }
+        self.count += other.count;
+        self.racy |= other.racy;
+    }
+
+    fn finish(&self, format: Format) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(format!("podci-fingerprint-v2 {format:?}\n").as_bytes());
+        h.update(&self.count.to_le_bytes());
+        for lane in self.sum {
+            h.update(&lane.to_le_bytes());
+        }
+        let hex = h.finalize().to_hex();
         if self.racy {
             format!("{RACY}{hex}")
         } else {
@@ -159,10 +179,11 @@ pub fn is_trusted(fingerprint: &str) -> bool {
     fingerprint.starts_with(TRUSTED)
 }
 
-/// The fingerprint of collected `entries` (sorted by path, as collected) under `root`;
-/// `walk_start` is when collecting began, for the racy check.
+/// The fingerprint of collected `entries` under `root`; `walk_start` is when
+/// collecting began, for the racy check.
 pub fn fingerprint(root: &Path, entries: &[Entry], format: Format, walk_start: SystemTime) -> String {
-    let mut h = Hasher::new(format, walk_start, entries.len());
+    let mut acc = Acc::new(walk_start);
+    let mut scratch = Vec::with_capacity(256);
     for e in entries {
         let st = StatRec::from_meta(&e.meta);
         let link = if st.is_symlink() {
@@ -172,16 +193,16 @@ pub fn fingerprint(root: &Path, entries: &[Entry], format: Format, walk_start: S
         } else {
             Vec::new()
         };
-        h.add(&e.rel, &st, &link);
+        acc.add(&mut scratch, &e.rel, &st, &link);
     }
-    h.finish()
+    acc.finish(format)
 }
 
 /// What [`quick_fingerprint`] returns when it can walk the selection itself.
 #[derive(Debug)]
 pub struct Quick {
     pub fingerprint: String,
-    pub entries: usize,
+    pub entries: u64,
     /// The same warnings [`crate::paths::PathSet::collect`] gives.
     pub warnings: Vec<String>,
 }
@@ -190,9 +211,9 @@ pub struct Quick {
 /// the same warnings, from a walk of its own.
 ///
 /// `None` when the set has globs or `untracked` (their matching needs the full
-/// collection), or when the walk hit anything unexpected (an unreadable directory, an
-/// entry that vanished mid-walk): the caller then takes the full path, which reports
-/// such problems properly.
+/// collection), when one path lies inside another (collecting merges them), or when the
+/// walk hit anything unexpected (an unreadable directory, an entry that vanished
+/// mid-walk): the caller then takes the full path, which reports such problems properly.
 pub fn quick_fingerprint(
     project_dir: &Path,
     set: &PathSet,
@@ -201,6 +222,14 @@ pub fn quick_fingerprint(
 ) -> Option<Quick> {
     let (roots, exclude) = set.literal_plan()?;
     quick_walk(project_dir, &roots, exclude, format, walk_start)
+}
+
+/// Whether collecting `a` and `b` could yield the same entry.
+fn overlaps(a: &str, b: &str) -> bool {
+    let inside = |outer: &str, inner: &str| {
+        outer.is_empty() || inner == outer || inner.strip_prefix(outer).is_some_and(|r| r.starts_with('/'))
+    };
+    inside(a, b) || inside(b, a)
 }
 
 /// [`quick_fingerprint`] for `roots` (literal paths relative to `project_dir`, each
@@ -213,10 +242,17 @@ fn quick_walk(
     format: Format,
     walk_start: SystemTime,
 ) -> Option<Quick> {
+    let literal: Vec<&str> = roots.iter().filter_map(|r| r.ok()).collect();
+    for (i, a) in literal.iter().enumerate() {
+        if literal[i + 1..].iter().any(|b| overlaps(a, b)) {
+            return None;
+        }
+    }
     let base = open_dir(libc::AT_FDCWD, &cpath(project_dir.as_os_str())?, false)?;
     let base = Arc::new(base);
     let mut warnings = Vec::new();
-    let mut recs = Vec::new();
+    let mut acc = Acc::new(walk_start);
+    let mut scratch = Vec::with_capacity(256);
     let mut jobs = Vec::new();
     for root in roots {
         let rel = match root {
@@ -239,17 +275,13 @@ fn quick_walk(
             }
             Err(_) => return None,
         };
-        if !rel.is_empty() {
+        if !rel.is_empty() && (exclude.is_empty() || !exclude.is_match(rel)) {
             let link = if st.is_symlink() {
                 read_link_at(base.as_raw_fd(), &cname)?
             } else {
                 Vec::new()
             };
-            recs.push(Rec {
-                rel: rel.to_owned(),
-                st,
-                link,
-            });
+            acc.add(&mut scratch, rel, &st, &link);
         }
         if st.is_dir() {
             jobs.push(Job {
@@ -259,19 +291,10 @@ fn quick_walk(
             });
         }
     }
-    recs.extend(walk(jobs)?);
-    recs.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    recs.dedup_by(|a, b| a.rel == b.rel);
-    if !exclude.is_empty() {
-        recs.retain(|r| !exclude.is_match(&r.rel));
-    }
-    let mut h = Hasher::new(format, walk_start, recs.len());
-    for r in &recs {
-        h.add(&r.rel, &r.st, &r.link);
-    }
+    acc.merge(&walk(jobs, exclude, acc)?);
     Some(Quick {
-        fingerprint: h.finish(),
-        entries: recs.len(),
+        fingerprint: acc.finish(format),
+        entries: acc.count,
         warnings,
     })
 }
@@ -284,11 +307,22 @@ struct Job {
     rel: String,
 }
 
+/// Work shared between walkers. Each walker keeps its own stack of directories and
+/// hands half of it over only when another walker is idle, so a walk of thousands of
+/// directories takes the lock and wakes threads a handful of times, not per directory.
 struct Queue {
     jobs: Vec<Job>,
-    /// Workers holding a job; the walk is over when none do and `jobs` is empty.
+    /// Walkers not waiting for work; the walk is over when none are and `jobs` is empty.
     busy: usize,
+    done: bool,
     failed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    cv: Condvar,
+    /// Walkers waiting for work, readable without the lock.
+    idle: AtomicUsize,
 }
 
 fn walk_threads() -> usize {
@@ -298,86 +332,127 @@ fn walk_threads() -> usize {
         .clamp(1, 8)
 }
 
-/// List every job's directory tree on [`walk_threads`] threads.
-fn walk(jobs: Vec<Job>) -> Option<Vec<Rec>> {
+/// List every job's directory tree on [`walk_threads`] threads; the returned sum
+/// covers every entry below the jobs' directories (not the directories themselves).
+/// `template` carries the racy threshold.
+fn walk(jobs: Vec<Job>, exclude: &GlobSet, template: Acc) -> Option<Acc> {
+    let mut total = Acc {
+        sum: [0; 4],
+        count: 0,
+        racy: false,
+        ..template
+    };
     if jobs.is_empty() {
-        return Some(Vec::new());
+        return Some(total);
     }
-    let shared = (
-        Mutex::new(Queue {
+    let threads = walk_threads();
+    let shared = Shared {
+        queue: Mutex::new(Queue {
             jobs,
-            busy: 0,
+            busy: threads,
+            done: false,
             failed: false,
         }),
-        Condvar::new(),
-    );
-    let parts: Vec<Option<Vec<Rec>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..walk_threads()).map(|_| s.spawn(|| worker(&shared))).collect();
+        cv: Condvar::new(),
+        idle: AtomicUsize::new(0),
+    };
+    let parts: Vec<Option<Acc>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| s.spawn(|| walker(&shared, exclude, total)))
+            .collect();
         handles.into_iter().map(|h| h.join().ok().flatten()).collect()
     });
-    let mut out = Vec::new();
     for p in parts {
-        out.extend(p?);
+        total.merge(&p?);
     }
-    Some(out)
+    Some(total)
 }
 
-fn worker((queue, cv): &(Mutex<Queue>, Condvar)) -> Option<Vec<Rec>> {
-    let mut out = Vec::new();
-    let mut found = Vec::new();
+fn walker(shared: &Shared, exclude: &GlobSet, template: Acc) -> Option<Acc> {
+    let mut acc = template;
+    let mut local: Vec<Job> = Vec::new();
+    let mut scratch = Vec::with_capacity(256);
+    let mut rel = String::with_capacity(256);
     // getdents64 buffer; u64 elements keep the records 8-byte aligned.
-    let mut buf = vec![0u64; 8 * 1024];
-    loop {
-        let job = {
-            let mut q = queue.lock().ok()?;
-            loop {
-                if q.failed {
-                    return None;
-                }
-                if let Some(j) = q.jobs.pop() {
-                    q.busy += 1;
-                    break j;
-                }
-                if q.busy == 0 {
-                    cv.notify_all();
-                    return Some(out);
-                }
-                q = cv.wait(q).ok()?;
-            }
-        };
-        let ok = list_dir(job, &mut buf, &mut out, &mut found).is_some();
-        let mut q = queue.lock().ok()?;
-        q.busy -= 1;
-        if !ok {
+    let mut buf = vec![0u64; 4 * 1024];
+    let fail = || {
+        if let Ok(mut q) = shared.queue.lock() {
             q.failed = true;
         }
-        let n = found.len();
-        q.jobs.append(&mut found);
-        drop(q);
-        if !ok || n > 1 || n == 0 {
-            cv.notify_all();
-        } else {
-            cv.notify_one();
+        shared.cv.notify_all();
+        None
+    };
+    loop {
+        let job = match local.pop() {
+            Some(j) => j,
+            None => {
+                let mut q = shared.queue.lock().ok()?;
+                loop {
+                    if q.failed {
+                        return None;
+                    }
+                    if let Some(j) = q.jobs.pop() {
+                        break j;
+                    }
+                    q.busy -= 1;
+                    if q.busy == 0 {
+                        q.done = true;
+                        shared.cv.notify_all();
+                        return Some(acc);
+                    }
+                    shared.idle.fetch_add(1, Ordering::SeqCst);
+                    q = shared.cv.wait(q).ok()?;
+                    shared.idle.fetch_sub(1, Ordering::SeqCst);
+                    if q.done {
+                        return Some(acc);
+                    }
+                    q.busy += 1;
+                }
+            }
+        };
+        let ctx = DirCtx {
+            exclude,
+            buf: &mut buf,
+            scratch: &mut scratch,
+            rel: &mut rel,
+        };
+        if list_dir(job, ctx, &mut acc, &mut local).is_none() {
+            return fail();
         }
-        if !ok {
-            return None;
+        if local.len() > 1 && shared.idle.load(Ordering::SeqCst) > 0 {
+            let Ok(mut q) = shared.queue.lock() else {
+                return fail();
+            };
+            // The oldest jobs are the shallowest: the biggest subtrees to give away.
+            let give = local.len() / 2;
+            q.jobs.extend(local.drain(..give));
+            drop(q);
+            shared.cv.notify_all();
         }
     }
 }
 
-/// Record every entry of one directory; queue its subdirectories in `found`.
-fn list_dir(job: Job, buf: &mut [u64], out: &mut Vec<Rec>, found: &mut Vec<Job>) -> Option<()> {
+/// Buffers a walker reuses for every directory.
+struct DirCtx<'a> {
+    exclude: &'a GlobSet,
+    buf: &'a mut [u64],
+    scratch: &'a mut Vec<u8>,
+    rel: &'a mut String,
+}
+
+/// Add every entry of one directory to `acc`; push its subdirectories onto `found`.
+fn list_dir(job: Job, ctx: DirCtx<'_>, acc: &mut Acc, found: &mut Vec<Job>) -> Option<()> {
     let fd = open_dir(job.parent.as_raw_fd(), &job.name, true)?;
     drop(job.parent);
     let fd = Arc::new(fd);
-    let bytes_len = buf.len() * 8;
+    let bytes_len = ctx.buf.len() * 8;
     loop {
         // SAFETY: the buffer is valid for `bytes_len` bytes and the fd is open.
         let n = unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
                 fd.as_raw_fd(),
-                buf.as_mut_ptr().cast::<libc::c_void>(),
+                ctx.buf.as_mut_ptr().cast::<libc::c_void>(),
                 bytes_len,
             )
         };
@@ -388,7 +463,7 @@ fn list_dir(job: Job, buf: &mut [u64], out: &mut Vec<Rec>, found: &mut Vec<Job>)
             return Some(());
         }
         // SAFETY: reinterpreting initialised u64s as bytes; `n` <= the buffer's size.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+        let bytes = unsafe { std::slice::from_raw_parts(ctx.buf.as_ptr().cast::<u8>(), n as usize) };
         let mut off = 0usize;
         while off + 19 < bytes.len() {
             let reclen = usize::from(u16::from_ne_bytes([bytes[off + 16], bytes[off + 17]]));
@@ -405,21 +480,22 @@ fn list_dir(job: Job, buf: &mut [u64], out: &mut Vec<Rec>, found: &mut Vec<Job>)
             let Ok(name_str) = std::str::from_utf8(nb) else {
                 continue;
             };
-            let rel = if job.rel.is_empty() {
-                name_str.to_owned()
-            } else {
-                let mut r = String::with_capacity(job.rel.len() + 1 + nb.len());
-                r.push_str(&job.rel);
-                r.push('/');
-                r.push_str(name_str);
-                r
-            };
+            let rel = &mut *ctx.rel;
+            rel.clear();
+            if !job.rel.is_empty() {
+                rel.push_str(&job.rel);
+                rel.push('/');
+            }
+            rel.push_str(name_str);
             let st = stat_at(fd.as_raw_fd(), name).ok()?;
-            let link = if st.is_symlink() {
-                read_link_at(fd.as_raw_fd(), name)?
-            } else {
-                Vec::new()
-            };
+            if ctx.exclude.is_empty() || !ctx.exclude.is_match(rel.as_str()) {
+                if st.is_symlink() {
+                    let link = read_link_at(fd.as_raw_fd(), name)?;
+                    acc.add(ctx.scratch, rel, &st, &link);
+                } else {
+                    acc.add(ctx.scratch, rel, &st, &[]);
+                }
+            }
             if st.is_dir() {
                 found.push(Job {
                     parent: Arc::clone(&fd),
@@ -427,7 +503,6 @@ fn list_dir(job: Job, buf: &mut [u64], out: &mut Vec<Rec>, found: &mut Vec<Job>)
                     rel: rel.clone(),
                 });
             }
-            out.push(Rec { rel, st, link });
         }
     }
 }
