@@ -288,6 +288,7 @@ fn quick_walk(
                 parent: Arc::clone(&base),
                 name: cname,
                 rel: rel.to_owned(),
+                record: false,
             });
         }
     }
@@ -305,6 +306,10 @@ struct Job {
     parent: Arc<OwnedFd>,
     name: CString,
     rel: String,
+    /// Whether the directory's own entry is still to be added (found by its type in
+    /// the parent's listing and not stat'ed yet: `fstat` on the opened descriptor
+    /// saves the second name lookup a `fstatat` would cost).
+    record: bool,
 }
 
 /// Work shared between walkers. Each walker keeps its own stack of directories and
@@ -325,11 +330,20 @@ struct Shared {
     idle: AtomicUsize,
 }
 
+/// Walker threads: `PODCI_WALK_THREADS`, else two per CPU up to 16. A warm walk is
+/// kernel CPU time (name lookups, directory reads), so one per CPU would do on an idle
+/// machine; the second per CPU keeps stats in flight while others wait for the disk or
+/// a network volume (a cold PVC), and for a CPU on a busy node.
 fn walk_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8)
+    if let Some(n) = std::env::var("PODCI_WALK_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n.min(64);
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cpus * 2).clamp(2, 16)
 }
 
 /// List every job's directory tree on [`walk_threads`] threads; the returned sum
@@ -444,6 +458,12 @@ struct DirCtx<'a> {
 fn list_dir(job: Job, ctx: DirCtx<'_>, acc: &mut Acc, found: &mut Vec<Job>) -> Option<()> {
     let fd = open_dir(job.parent.as_raw_fd(), &job.name, true)?;
     drop(job.parent);
+    if job.record {
+        let st = fstat(fd.as_raw_fd())?;
+        if ctx.exclude.is_empty() || !ctx.exclude.is_match(job.rel.as_str()) {
+            acc.add(ctx.scratch, &job.rel, &st, &[]);
+        }
+    }
     let fd = Arc::new(fd);
     let bytes_len = ctx.buf.len() * 8;
     loop {
@@ -470,6 +490,7 @@ fn list_dir(job: Job, ctx: DirCtx<'_>, acc: &mut Acc, found: &mut Vec<Job>) -> O
             if reclen < 20 || off + reclen > bytes.len() {
                 return None;
             }
+            let d_type = bytes[off + 18];
             let name = CStr::from_bytes_until_nul(&bytes[off + 19..off + reclen]).ok()?;
             off += reclen;
             let nb = name.to_bytes();
@@ -487,6 +508,15 @@ fn list_dir(job: Job, ctx: DirCtx<'_>, acc: &mut Acc, found: &mut Vec<Job>) -> O
                 rel.push('/');
             }
             rel.push_str(name_str);
+            if d_type == libc::DT_DIR {
+                found.push(Job {
+                    parent: Arc::clone(&fd),
+                    name: name.to_owned(),
+                    rel: rel.clone(),
+                    record: true,
+                });
+                continue;
+            }
             let st = stat_at(fd.as_raw_fd(), name).ok()?;
             if ctx.exclude.is_empty() || !ctx.exclude.is_match(rel.as_str()) {
                 if st.is_symlink() {
@@ -501,6 +531,7 @@ fn list_dir(job: Job, ctx: DirCtx<'_>, acc: &mut Acc, found: &mut Vec<Job>) -> O
                     parent: Arc::clone(&fd),
                     name: name.to_owned(),
                     rel: rel.clone(),
+                    record: false,
                 });
             }
         }
@@ -535,6 +566,17 @@ fn stat_at(dir: RawFd, name: &CStr) -> std::io::Result<StatRec> {
     // SAFETY: fstatat succeeded, so it filled `st`.
     let st = unsafe { st.assume_init() };
     Ok(StatRec::from_stat(&st))
+}
+
+fn fstat(fd: RawFd) -> Option<StatRec> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a valid out-pointer and `fd` is open.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some(StatRec::from_stat(&st))
 }
 
 fn read_link_at(dir: RawFd, name: &CStr) -> Option<Vec<u8>> {
