@@ -30,6 +30,9 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A change to make to the tree, with what it is called in failure messages.
+type Change<'a> = Box<dyn Fn() + 'a>;
+
 const PATHS: &[&str] = &[".m2", "bin", "target"];
 
 fn push(cache: &Cache, dir: &Path) -> PushResult {
@@ -114,7 +117,7 @@ fn untouched_tree_is_unchanged_and_every_change_uploads() {
 
     // Each change, made on a settled tree so the previous fingerprint is trusted.
     let pom = d.join(".m2/repository/g3/a3/1.0/a3.pom");
-    let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let changes: Vec<(&str, Change)> = vec![
         (
             "content changed, same size, mtime set back to the old one",
             Box::new(|| {
