@@ -14,13 +14,14 @@
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::archive::{self, Format, Stats, WriteOptions};
 use crate::error::{Error, Result, io};
-use crate::paths::{Entry, EntryKind, PathSet};
+use crate::paths::{Entry, PathSet};
 use crate::store::{Store, hash_file, now_secs};
 
 /// How keys map to objects.
@@ -141,35 +142,10 @@ pub fn blob_path(digest: &str) -> String {
     }
 }
 
-/// A quick-check fingerprint of the entries: any added, removed, renamed, resized,
-/// re-moded or re-timed (to the second, as tar keeps it) entry changes it.
-pub fn fingerprint(root: &Path, entries: &[Entry], format: Format) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let mut h = Sha256::new();
-    h.update(format!("{format:?}\n").as_bytes());
-    for e in entries {
-        let (kind, size, mtime) = match e.kind {
-            EntryKind::Dir => ("d", 0, 0),
-            EntryKind::File => ("f", e.meta.len(), e.meta.mtime()),
-            EntryKind::Symlink => ("l", 0, e.meta.mtime()),
-        };
-        let link = if e.kind == EntryKind::Symlink {
-            std::fs::read_link(root.join(&e.rel))
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        h.update(
-            format!(
-                "{kind}\0{}\0{:o}\0{size}\0{mtime}\0{link}\n",
-                e.rel,
-                e.meta.mode() & 0o7777
-            )
-            .as_bytes(),
-        );
-    }
-    format!("sha256:{}", hex::encode(h.finalize()))
+/// The quick-check fingerprint of collected entries (see [`crate::quick`]);
+/// `walk_start` is when collecting began.
+pub fn fingerprint(root: &Path, entries: &[Entry], format: Format, walk_start: SystemTime) -> String {
+    crate::quick::fingerprint(root, entries, format, walk_start)
 }
 
 impl Cache {
@@ -218,13 +194,39 @@ impl Cache {
     /// Archive `sel` from `project_dir` and store it under `key`.
     pub async fn push(&self, key: &str, sel: &Selection, project_dir: &Path) -> Result<PushReport> {
         let key = crate::key::sanitize_key(key)?;
-        let dir = project_dir.to_path_buf();
-        let sel2 = sel.clone();
         let format = self.format;
+        let set = PathSet::with_untracked(&sel.paths, &sel.exclude, sel.untracked, project_dir)?;
+        let set = std::sync::Arc::new(set);
+        // An unchanged tree is detected before anything else is read: one walk that
+        // compares stat records with the fingerprint stored in the key's pointer.
+        if self.layout == Layout::Podci
+            && let Some(old) = self.read_pointer(&key).await.ok().flatten()
+            && crate::quick::is_trusted(&old.fingerprint)
+        {
+            let (dir, set2) = (project_dir.to_path_buf(), std::sync::Arc::clone(&set));
+            let quick = tokio::task::spawn_blocking(move || {
+                crate::quick::quick_fingerprint(&dir, &set2, format, SystemTime::now())
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(q) = quick
+                && q.entries > 0
+                && q.fingerprint == old.fingerprint
+                && self.store.exists(&blob_path(&old.digest)).await.unwrap_or(false)
+            {
+                return Ok(PushReport {
+                    key,
+                    result: PushResult::Unchanged { digest: old.digest },
+                    warnings: q.warnings,
+                });
+            }
+        }
+        let dir = project_dir.to_path_buf();
         let collected = tokio::task::spawn_blocking(move || {
-            let set = PathSet::with_untracked(&sel2.paths, &sel2.exclude, sel2.untracked, &dir)?;
+            let walk_start = SystemTime::now();
             let c = set.collect(&dir)?;
-            let fp = fingerprint(&dir, &c.files, format);
+            let fp = fingerprint(&dir, &c.files, format, walk_start);
             Ok::<_, Error>((c, fp))
         })
         .await
@@ -238,7 +240,9 @@ impl Cache {
                 warnings,
             });
         }
+        // Globs and `untracked` have no quick walk: compare the collected entries.
         if self.layout == Layout::Podci
+            && crate::quick::is_trusted(&fp)
             && let Some(old) = self.read_pointer(&key).await.ok().flatten()
             && old.fingerprint == fp
             && self.store.exists(&blob_path(&old.digest)).await.unwrap_or(false)

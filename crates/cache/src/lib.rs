@@ -26,6 +26,7 @@ pub mod error;
 mod file_pool;
 pub mod key;
 pub mod paths;
+pub mod quick;
 pub mod store;
 
 pub use archive::{Format, Stats, WriteOptions};

@@ -157,6 +157,24 @@ impl PathSet {
         })
     }
 
+    /// The literal roots (`Err` for a pattern outside the project) and the exclude set,
+    /// when there is no glob and no `untracked`: then [`crate::quick`] can fingerprint
+    /// the selection with its own walk instead of [`PathSet::collect`].
+    pub(crate) fn literal_plan(&self) -> Option<(Vec<std::result::Result<&str, &str>>, &GlobSet)> {
+        if self.untracked {
+            return None;
+        }
+        let mut roots = Vec::with_capacity(self.includes.len());
+        for inc in &self.includes {
+            match inc {
+                Include::Literal(rel) => roots.push(Ok(rel.as_str())),
+                Include::Outside(raw) => roots.push(Err(raw.as_str())),
+                Include::Glob { .. } => return None,
+            }
+        }
+        Some((roots, &self.exclude))
+    }
+
     /// Walk `project_dir` and return every entry to archive, sorted.
     pub fn collect(&self, project_dir: &Path) -> Result<Collected> {
         let mut out: BTreeMap<String, Entry> = BTreeMap::new();

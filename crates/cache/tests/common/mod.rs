@@ -119,3 +119,10 @@ pub fn have(program: &str) -> bool {
     }
     ok
 }
+
+/// Wait until everything written so far is older than the quick check's racy window,
+/// so that a push's fingerprint is trusted and a later push can be `Unchanged` (ctime
+/// cannot be set back, so waiting is the only way).
+pub fn settle() {
+    std::thread::sleep(podci_cache::quick::RACY_MARGIN + std::time::Duration::from_millis(150));
+}
