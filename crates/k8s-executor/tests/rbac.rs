@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use podci_fake_kube::{FakeKube, Options, TokenGrant};
-use podci_k8s::executor::{ExecutorOptions, Job, KubernetesExecutor, Outcome, TraceSink};
 use podci_k8s::KubernetesConfig;
+use podci_k8s::executor::{ExecutorOptions, Job, KubernetesExecutor, Outcome, TraceSink};
 use podci_model::payload::{Credential, JobPayload, JobVariable, Service, Step};
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +79,8 @@ fn parse_rules(v: &serde_json::Value, file: &str) -> Vec<Rule> {
                 .map(String::as_str)
                 .collect();
             assert!(
-                keys.iter().all(|k| ["apiGroups", "resources", "verbs"].contains(k)),
+                keys.iter()
+                    .all(|k| ["apiGroups", "resources", "verbs"].contains(k)),
                 "{file}: only apiGroups/resources/verbs (no resourceNames, no nonResourceURLs): {r}"
             );
             Rule {
@@ -134,11 +135,11 @@ fn grants(rules: &[Rule]) -> BTreeSet<(String, String, String)> {
 /// pods/attach or pods/portforward is a GET (verb get); Kubernetes 1.35+ also checks
 /// create for it (AuthorizePodWebsocketUpgradeCreatePermission), so it needs both.
 fn map_request(line: &str) -> Result<Need, String> {
-    let (method, target) = line.split_once(' ').ok_or_else(|| format!("not a request line: {line}"))?;
+    let (method, target) = line
+        .split_once(' ')
+        .ok_or_else(|| format!("not a request line: {line}"))?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let watch_param = query
-        .split('&')
-        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let watch_param = query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1");
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] => (String::new(), rest),
@@ -209,16 +210,34 @@ fn request_mapping_follows_the_rbac_authorizer() {
         m("GET /api/v1/namespaces/ci-jobs/pods?fieldSelector=metadata.name%3Dp&watch=true&resourceVersion=5"),
         n(&["watch"], "pods")
     );
-    assert_eq!(m("GET /api/v1/watch/namespaces/ci-jobs/pods"), n(&["watch"], "pods"));
+    assert_eq!(
+        m("GET /api/v1/watch/namespaces/ci-jobs/pods"),
+        n(&["watch"], "pods")
+    );
     assert_eq!(
         m("GET /api/v1/namespaces/ci-jobs/pods/p1/exec?command=sh&stdin=true"),
         n(&["get", "create"], "pods/exec")
     );
-    assert_eq!(m("GET /api/v1/namespaces/ci-jobs/pods/p1/log"), n(&["get"], "pods/log"));
-    assert_eq!(m("PATCH /api/v1/namespaces/ci-jobs/secrets/s?fieldManager=x"), n(&["patch"], "secrets"));
-    assert_eq!(m("PUT /api/v1/namespaces/ci-jobs/secrets/s"), n(&["update"], "secrets"));
-    assert_eq!(m("DELETE /api/v1/namespaces/ci-jobs/pods/p1"), n(&["delete"], "pods"));
-    assert_eq!(m("DELETE /api/v1/namespaces/ci-jobs/pods"), n(&["deletecollection"], "pods"));
+    assert_eq!(
+        m("GET /api/v1/namespaces/ci-jobs/pods/p1/log"),
+        n(&["get"], "pods/log")
+    );
+    assert_eq!(
+        m("PATCH /api/v1/namespaces/ci-jobs/secrets/s?fieldManager=x"),
+        n(&["patch"], "secrets")
+    );
+    assert_eq!(
+        m("PUT /api/v1/namespaces/ci-jobs/secrets/s"),
+        n(&["update"], "secrets")
+    );
+    assert_eq!(
+        m("DELETE /api/v1/namespaces/ci-jobs/pods/p1"),
+        n(&["delete"], "pods")
+    );
+    assert_eq!(
+        m("DELETE /api/v1/namespaces/ci-jobs/pods"),
+        n(&["deletecollection"], "pods")
+    );
     assert_eq!(
         m("GET /apis/events.k8s.io/v1/namespaces/ci-jobs/events"),
         Need {
@@ -229,7 +248,10 @@ fn request_mapping_follows_the_rbac_authorizer() {
     );
     assert!(map_request("GET /api/v1/pods").is_err(), "cluster-wide list");
     assert!(map_request("GET /api/v1/nodes/n1").is_err(), "cluster-scoped");
-    assert!(map_request("GET /api/v1/namespaces/other/pods").is_err(), "other namespace");
+    assert!(
+        map_request("GET /api/v1/namespaces/other/pods").is_err(),
+        "other namespace"
+    );
     assert!(map_request("GET /version").is_err(), "non-resource URL");
 }
 
@@ -237,7 +259,8 @@ fn request_mapping_follows_the_rbac_authorizer() {
 fn chart_role_grants_the_same_rules_as_the_manifests() {
     let chart = repo_root().join("deploy/helm/podci");
     let rules_file = chart.join("files/role-rules.yaml");
-    let text = std::fs::read_to_string(&rules_file).unwrap_or_else(|e| panic!("{}: {e}", rules_file.display()));
+    let text =
+        std::fs::read_to_string(&rules_file).unwrap_or_else(|e| panic!("{}: {e}", rules_file.display()));
     let docs = yaml_docs(&text, "role-rules.yaml");
     assert_eq!(docs.len(), 1);
     let chart_rules = parse_rules(&docs[0], "role-rules.yaml");
@@ -375,11 +398,20 @@ fn job(id: u64, script: &[&str], after: &[&str]) -> JobPayload {
     p
 }
 
-async fn run_job(ex: &KubernetesExecutor, p: &JobPayload, sink: &mut Shared, cancel: CancellationToken) -> Outcome {
+async fn run_job(
+    ex: &KubernetesExecutor,
+    p: &JobPayload,
+    sink: &mut Shared,
+    cancel: CancellationToken,
+) -> Outcome {
     let probe = sink.clone();
     match tokio::time::timeout(Duration::from_secs(60), ex.run(&Job::new(p), sink, cancel)).await {
         Ok(o) => o,
-        Err(_) => panic!("job {} did not finish within 60 s; trace so far:\n{}", p.id, probe.text()),
+        Err(_) => panic!(
+            "job {} did not finish within 60 s; trace so far:\n{}",
+            p.id,
+            probe.text()
+        ),
     }
 }
 
@@ -402,8 +434,9 @@ async fn run_jobs(rules: &[Rule]) -> Vec<String> {
         public: false,
         ..Default::default()
     });
-    let cfg = KubernetesConfig::from_toml_str(&format!("namespace = \"{NS}\"\nimage = \"debian:bookworm\"\n"))
-        .expect("config");
+    let cfg =
+        KubernetesConfig::from_toml_str(&format!("namespace = \"{NS}\"\nimage = \"debian:bookworm\"\n"))
+            .expect("config");
     let jp = podci_k8s::build_pod(
         &cfg,
         &orphan,
@@ -422,7 +455,9 @@ async fn run_jobs(rules: &[Rule]) -> Vec<String> {
         .create(&Default::default(), jp.secret.as_ref().expect("secret"))
         .await
         .expect("orphan secret");
-    pods.create(&Default::default(), &jp.pod).await.expect("orphan pod");
+    pods.create(&Default::default(), &jp.pod)
+        .await
+        .expect("orphan pod");
     fake.control().reset_requests();
 
     let c = client(&fake, SA_TOKEN).await;
@@ -495,13 +530,23 @@ async fn run_jobs(rules: &[Rule]) -> Vec<String> {
     let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
     let trace = sink.text();
     assert!(
-        matches!(outcome, Outcome::Failed { exit_code: Some(3), .. }),
+        matches!(
+            outcome,
+            Outcome::Failed {
+                exit_code: Some(3),
+                ..
+            }
+        ),
         "{outcome:?}\n{trace}"
     );
     assert!(trace.contains("after failed"), "{trace}");
 
     // 3. A canceled job.
-    let p = job(3, &["echo started", "sleep 60", "echo not reached"], &["echo after $CI_JOB_STATUS"]);
+    let p = job(
+        3,
+        &["echo started", "sleep 60", "echo not reached"],
+        &["echo after $CI_JOB_STATUS"],
+    );
     let cancel = CancellationToken::new();
     let mut sink = Shared::default();
     let watcher = {
@@ -529,7 +574,10 @@ async fn run_jobs(rules: &[Rule]) -> Vec<String> {
     let requests = fake.control().requests();
     // Nothing was left behind (checked after the log was read).
     for (resource, name) in [("pods", jp.name.clone()), ("secrets", format!("{}-job", jp.name))] {
-        assert!(fake.control().get(resource, NS, &name).is_none(), "{resource} {name} swept");
+        assert!(
+            fake.control().get(resource, NS, &name).is_none(),
+            "{resource} {name} swept"
+        );
     }
     requests
 }
@@ -598,5 +646,25 @@ async fn role_allows_every_call_the_executor_makes_and_grants_nothing_more() {
     assert!(
         unused.is_empty(),
         "the Role grants what no job used (remove it): {unused:?}"
+    );
+}
+
+/// The installation's `[runners.kubernetes]` (deploy/manifests/runner.toml, what the
+/// entrypoint appends after `[[runners]]`) is one podci-k8s accepts, in the namespace the
+/// Role is bound in.
+#[test]
+fn manifests_runner_kubernetes_section_parses_with_podci_k8s() {
+    let path = repo_root().join("deploy/manifests/runner.toml");
+    let body = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let whole = format!("[[runners]]\ntoken = \"glrt-test\"\n{body}");
+    let cfg =
+        KubernetesConfig::from_runner_config_toml(&whole).unwrap_or_else(|e| panic!("runner.toml: {e}"));
+    let kustomization = std::fs::read_to_string(repo_root().join("deploy/manifests/kustomization.yaml"))
+        .expect("kustomization.yaml");
+    let k = yaml_docs(&kustomization, "kustomization.yaml");
+    assert_eq!(
+        k[0]["namespace"].as_str(),
+        Some(cfg.namespace.as_str()),
+        "job Pods run where the Role is"
     );
 }

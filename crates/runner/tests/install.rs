@@ -135,7 +135,10 @@ fn chart_values_schema_accepts_good_values_and_refuses_bad_ones() {
                         "/tolerations",
                         json!([{"key": "ci", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]),
                     ),
-                    ("/resources", json!({"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}})),
+                    (
+                        "/resources",
+                        json!({"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}),
+                    ),
                 ],
                 &[],
             ),
@@ -162,20 +165,56 @@ fn chart_values_schema_accepts_good_values_and_refuses_bad_ones() {
 
     // Each must be refused, and the message must point at the offending key.
     let bad: Vec<(&str, Value, &str)> = vec![
-        ("concurrent as a string", merged(&[("/concurrent", json!("ten"))], &[]), "concurrent"),
-        ("checkInterval negative", merged(&[("/checkInterval", json!(-1))], &[]), "checkInterval"),
-        ("rbac.create as a string", merged(&[("/rbac/create", json!("yes"))], &[]), "create"),
-        ("unknown top-level key (typo)", merged(&[("/concurent", json!(4))], &[]), "concurent"),
-        ("unknown key in rbac", merged(&[("/rbac/clusterWideAccess", json!(true))], &[]), "clusterWideAccess"),
+        (
+            "concurrent as a string",
+            merged(&[("/concurrent", json!("ten"))], &[]),
+            "concurrent",
+        ),
+        (
+            "checkInterval negative",
+            merged(&[("/checkInterval", json!(-1))], &[]),
+            "checkInterval",
+        ),
+        (
+            "rbac.create as a string",
+            merged(&[("/rbac/create", json!("yes"))], &[]),
+            "create",
+        ),
+        (
+            "unknown top-level key (typo)",
+            merged(&[("/concurent", json!(4))], &[]),
+            "concurent",
+        ),
+        (
+            "unknown key in rbac",
+            merged(&[("/rbac/clusterWideAccess", json!(true))], &[]),
+            "clusterWideAccess",
+        ),
         (
             "unknown key in metrics.serviceMonitor",
             merged(&[("/metrics/serviceMonitor/scrapeEvery", json!("5s"))], &[]),
             "scrapeEvery",
         ),
-        ("metrics.port out of range", merged(&[("/metrics/port", json!(70000))], &[]), "70000"),
-        ("gitlabUrl without scheme", merged(&[("/gitlabUrl", json!("gitlab.example.com"))], &[]), "gitlabUrl"),
-        ("imagePullPolicy not an enum value", merged(&[("/imagePullPolicy", json!("Sometimes"))], &[]), "Sometimes"),
-        ("nodeSelector value not a string", merged(&[("/nodeSelector", json!({"gpu": true}))], &[]), "gpu"),
+        (
+            "metrics.port out of range",
+            merged(&[("/metrics/port", json!(70000))], &[]),
+            "70000",
+        ),
+        (
+            "gitlabUrl without scheme",
+            merged(&[("/gitlabUrl", json!("gitlab.example.com"))], &[]),
+            "gitlabUrl",
+        ),
+        (
+            "imagePullPolicy not an enum value",
+            merged(&[("/imagePullPolicy", json!("Sometimes"))], &[]),
+            "Sometimes",
+        ),
+        (
+            "nodeSelector value not a string",
+            merged(&[("/nodeSelector", json!({"gpu": true}))], &[]),
+            "gpu",
+        ),
         (
             "tolerations not a list",
             merged(&[("/tolerations", json!({"key": "ci"}))], &[]),
@@ -186,7 +225,11 @@ fn chart_values_schema_accepts_good_values_and_refuses_bad_ones() {
             merged(&[("/runnerToken", json!("glrt-abc\ninjected = true"))], &[]),
             "runnerToken",
         ),
-        ("runners.config missing", merged(&[], &["/runners/config"]), "config"),
+        (
+            "runners.config missing",
+            merged(&[], &["/runners/config"]),
+            "config",
+        ),
         (
             "resources with an unknown key",
             merged(&[("/resources/request", json!({"cpu": "1"}))], &[]),
@@ -237,7 +280,10 @@ fn chart_templates_read_only_values_that_exist() {
             seen.insert(path_str.to_string());
         }
     }
-    assert!(missing.is_empty(), "templates read values that values.yaml lacks: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "templates read values that values.yaml lacks: {missing:#?}"
+    );
     // The GitLab Runner chart names the issue asks for are read by the templates.
     for want in [
         "gitlabUrl",
@@ -277,7 +323,10 @@ fn kustomize() -> Option<Vec<Value>> {
     }
     let out = run(Command::new("kubectl").arg("kustomize").arg(manifests()));
     assert!(out.status.success(), "kubectl kustomize: {}", text(&out));
-    Some(yaml_docs(&String::from_utf8_lossy(&out.stdout), "kustomize output"))
+    Some(yaml_docs(
+        &String::from_utf8_lossy(&out.stdout),
+        "kustomize output",
+    ))
 }
 
 fn kubernetes_validate(dir: &Path, obj: &Value) -> Output {
@@ -315,7 +364,13 @@ fn manifests_render_and_every_object_validates() {
     let dir = tempfile::tempdir().expect("tempdir");
     for o in &objects {
         let out = kubernetes_validate(dir.path(), o);
-        assert!(out.status.success(), "{} {}: {}", o["kind"], o["metadata"]["name"], text(&out));
+        assert!(
+            out.status.success(),
+            "{} {}: {}",
+            o["kind"],
+            o["metadata"]["name"],
+            text(&out)
+        );
         assert!(
             !o["kind"].as_str().unwrap_or("").starts_with("Cluster"),
             "nothing cluster-wide: {o}"
@@ -332,14 +387,21 @@ fn manifests_render_and_every_object_validates() {
         .clone();
     broken["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = json!("Always");
     let out = kubernetes_validate(dir.path(), &broken);
-    assert!(!out.status.success(), "a misspelt field is refused: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "a misspelt field is refused: {}",
+        text(&out)
+    );
 
     // The pieces fit together: the Deployment runs as the bound ServiceAccount, mounts
     // the generated ConfigMap and the Secret, and the Service selects its Pods.
     let by_kind = |k: &str| objects.iter().find(|o| o["kind"] == k).expect(k);
     let dep = by_kind("Deployment");
     let pod = &dep["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], by_kind("ServiceAccount")["metadata"]["name"]);
+    assert_eq!(
+        pod["serviceAccountName"],
+        by_kind("ServiceAccount")["metadata"]["name"]
+    );
     let rb = by_kind("RoleBinding");
     assert_eq!(rb["subjects"][0]["name"], pod["serviceAccountName"]);
     assert_eq!(rb["roleRef"]["kind"], "Role");
@@ -350,11 +412,18 @@ fn manifests_render_and_every_object_validates() {
         volumes.iter().any(|v| v["configMap"]["name"] == cm_name),
         "the Deployment mounts {cm_name}: {volumes:?}"
     );
-    assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "podci-runner"));
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "podci-runner")
+    );
     let labels = &pod.clone();
     let _ = labels;
     let tpl_labels = &dep["spec"]["template"]["metadata"]["labels"];
-    for (k, v) in by_kind("Service")["spec"]["selector"].as_object().expect("selector") {
+    for (k, v) in by_kind("Service")["spec"]["selector"]
+        .as_object()
+        .expect("selector")
+    {
         assert_eq!(&tpl_labels[k], v, "the Service selects the runner Pods");
     }
     let c = &pod["containers"][0];
@@ -366,9 +435,16 @@ fn manifests_render_and_every_object_validates() {
         "the token is mounted as a file, not put in env: {c}"
     );
     // The cache PVC is the one runner.toml mounts into job Pods.
-    let pvc = by_kind("PersistentVolumeClaim")["metadata"]["name"].as_str().expect("name");
-    let runner_toml = by_kind("ConfigMap")["data"]["runner.toml"].as_str().expect("runner.toml");
-    assert!(runner_toml.contains(&format!("name = \"{pvc}\"")), "{runner_toml}");
+    let pvc = by_kind("PersistentVolumeClaim")["metadata"]["name"]
+        .as_str()
+        .expect("name");
+    let runner_toml = by_kind("ConfigMap")["data"]["runner.toml"]
+        .as_str()
+        .expect("runner.toml");
+    assert!(
+        runner_toml.contains(&format!("name = \"{pvc}\"")),
+        "{runner_toml}"
+    );
 }
 
 /// Writes the ConfigMap's files and a Secret holding `token`, runs the real entrypoint
@@ -414,7 +490,10 @@ fn manifests_config_toml_loads_with_podcis_config_loader() {
     assert!(out.status.success(), "entrypoint + podci list: {t}");
     assert!(t.contains("Executor=kubernetes"), "{t}");
     assert!(t.contains("URL=https://gitlab.example.com/"), "{t}");
-    assert!(!t.contains("warning"), "no unknown keys in the composed config.toml: {t}");
+    assert!(
+        !t.contains("warning"),
+        "no unknown keys in the composed config.toml: {t}"
+    );
     assert!(!t.contains(token), "the full token is never printed: {t}");
     let cfg = cfg.expect("the entrypoint wrote config.toml");
     let loaded = podci::config::Config::parse(&cfg, "config.toml").expect("podci's loader accepts it");
@@ -522,7 +601,10 @@ fn image_builds_pushes_and_runs_from_its_layers() {
     assert!(out.status.success(), "inspect: {}", text(&out));
     let info: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     let s = info.to_string();
-    assert!(s.contains("\"/usr/bin/podci\""), "entrypoint /usr/bin/podci: {info:#}");
+    assert!(
+        s.contains("\"/usr/bin/podci\""),
+        "entrypoint /usr/bin/podci: {info:#}"
+    );
     assert!(s.contains("65532"), "runs as the podci user: {info:#}");
     assert!(s.contains("9252/tcp"), "exposes the metrics port: {info:#}");
 
@@ -543,7 +625,11 @@ fn image_builds_pushes_and_runs_from_its_layers() {
         manifest["config"]["digest"].as_str().expect("config digest"),
     )))
     .expect("config");
-    assert_eq!(config["config"]["Entrypoint"], json!(["/usr/bin/podci"]), "{config:#}");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        json!(["/usr/bin/podci"]),
+        "{config:#}"
+    );
     assert_eq!(config["config"]["Cmd"], json!(["run"]), "{config:#}");
     let layers = manifest["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 2, "base + podci: {manifest:#}");
@@ -572,13 +658,22 @@ fn image_builds_pushes_and_runs_from_its_layers() {
         eprintln!("!!!!! SKIPPING the chroot run: needs root !!!!!");
         return;
     }
-    // The image's own shell and libraries only: PATH as the image sets it.
-    let out = run(Command::new("chroot")
+    // The image's own shell and libraries only: PATH as the image sets it (chroot itself
+    // is found on the test's PATH, usually /usr/sbin).
+    let chroot = ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chroot (coreutils) is installed");
+    let out = run(Command::new(chroot)
         .arg(&rootfs)
         .args(["/bin/sh", "-c", "podci --version"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin"));
-    assert!(out.status.success(), "podci --version in the image: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "podci --version in the image: {}",
+        text(&out)
+    );
     let version = String::from_utf8_lossy(&out.stdout);
     assert!(
         version.starts_with("podci ") && version.contains(env!("CARGO_PKG_VERSION")),
