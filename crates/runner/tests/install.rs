@@ -36,7 +36,7 @@ fn require(bin: &str) -> bool {
         .is_ok_and(|s| s.success());
     if !ok {
         assert!(
-            std::env::var("CI").map_or(true, |v| v.is_empty() || v == "false"),
+            !std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false"),
             "{bin} is required in CI (see .ci/setup.d/55-install.sh)"
         );
         eprintln!("!!!!! SKIPPING: {bin} not installed (run .ci/setup.d/55-install.sh) !!!!!");
@@ -417,8 +417,6 @@ fn manifests_render_and_every_object_validates() {
             .iter()
             .any(|v| v["secret"]["secretName"] == "podci-runner")
     );
-    let labels = &pod.clone();
-    let _ = labels;
     let tpl_labels = &dep["spec"]["template"]["metadata"]["labels"];
     for (k, v) in by_kind("Service")["spec"]["selector"]
         .as_object()
@@ -449,7 +447,13 @@ fn manifests_render_and_every_object_validates() {
 
 /// Writes the ConfigMap's files and a Secret holding `token`, runs the real entrypoint
 /// with `args` (a podci subcommand) and returns its output and the config it composed.
-fn run_entrypoint(cm: &Value, secret_key: &str, token: &str, args: &[&str]) -> (Output, Option<String>) {
+fn run_entrypoint(
+    cm: &Value,
+    secret_key: &str,
+    token: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Output, Option<String>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cm_dir = dir.path().join("configmaps");
     let sec_dir = dir.path().join("secrets");
@@ -473,7 +477,8 @@ fn run_entrypoint(cm: &Value, secret_key: &str, token: &str, args: &[&str]) -> (
         .env("PODCI_CONFIGMAP_DIR", &cm_dir)
         .env("PODCI_SECRET_DIR", &sec_dir)
         .env("CONFIG_FILE", &cfg)
-        .env("HOME", dir.path().join("home")));
+        .env("HOME", dir.path().join("home"))
+        .envs(env.iter().copied()));
     (out, std::fs::read_to_string(&cfg).ok())
 }
 
@@ -485,7 +490,7 @@ fn manifests_config_toml_loads_with_podcis_config_loader() {
         .find(|o| o["kind"] == "ConfigMap")
         .expect("ConfigMap");
     let token = "glrt-t0kenFromTheSecret_123";
-    let (out, cfg) = run_entrypoint(cm, "runner-token", token, &["list"]);
+    let (out, cfg) = run_entrypoint(cm, "runner-token", token, &["list"], &[]);
     let t = text(&out);
     assert!(out.status.success(), "entrypoint + podci list: {t}");
     assert!(t.contains("Executor=kubernetes"), "{t}");
@@ -510,14 +515,70 @@ fn manifests_config_toml_loads_with_podcis_config_loader() {
     assert_eq!(k.get("namespace").and_then(|v| v.as_str()), Some("podci"));
 
     // A token that could break out of its TOML string is refused, not written.
-    let (out, cfg) = run_entrypoint(cm, "runner-token", "glrt-x\"\nexecutor = \"shell", &["list"]);
+    let (out, cfg) = run_entrypoint(cm, "runner-token", "glrt-x\"\nexecutor = \"shell", &["list"], &[]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(cfg.is_none(), "no config.toml written: {cfg:?}");
     assert!(text(&out).contains("holds characters"), "{}", text(&out));
     // No token at all: the message says which Secret keys are read.
-    let (out, _) = run_entrypoint(cm, "unrelated-key", "x", &["list"]);
+    let (out, _) = run_entrypoint(cm, "unrelated-key", "x", &["list"], &[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("runner-token"), "{}", text(&out));
+}
+
+/// A legacy registration token in the Secret: the entrypoint registers (against the fake
+/// GitLab server), reads the issued runner token back and runs with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entrypoint_registers_with_a_legacy_registration_token() {
+    let Some(objects) = tokio::task::spawn_blocking(kustomize).await.expect("join") else {
+        return;
+    };
+    let fake = podci_fake_gitlab::FakeGitlab::start(podci_fake_gitlab::Options::default())
+        .await
+        .expect("fake GitLab");
+    let url = fake.url().to_string();
+    let cm = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("ConfigMap")
+        .clone();
+    let (out, cfg) = tokio::task::spawn_blocking(move || {
+        run_entrypoint(
+            &cm,
+            "runner-registration-token",
+            "GR1348941-registration",
+            &["list"],
+            &[
+                ("CI_SERVER_URL", url.as_str()),
+                ("RUNNER_NAME", "podci-in-cluster"),
+            ],
+        )
+    })
+    .await
+    .expect("join");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("Runner registered successfully: podci-in-cluster"),
+        "{t}"
+    );
+    let issued = fake
+        .runner_tokens()
+        .into_iter()
+        .find(|t| t.contains("registered"))
+        .expect("the fake issued a runner token");
+    assert!(!t.contains(&issued), "the issued token is never printed: {t}");
+    let cfg = cfg.expect("config.toml written");
+    let loaded = podci::config::Config::parse(&cfg, "config.toml").expect("loads");
+    assert_eq!(
+        loaded.config.runners.len(),
+        1,
+        "one runner, not the scratch entry too"
+    );
+    assert_eq!(loaded.config.runners[0].token, issued);
+    assert!(
+        !cfg.contains("GR1348941"),
+        "the registration token is not kept: {cfg}"
+    );
 }
 
 // --- podci's own image --------------------------------------------------------------------
