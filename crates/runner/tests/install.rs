@@ -740,4 +740,38 @@ fn image_builds_pushes_and_runs_from_its_layers() {
         version.starts_with("podci ") && version.contains(env!("CARGO_PKG_VERSION")),
         "{version}"
     );
+
+    // The Deployment's command in the image, as the podci user: the entrypoint needs only
+    // the image's busybox applets. The ConfigMap, Secret and the home emptyDir are laid
+    // out as the kubelet mounts them.
+    let cm = rootfs.join("configmaps");
+    let sec = rootfs.join("secrets");
+    std::fs::create_dir_all(&cm).expect("mkdir");
+    std::fs::create_dir_all(&sec).expect("mkdir");
+    for f in ["config.toml", "runner.toml", "entrypoint.sh"] {
+        std::fs::copy(manifests().join(f), cm.join(f)).expect("copy");
+    }
+    std::fs::write(sec.join("runner-token"), "glrt-inTheImage_0123\n").expect("write");
+    let home = rootfs.join("home/podci");
+    std::os::unix::fs::chown(&home, Some(65532), Some(65532)).expect("chown home");
+    let out = run(Command::new(chroot)
+        .arg("--userspec=65532:65532")
+        .arg(&rootfs)
+        .args(["/bin/sh", "/configmaps/entrypoint.sh", "list"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/home/podci")
+        .env("CONFIG_FILE", "/home/podci/.podci/config.toml"));
+    let t = text(&out);
+    assert!(out.status.success(), "the entrypoint in the image: {t}");
+    assert!(t.contains("Executor=kubernetes"), "{t}");
+    let written = home.join(".podci/config.toml");
+    let meta = std::fs::metadata(&written).expect("config.toml written in the image's home");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.uid(), 65532, "written as the podci user");
+    assert_eq!(
+        meta.permissions().mode() & 0o077,
+        0,
+        "config.toml holds the token: 0600"
+    );
 }
