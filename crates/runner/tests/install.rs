@@ -284,6 +284,28 @@ fn chart_templates_read_only_values_that_exist() {
         missing.is_empty(),
         "templates read values that values.yaml lacks: {missing:#?}"
     );
+    // Every block action (if/with/range/define) has its end, in every template.
+    for entry in std::fs::read_dir(&dir).expect("templates") {
+        let path = entry.expect("entry").path();
+        let src = read(&path);
+        let mut depth = 0i32;
+        for action in src.split("{{").skip(1) {
+            let body = action.split("}}").next().unwrap_or("");
+            let word = body
+                .trim_start_matches('-')
+                .trim_start()
+                .split(|c: char| c.is_whitespace() || c == '-')
+                .next()
+                .unwrap_or("");
+            match word {
+                "if" | "with" | "range" | "define" | "block" => depth += 1,
+                "end" => depth -= 1,
+                _ => {}
+            }
+            assert!(depth >= 0, "{}: an end without its block", path.display());
+        }
+        assert_eq!(depth, 0, "{}: a block without its end", path.display());
+    }
     // The GitLab Runner chart names the issue asks for are read by the templates.
     for want in [
         "gitlabUrl",
