@@ -106,6 +106,35 @@ deploy_k8s:
     - echo "slot $CI_CONCURRENT_ID"
 "#;
 
+/// Runs `podci run` until it has taken three jobs and finished them (killed after 150 s).
+async fn podci_run(podci: &'static Path, config: &Path, kubeconfig: &Path) -> std::process::Output {
+    let (config, kubeconfig) = (config.to_path_buf(), kubeconfig.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(podci)
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--max-jobs=3")
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PODCI_TRACE_INTERVAL_MS", "100")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podci starts");
+        let deadline = Instant::now() + Duration::from_secs(150);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.wait_with_output().expect("output")
+    })
+    .await
+    .expect("join")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stage_pipeline_on_kubernetes_with_masked_traces_and_artifacts() {
     if !can_run() {
@@ -171,36 +200,16 @@ mount_path = "/cache"
     )
     .expect("config");
 
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(podci)
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--max-jobs=3")
-            .env("KUBECONFIG", &kubeconfig)
-            .env("PODCI_TRACE_INTERVAL_MS", "100")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("podci starts");
-        let deadline = Instant::now() + Duration::from_secs(150);
-        while child.try_wait().expect("wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        child.wait_with_output().expect("output")
-    })
-    .await
-    .expect("join");
+    let out = podci_run(podci, &config, &kubeconfig).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "podci run failed: {stderr}");
 
     let jobs = gitlab.jobs();
     assert_eq!(jobs.len(), 3);
     let trace = |i: usize| String::from_utf8_lossy(&jobs[i].trace).into_owned();
+    if std::env::var_os("PODCI_E2E_SHOW").is_some() {
+        (0..jobs.len()).for_each(|i| eprintln!("--- {}\n{}", jobs[i].name, trace(i)));
+    }
     for (i, j) in jobs.iter().enumerate() {
         assert_eq!(j.status, Status::Success, "{}:\n{}\n{stderr}", j.name, trace(i));
         assert_eq!(j.final_recorded, 1);
@@ -245,6 +254,22 @@ mount_path = "/cache"
     );
     assert!(t2.contains("\nslot 0\n"), "{t2}");
     assert!(!stderr.contains(SECRET) && !stderr.contains(TOKEN), "{stderr}");
+
+    // The same pipeline again: the Maven cache is on the PVC, the GitLab cache in the
+    // PVC-backed store; both survive the Pods of the first run.
+    gitlab
+        .create_pipeline(PIPELINE, Some(repo.path()), &[("SIGNING_KEY", SECRET, true)])
+        .expect("second pipeline");
+    let out = podci_run(podci, &config, &kubeconfig).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "second podci run failed: {stderr}");
+    let jobs = gitlab.jobs();
+    assert_eq!(jobs.len(), 6);
+    let t3 = String::from_utf8_lossy(&jobs[3].trace).into_owned();
+    assert_eq!(jobs[3].status, Status::Success, "{t3}");
+    assert!(t3.contains("\ndependencies from the PVC\n"), "{t3}");
+    assert!(t3.contains("Successfully extracted cache maven-main"), "{t3}");
+    assert!(jobs[4..].iter().all(|j| j.status == Status::Success));
     // Every Pod and Secret was removed after its job.
     let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig("ci-jobs")).expect("kubeconfig");
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
