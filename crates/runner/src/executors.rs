@@ -81,6 +81,31 @@ fn add_environment(payload: &mut JobPayload, runner: &RunnerConfig) {
     }
 }
 
+/// config.toml's `pre_build_script` and `post_build_script` around the job's `script`, as
+/// GitLab Runner runs them: in the same step, so a failing `pre_build_script` stops it and
+/// `post_build_script` runs only after a successful script.
+fn add_build_scripts(payload: &mut JobPayload, runner: &RunnerConfig) {
+    let pre = runner
+        .pre_build_script
+        .as_deref()
+        .filter(|s| !s.trim().is_empty());
+    let post = runner
+        .post_build_script
+        .as_deref()
+        .filter(|s| !s.trim().is_empty());
+    if pre.is_none() && post.is_none() {
+        return;
+    }
+    if let Some(step) = payload.steps.iter_mut().find(|s| s.name == "script") {
+        if let Some(pre) = pre {
+            step.script.insert(0, pre.to_string());
+        }
+        if let Some(post) = post {
+            step.script.push(post.to_string());
+        }
+    }
+}
+
 /// Sets a public variable, replacing earlier definitions.
 fn set_variable(payload: &mut JobPayload, key: &str, value: &str) {
     payload.variables.retain(|v| v.key != key);
@@ -312,6 +337,7 @@ impl Executor for Kubernetes {
             };
             let mut payload = (*req.payload).clone();
             add_environment(&mut payload, &req.runner);
+            add_build_scripts(&mut payload, &req.runner);
             // Where the repository lives in the Pod (the `repo` volume at /builds), as
             // GitLab Runner: <builds_dir>/<namespace>/<project>.
             let project_path = payload
@@ -355,7 +381,17 @@ impl Executor for Kubernetes {
                     &store,
                 ));
             }
-            let (before_steps, after_steps) = helper_steps(&payload);
+            let (mut before_steps, after_steps) = helper_steps(&payload);
+            // `pre_get_sources_script` runs where the sources are fetched: in the helper.
+            if let (Some(pre), Some(first)) = (
+                req.runner
+                    .pre_get_sources_script
+                    .as_deref()
+                    .filter(|s| !s.trim().is_empty()),
+                before_steps.first_mut(),
+            ) {
+                first.script = format!("{pre}\n{}", first.script);
+            }
             let job_url = payload
                 .variables
                 .iter()
@@ -458,6 +494,7 @@ impl Executor for Shell {
             let (cancel, watcher) = cancel_on_signals(&req.signals);
             let mut payload = (*req.payload).clone();
             add_environment(&mut payload, &req.runner);
+            add_build_scripts(&mut payload, &req.runner);
             set_variable(&mut payload, "CI_CONCURRENT_ID", &req.concurrent_id.to_string());
             let mut sink = Sink(req.trace.clone());
             let outcome = run_job(&*exec, payload, &dirs, &hooks, &mut sink, cancel).await;
@@ -672,6 +709,76 @@ impl ArtifactTransport for GitlabArtifacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_scripts_wrap_the_script_step() {
+        let mut p = JobPayload::default();
+        p.steps.push(podci_model::payload::Step {
+            name: "script".into(),
+            script: vec!["make".into()],
+            ..Default::default()
+        });
+        p.steps.push(podci_model::payload::Step {
+            name: "after_script".into(),
+            script: vec!["cleanup".into()],
+            ..Default::default()
+        });
+        let runner = RunnerConfig {
+            pre_build_script: Some("echo pre\necho pre2".into()),
+            post_build_script: Some("echo post".into()),
+            ..Default::default()
+        };
+        add_build_scripts(&mut p, &runner);
+        assert_eq!(p.steps[0].script, ["echo pre\necho pre2", "make", "echo post"]);
+        assert_eq!(p.steps[1].script, ["cleanup"]);
+        let mut q = p.clone();
+        add_build_scripts(&mut q, &RunnerConfig::default());
+        assert_eq!(q.steps, p.steps);
+    }
+
+    #[test]
+    fn helper_steps_follow_the_payload() {
+        let mut p = JobPayload::default();
+        let (before, after) = helper_steps(&p);
+        assert_eq!(
+            before.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["get_sources"]
+        );
+        assert!(after.is_empty());
+        p.cache.push(Default::default());
+        p.artifacts.push(podci_model::payload::Artifact {
+            when: "always".into(),
+            ..Default::default()
+        });
+        p.dependencies.push(podci_model::payload::Dependency {
+            artifacts_file: Some(Default::default()),
+            ..Default::default()
+        });
+        let (before, after) = helper_steps(&p);
+        assert_eq!(
+            before.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["get_sources", "restore_cache", "download_artifacts"]
+        );
+        let names: Vec<_> = after.iter().map(|s| (s.name.as_str(), s.when)).collect();
+        use podci_k8s::HelperWhen::*;
+        assert_eq!(
+            names,
+            [
+                ("archive_cache", OnSuccess),
+                ("archive_cache_on_failure", OnFailure),
+                ("upload_artifacts_on_success", OnSuccess),
+                ("upload_artifacts_on_failure", OnFailure)
+            ]
+        );
+        // Cache errors warn; an artifact upload of a successful job fails it.
+        assert!(after[0].failure.is_none());
+        assert!(after[2].failure.is_some());
+        assert!(
+            before
+                .iter()
+                .all(|s| !s.script.contains(&p.token) || p.token.is_empty())
+        );
+    }
 
     #[test]
     fn credentials_leave_the_url() {

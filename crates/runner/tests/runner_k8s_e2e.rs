@@ -184,6 +184,9 @@ url = "{url}"
 token = "{TOKEN}"
 executor = "kubernetes"
 cache_dir = "/cache"
+pre_get_sources_script = "echo pre-get-sources in $PODCI_HELPER_PROJECT_DIR"
+pre_build_script = "echo pre-build of $CI_JOB_NAME"
+post_build_script = "echo post-build"
 [runners.kubernetes]
 namespace = "ci-jobs"
 image = "debian:bookworm"
@@ -226,6 +229,18 @@ mount_path = "/cache"
     let t0 = trace(0);
     assert!(t0.contains("Getting source from Git repository"), "{t0}");
     assert!(t0.contains("\ndownloading dependencies\n"), "{t0}");
+    // config.toml's scripts around the sources and the job's script.
+    let pre_sources = t0
+        .find("\npre-get-sources in /builds/")
+        .expect("pre_get_sources_script ran");
+    let fetch = t0.find("Fetching changes").expect("fetch");
+    let pre_build = t0.find("\npre-build of package\n").expect("pre_build_script ran");
+    let downloading = t0.find("\ndownloading dependencies\n").expect("script ran");
+    let post_build = t0.find("\npost-build\n").expect("post_build_script ran");
+    assert!(
+        pre_sources < fetch && fetch < pre_build && pre_build < downloading && downloading < post_build,
+        "{t0}"
+    );
     assert!(
         t0.contains("\nbuilt target/seed-app.jar signed with [MASKED]\n"),
         "{t0}"
