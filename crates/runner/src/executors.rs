@@ -447,9 +447,10 @@ impl Executor for Kubernetes {
     }
 }
 
-/// The cache store the helper uses: `[runners.cache]` with `Type = "local"` and a `Path`
-/// (a directory, e.g. a PVC mounted in the Pod), else `cache_dir`. S3 needs credentials
-/// in the helper and is not passed yet.
+/// The cache store of a runner's jobs (the shell executor's, and the helper's in a Pod):
+/// `[runners.cache]` with `Type = "local"` and a `Path` (a directory, e.g. a PVC mounted
+/// in the Pod), else `cache_dir`; none without either. `Type = "s3"` is not connected
+/// yet (the helper would need the keys through the job Secret).
 fn cache_store(runner: &RunnerConfig) -> Option<String> {
     match &runner.cache {
         Some(c) if c.kind == "local" && !c.path.is_empty() => Some(c.path.clone()),
@@ -482,9 +483,24 @@ impl Executor for Shell {
                 req.payload.id
             ));
             let dirs = JobDirs::new(&root);
+            let cache: Option<Arc<dyn crate::executor::CacheTransport>> = match cache_store(&req.runner) {
+                None => None,
+                Some(dir) => match podci_cache::Store::dir(&dir) {
+                    Ok(store) => Some(Arc::new(crate::exec::transport::StoreCache {
+                        cache: podci_cache::Cache::new(store),
+                    })),
+                    Err(e) => {
+                        req.trace.write(
+                            format!("\x1b[0;33mWARNING: cache store {dir}: {e}; caches are off for this job\x1b[0;m\n")
+                                .as_bytes(),
+                        );
+                        None
+                    }
+                },
+            };
             let hooks = Hooks {
                 sources: Some(Arc::new(GitSources)),
-                cache: None,
+                cache,
                 artifacts: Some(Arc::new(GitlabArtifacts {
                     client: req.client.clone(),
                 })),
