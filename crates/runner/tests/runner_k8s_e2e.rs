@@ -106,14 +106,19 @@ deploy_k8s:
     - echo "slot $CI_CONCURRENT_ID"
 "#;
 
-/// Runs `podci run` until it has taken three jobs and finished them (killed after 150 s).
-async fn podci_run(podci: &'static Path, config: &Path, kubeconfig: &Path) -> std::process::Output {
+/// Runs `podci run` until it has taken `jobs` jobs and finished them (killed after 150 s).
+async fn podci_run(
+    podci: &'static Path,
+    config: &Path,
+    kubeconfig: &Path,
+    jobs: usize,
+) -> std::process::Output {
     let (config, kubeconfig) = (config.to_path_buf(), kubeconfig.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let mut child = Command::new(podci)
             .args(["run", "--config"])
             .arg(&config)
-            .arg("--max-jobs=3")
+            .arg(format!("--max-jobs={jobs}"))
             .env("KUBECONFIG", &kubeconfig)
             .env("PODCI_TRACE_INTERVAL_MS", "100")
             .env("RUST_LOG", "warn")
@@ -203,7 +208,7 @@ mount_path = "/cache"
     )
     .expect("config");
 
-    let out = podci_run(podci, &config, &kubeconfig).await;
+    let out = podci_run(podci, &config, &kubeconfig, 3).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "podci run failed: {stderr}");
 
@@ -275,7 +280,7 @@ mount_path = "/cache"
     gitlab
         .create_pipeline(PIPELINE, Some(repo.path()), &[("SIGNING_KEY", SECRET, true)])
         .expect("second pipeline");
-    let out = podci_run(podci, &config, &kubeconfig).await;
+    let out = podci_run(podci, &config, &kubeconfig, 3).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "second podci run failed: {stderr}");
     let jobs = gitlab.jobs();
@@ -304,4 +309,58 @@ mount_path = "/cache"
         assert!(Instant::now() < deadline, "{p} Pods and {s} Secrets left behind");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A failing job on Kubernetes: GitLab gets `script_failure` with the script's exit code,
+/// `after_script` runs, `artifacts:when: on_failure` are uploaded, and the next stage is
+/// skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_job_on_kubernetes_reports_exit_code_and_uploads_failure_artifacts() {
+    if !can_run() {
+        return;
+    }
+    let gitlab = FakeGitlab::start(Options::default())
+        .await
+        .expect("fake GitLab starts");
+    let podci = Path::new(env!("CARGO_BIN_EXE_podci"));
+    let kube = podci_fake_kube::FakeKube::start(podci_fake_kube::Options {
+        container_roots: true,
+        path_prepend: vec![podci.parent().expect("bin dir").to_path_buf()],
+        ..Default::default()
+    })
+    .await
+    .expect("fake Kubernetes starts");
+    let ci = "stages: [test, deploy]\ntests:\n  stage: test\n  script:\n    - echo report > report.txt\n    - echo about to fail\n    - exit 7\n  after_script:\n    - echo after $CI_JOB_STATUS\n  artifacts:\n    when: on_failure\n    paths: [report.txt]\nlater:\n  stage: deploy\n  script: [echo never]\n";
+    let repo = tempfile::tempdir().expect("tempdir");
+    git_repo(repo.path(), &[(".gitlab-ci.yml", ci)]);
+    gitlab
+        .create_pipeline(ci, Some(repo.path()), &[])
+        .expect("pipeline");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig, "ci-jobs").expect("kubeconfig");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\ncheck_interval = 1\n[[runners]]\nname = \"k8s\"\nurl = \"{}\"\ntoken = \"{TOKEN}\"\nexecutor = \"kubernetes\"\n[runners.kubernetes]\nnamespace = \"ci-jobs\"\nimage = \"debian:bookworm\"\nhelper_image = \"podci-helper:test\"\n",
+            gitlab.url()
+        ),
+    )
+    .expect("config");
+    let out = podci_run(podci, &config, &kubeconfig, 1).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jobs = gitlab.jobs();
+    let t = String::from_utf8_lossy(&jobs[0].trace).into_owned();
+    assert_eq!(jobs[0].status, Status::Failed, "{t}");
+    assert_eq!(jobs[0].exit_code, Some(7), "{t}");
+    assert_eq!(jobs[0].failure_reason.as_deref(), Some("script_failure"), "{t}");
+    assert!(
+        t.contains("\nabout to fail\n") && t.contains("\nafter failed\n"),
+        "{t}"
+    );
+    assert!(t.contains("Uploading artifacts for failed job"), "{t}");
+    assert!(!t.contains("Uploading artifacts for successful job"), "{t}");
+    assert!(jobs[0].artifacts.is_some(), "{t}");
+    assert_eq!(jobs[1].status, Status::Skipped);
 }
