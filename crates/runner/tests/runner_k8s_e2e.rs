@@ -364,3 +364,65 @@ async fn failing_job_on_kubernetes_reports_exit_code_and_uploads_failure_artifac
     assert!(jobs[0].artifacts.is_some(), "{t}");
     assert_eq!(jobs[1].status, Status::Skipped);
 }
+
+/// GitLab cancels a running Kubernetes job: the script stops, `after_script` runs with
+/// `CI_JOB_STATUS=canceled`, the Pod goes away and GitLab records the job as canceled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_canceled_by_gitlab_stops_its_pod() {
+    if !can_run() {
+        return;
+    }
+    let gitlab = FakeGitlab::start(Options::default())
+        .await
+        .expect("fake GitLab starts");
+    let podci = Path::new(env!("CARGO_BIN_EXE_podci"));
+    let kube = podci_fake_kube::FakeKube::start(podci_fake_kube::Options {
+        container_roots: true,
+        path_prepend: vec![podci.parent().expect("bin dir").to_path_buf()],
+        ..Default::default()
+    })
+    .await
+    .expect("fake Kubernetes starts");
+    let ci = "slow:\n  script:\n    - echo about to sleep\n    - sleep 120\n    - echo never printed\n  after_script:\n    - echo after $CI_JOB_STATUS\n";
+    gitlab.create_pipeline(ci, None, &[]).expect("pipeline");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig, "ci-jobs").expect("kubeconfig");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\ncheck_interval = 1\n[[runners]]\nname = \"k8s\"\nurl = \"{}\"\ntoken = \"{TOKEN}\"\nexecutor = \"kubernetes\"\n[runners.kubernetes]\nnamespace = \"ci-jobs\"\nimage = \"debian:bookworm\"\nhelper_image = \"podci-helper:test\"\n",
+            gitlab.url()
+        ),
+    )
+    .expect("config");
+    let run = tokio::spawn(async move { podci_run(podci, &config, &kubeconfig, 1).await });
+    let started = Instant::now();
+    loop {
+        let jobs = gitlab.jobs();
+        if jobs
+            .first()
+            .is_some_and(|j| String::from_utf8_lossy(&j.trace).contains("\nabout to sleep\n"))
+        {
+            gitlab.cancel(jobs[0].id);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = run.await.expect("join");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "the cancel did not stop the job"
+    );
+    let jobs = gitlab.jobs();
+    let t = String::from_utf8_lossy(&jobs[0].trace).into_owned();
+    assert_eq!(jobs[0].status, Status::Canceled, "{t}");
+    assert!(t.contains("\nafter canceled\n"), "{t}");
+    assert!(!t.contains("never printed"), "{t}");
+}
