@@ -426,3 +426,27 @@ async fn job_canceled_by_gitlab_stops_its_pod() {
     assert!(t.contains("\nafter canceled\n"), "{t}");
     assert!(!t.contains("never printed"), "{t}");
 }
+
+/// Outside a job Pod, `podci helper` names the variable it misses instead of guessing.
+#[test]
+fn helper_outside_a_pod_names_the_missing_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_podci"))
+        .args(["helper", "get-sources"])
+        .env_remove("PODCI_HELPER_JOB")
+        .output()
+        .expect("podci runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PODCI_HELPER_JOB is not set"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_podci"))
+        .args(["helper", "artifacts-download"])
+        .env("PODCI_HELPER_JOB", "{not json")
+        .env("PODCI_HELPER_PROJECT_DIR", "/tmp/x")
+        .output()
+        .expect("podci runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PODCI_HELPER_JOB does not hold a job payload"),
+        "{err}"
+    );
+}
