@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KubernetesConfig, Strategy};
+use crate::helper::{HelperEnv, HelperStep, add_helper_env, exec_exit_code};
 use crate::pod::{BUILD_CONTAINER, HELPER_CONTAINER, JobPod, PodParams, build_pod};
 
 /// Where masked trace bytes go (a terminal, a file, GitLab's trace PATCH).
@@ -119,6 +120,14 @@ pub struct Job<'a> {
     pub concurrent_id: u32,
     /// The job's URL in GitLab (an annotation), may be empty.
     pub job_url: String,
+    /// Scripts the helper container runs before the build steps (sources, caches,
+    /// artifacts), in order; the first failure with a reason ends the job.
+    pub before_steps: Vec<HelperStep>,
+    /// Scripts the helper container runs after the build steps and `after_script`
+    /// (save caches, upload artifacts), each when its `when` matches the job's result.
+    pub after_steps: Vec<HelperStep>,
+    /// The helper container's environment for those scripts (secrets via the Secret).
+    pub helper_env: Vec<HelperEnv>,
 }
 
 impl<'a> Job<'a> {
@@ -128,6 +137,9 @@ impl<'a> Job<'a> {
             payload,
             concurrent_id: 0,
             job_url: String::new(),
+            before_steps: Vec::new(),
+            after_steps: Vec::new(),
+            helper_env: Vec::new(),
         }
     }
 }
@@ -383,7 +395,7 @@ impl KubernetesExecutor {
             now_unix: now.as_second(),
             job_url: job.job_url.clone(),
         };
-        let jp = match build_pod(&self.config, payload, &params) {
+        let mut jp = match build_pod(&self.config, payload, &params) {
             Ok(jp) => jp,
             Err(e) => {
                 let msg = format!("ERROR: {e}");
@@ -396,6 +408,9 @@ impl KubernetesExecutor {
                 };
             }
         };
+        if !job.helper_env.is_empty() || !job.before_steps.is_empty() || !job.after_steps.is_empty() {
+            add_helper_env(&mut jp, &job.helper_env);
+        }
         for w in &jp.warnings {
             emit(sink, &mut masker, &format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n"));
         }
@@ -423,6 +438,8 @@ impl KubernetesExecutor {
             nonce: random_suffix(24),
             attach: None,
             log: None,
+            before_steps: &job.before_steps,
+            after_steps: &job.after_steps,
         };
         let result = run.run_inner(payload, sink, &cancel, &secrets).await;
         // Cleanup, bounded; it runs whatever happened above (also after a cancel).
@@ -542,6 +559,9 @@ struct JobRun<'e> {
     nonce: String,
     attach: Option<Attached>,
     log: Option<LogReader>,
+    /// Helper scripts around the build steps (see [`Job::before_steps`]).
+    before_steps: &'e [HelperStep],
+    after_steps: &'e [HelperStep],
 }
 
 /// An open attach to the build shell: the process, its stdin writer (kept: dropping it
@@ -646,6 +666,11 @@ impl JobRun<'_> {
             &format!("Running on {} via podci-k8s...\n", jp.name),
         );
 
+        // 3a. Helper steps before the build steps (sources, caches, artifacts).
+        for h in self.before_steps {
+            self.run_helper(h, sink, cancel, job_deadline).await?;
+        }
+
         // 3. Steps.
         let mut failed: Option<i32> = None;
         let mut stop: Option<Stop> = None;
@@ -715,9 +740,120 @@ impl JobRun<'_> {
                 }
             }
         }
+        // 5. Helper steps after the job (save caches, upload artifacts); a timed-out job
+        // counts as failed, as in GitLab Runner. Not after a cancel or a lost Pod.
+        if matches!(stop, None | Some(Stop::Timeout)) {
+            let succeeded = failed.is_none() && stop.is_none();
+            // They get their own time budget: the job's may be spent.
+            let deadline = Some(
+                job_deadline
+                    .filter(|d| *d > tokio::time::Instant::now() + Duration::from_secs(60))
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(600)),
+            );
+            let after_cancel = CancellationToken::new();
+            for h in self.after_steps.iter().filter(|h| h.when.matches(succeeded)) {
+                if let Err(s) = self.run_helper(h, sink, &after_cancel, deadline).await
+                    && failed.is_none()
+                    && stop.is_none()
+                {
+                    stop = Some(s);
+                }
+            }
+        }
         match stop {
             Some(s) => Err(s),
             None => Ok(failed),
+        }
+    }
+
+    /// Runs one helper script through `pods/exec` in the helper container, its output
+    /// (stderr joined to stdout) masked into the trace. A failure is a warning or, when
+    /// the step names a reason, the job's failure.
+    async fn run_helper(
+        &mut self,
+        h: &HelperStep,
+        sink: &mut dyn TraceSink,
+        cancel: &CancellationToken,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), Stop> {
+        if !h.title.is_empty() {
+            emit(
+                sink,
+                &mut self.masker,
+                &format!("\x1b[32;1m{}\x1b[0;m\n", h.title),
+            );
+        }
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("exec 2>&1\n{}", h.script),
+        ];
+        let ap = AttachParams::default()
+            .container(HELPER_CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(false);
+        let base = self.base();
+        let name = self.jp.name.clone();
+        let mut p = retry(base, || self.pods.exec(&name, cmd.clone(), &ap))
+            .await
+            .map_err(|e| {
+                Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    format!("cannot start the helper step {}: {}", h.name, api_error(&e)),
+                )
+            })?;
+        let (Some(mut stdout), Some(status)) = (p.stdout(), p.take_status()) else {
+            p.abort();
+            return Err(Stop::Failed(
+                FailureReason::RunnerSystemFailure,
+                format!("the helper step {} gave no output stream", h.name),
+            ));
+        };
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                r = stdout.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let out = self.masker.write(&buf[..n]);
+                        sink.write(&out);
+                    }
+                },
+                _ = cancel.cancelled() => {
+                    p.abort();
+                    return Err(Stop::Canceled);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
+                    p.abort();
+                    return Err(Stop::Timeout);
+                }
+            }
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), status)
+            .await
+            .ok()
+            .flatten();
+        p.abort();
+        let code = status.as_ref().and_then(exec_exit_code);
+        if code == Some(0) {
+            return Ok(());
+        }
+        let what = match code {
+            Some(c) => format!("the helper step {} failed with exit code {c}", h.name),
+            None => format!("the helper step {} ended without an exit status", h.name),
+        };
+        match h.failure {
+            Some(reason) => Err(Stop::Failed(reason, what)),
+            None => {
+                emit(
+                    sink,
+                    &mut self.masker,
+                    &format!("\x1b[0;33mWARNING: {what}\x1b[0;m\n"),
+                );
+                Ok(())
+            }
         }
     }
 

@@ -9,6 +9,8 @@
 //!   log file with offsets so that a dropped connection loses and repeats nothing, run
 //!   `after_script` on failure or cancel, delete with grace 0. [`sweep`] removes Pods and
 //!   Secrets left behind by a runner that died.
+//! - [`helper`]: caller-given scripts the helper container runs before and after the
+//!   build steps (sources, caches, artifacts), with their secrets from the job Secret.
 //!
 //! The crate knows Kubernetes and nothing of YAML or GitLab's HTTP API: the input is a
 //! [`podci_model::payload::JobPayload`], the output trace bytes (masked) to a
@@ -29,10 +31,12 @@
 
 pub mod config;
 pub mod executor;
+pub mod helper;
 pub mod pod;
 pub mod sweep;
 
 pub use config::{ConfigError, KubernetesConfig, Strategy};
 pub use executor::{ExecutorOptions, FailureReason, Job, KubernetesExecutor, Outcome, TraceSink};
+pub use helper::{HelperEnv, HelperStep, HelperWhen};
 pub use pod::{JobPod, PodError, PodParams, build_pod};
 pub use sweep::{SweepReport, sweep_orphans};

@@ -1,9 +1,10 @@
 //! Which executor runs a runner's jobs: the seam between the job manager and the
-//! executors (`executor/`: shell; podci-k8s: kubernetes, not wired yet). The manager only
-//! sees `manager::Executor`; this module adapts the executor layer's
-//! `run_job` to it and supplies what a job from GitLab needs that a local pipeline does
-//! not: sources cloned from `payload.git_info`, and artifacts moved through GitLab's
-//! artifacts API.
+//! executors (`executor/`: shell; podci-k8s: kubernetes). The manager only sees
+//! `manager::Executor`; this module adapts the executor layer's `run_job` and podci-k8s's
+//! `KubernetesExecutor` to it and supplies what a job from GitLab needs that a local
+//! pipeline does not: sources cloned from `payload.git_info`, and artifacts moved through
+//! GitLab's artifacts API. On Kubernetes those run in the Pod's helper container as
+//! `podci helper ...` steps (see `cmd_helper`), with the job payload in the job Secret.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,10 +42,16 @@ impl ExecutorFactory for Factory {
                 };
                 Ok(Arc::new(Shell { exec: Arc::new(exec) }))
             }
-            // The seam for podci-k8s: an adapter like `Shell` over its Pod executor,
-            // built from `runner.kubernetes` (kept raw for its own parser).
+            // podci-k8s parses its own table (kept raw by our config parser); the client
+            // is made on the first job, since kubeconfig loading is async.
             ExecutorKind::Kubernetes => {
-                Err("executor = \"kubernetes\" is not wired to podci-k8s yet; use shell".into())
+                let table = runner.kubernetes.clone().unwrap_or_default();
+                let config = podci_k8s::KubernetesConfig::from_table(table)
+                    .map_err(|e| format!("[runners.kubernetes] of runner {:?}: {e}", runner.name))?;
+                Ok(Arc::new(Kubernetes {
+                    config: Arc::new(config),
+                    executor: Arc::new(tokio::sync::OnceCell::new()),
+                }))
             }
             ExecutorKind::Docker => Err("podci has no docker executor in `podci run`; use shell".into()),
         }
@@ -58,6 +65,397 @@ pub fn factory() -> Arc<dyn ExecutorFactory> {
 
 struct Shell {
     exec: Arc<ShellExecutor>,
+}
+
+/// Adds config.toml's `environment` entries to the job's variables.
+fn add_environment(payload: &mut JobPayload, runner: &RunnerConfig) {
+    for e in &runner.environment {
+        if let Some((k, v)) = e.split_once('=') {
+            payload.variables.push(podci_model::payload::JobVariable {
+                key: k.to_string(),
+                value: v.to_string(),
+                public: true,
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// config.toml's `pre_build_script` and `post_build_script` around the job's `script`, as
+/// GitLab Runner runs them: in the same step, so a failing `pre_build_script` stops it and
+/// `post_build_script` runs only after a successful script.
+fn add_build_scripts(payload: &mut JobPayload, runner: &RunnerConfig) {
+    let pre = runner
+        .pre_build_script
+        .as_deref()
+        .filter(|s| !s.trim().is_empty());
+    let post = runner
+        .post_build_script
+        .as_deref()
+        .filter(|s| !s.trim().is_empty());
+    if pre.is_none() && post.is_none() {
+        return;
+    }
+    if let Some(step) = payload.steps.iter_mut().find(|s| s.name == "script") {
+        if let Some(pre) = pre {
+            step.script.insert(0, pre.to_string());
+        }
+        if let Some(post) = post {
+            step.script.push(post.to_string());
+        }
+    }
+}
+
+/// Sets a public variable, replacing earlier definitions.
+fn set_variable(payload: &mut JobPayload, key: &str, value: &str) {
+    payload.variables.retain(|v| v.key != key);
+    payload.variables.push(podci_model::payload::JobVariable {
+        key: key.to_string(),
+        value: value.to_string(),
+        public: true,
+        ..Default::default()
+    });
+}
+
+/// One watcher for both of GitLab's stop signals: the executors have one token.
+fn cancel_on_signals(
+    signals: &crate::gitlab::trace::JobSignals,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let cancel = CancellationToken::new();
+    let watcher = {
+        let cancel = cancel.clone();
+        let signals = signals.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = signals.canceling.cancelled() => {}
+                _ = signals.abort.cancelled() => {}
+            }
+            cancel.cancel();
+        })
+    };
+    (cancel, watcher)
+}
+
+/// Jobs as Pods through podci-k8s.
+struct Kubernetes {
+    config: Arc<podci_k8s::KubernetesConfig>,
+    executor: Arc<tokio::sync::OnceCell<podci_k8s::KubernetesExecutor>>,
+}
+
+/// Why the Kubernetes API cannot be reached; the job fails with
+/// `runner_configuration_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeClientError {
+    #[error("[runners.kubernetes] host {host:?} is not a URL: {message}")]
+    BadHost { host: String, message: String },
+    #[error("cannot read [runners.kubernetes] ca_file {path:?}: {message}")]
+    CaFile { path: String, message: String },
+    #[error(
+        "no Kubernetes configuration: set host (and bearer_token) in [runners.kubernetes], KUBECONFIG, or run in a cluster ({0})"
+    )]
+    NoConfig(String),
+    #[error("cannot make a Kubernetes client: {0}")]
+    Client(String),
+}
+
+/// The certificates of a PEM file as DER, for kube's `root_cert`.
+fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in pem.lines() {
+        let line = line.trim();
+        if line.starts_with("-----BEGIN CERTIFICATE") {
+            current = Some(String::new());
+        } else if line.starts_with("-----END CERTIFICATE") {
+            if let Some(b64) = current.take()
+                && let Ok(der) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+            {
+                out.push(der);
+            }
+        } else if let Some(c) = current.as_mut() {
+            c.push_str(line);
+        }
+    }
+    out
+}
+
+/// A client from `host`/`bearer_token`/`ca_file` when `host` is set (as GitLab Runner),
+/// else from KUBECONFIG / `~/.kube/config` / the in-cluster ServiceAccount.
+async fn kube_client(cfg: &podci_k8s::KubernetesConfig) -> Result<kube::Client, KubeClientError> {
+    let config = if cfg.host.is_empty() {
+        kube::Config::infer()
+            .await
+            .map_err(|e| KubeClientError::NoConfig(e.to_string()))?
+    } else {
+        let url: hyper::Uri =
+            cfg.host
+                .parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| KubeClientError::BadHost {
+                    host: cfg.host.clone(),
+                    message: e.to_string(),
+                })?;
+        let mut c = kube::Config::new(url);
+        if !cfg.bearer_token.is_empty() {
+            c.auth_info.token = Some(cfg.bearer_token.clone().into());
+        }
+        if !cfg.ca_file.is_empty() {
+            let pem = std::fs::read_to_string(&cfg.ca_file).map_err(|e| KubeClientError::CaFile {
+                path: cfg.ca_file.clone(),
+                message: e.to_string(),
+            })?;
+            let certs = pem_certificates(&pem);
+            if certs.is_empty() {
+                return Err(KubeClientError::CaFile {
+                    path: cfg.ca_file.clone(),
+                    message: "no PEM certificate in it".into(),
+                });
+            }
+            c.root_cert = Some(certs);
+        }
+        c
+    };
+    kube::Client::try_from(config).map_err(|e| KubeClientError::Client(e.to_string()))
+}
+
+/// The helper program in the helper image; `podci` on its PATH.
+const HELPER_PROGRAM: &str = "podci";
+
+/// The helper steps of a job: GitLab Runner's stages around the script, each a
+/// `podci helper` call whose inputs come from the helper's environment.
+fn helper_steps(payload: &JobPayload) -> (Vec<podci_k8s::HelperStep>, Vec<podci_k8s::HelperStep>) {
+    use podci_k8s::{FailureReason as R, HelperStep, HelperWhen};
+    let step = |name: &str, title: &str, args: &str, when: HelperWhen, failure: Option<R>| HelperStep {
+        name: name.into(),
+        title: title.into(),
+        script: format!("{HELPER_PROGRAM} helper {args}"),
+        when,
+        failure,
+    };
+    let mut before = vec![step(
+        "get_sources",
+        "Getting source from Git repository",
+        "get-sources",
+        HelperWhen::Always,
+        Some(R::RunnerSystemFailure),
+    )];
+    if !payload.cache.is_empty() {
+        // A cache that cannot be restored is a warning in GitLab Runner.
+        before.push(step(
+            "restore_cache",
+            "Restoring cache",
+            "cache-pull",
+            HelperWhen::Always,
+            None,
+        ));
+    }
+    if payload.dependencies.iter().any(|d| d.artifacts_file.is_some()) {
+        before.push(step(
+            "download_artifacts",
+            "Downloading artifacts",
+            "artifacts-download",
+            HelperWhen::Always,
+            Some(R::RunnerSystemFailure),
+        ));
+    }
+    let mut after = Vec::new();
+    if !payload.cache.is_empty() {
+        after.push(step(
+            "archive_cache",
+            "Saving cache for successful job",
+            "cache-push --job-status success",
+            HelperWhen::OnSuccess,
+            None,
+        ));
+        after.push(step(
+            "archive_cache_on_failure",
+            "Saving cache for failed job",
+            "cache-push --job-status failed",
+            HelperWhen::OnFailure,
+            None,
+        ));
+    }
+    if !payload.artifacts.is_empty() {
+        after.push(step(
+            "upload_artifacts_on_success",
+            "Uploading artifacts for successful job",
+            "artifacts-upload --job-status success",
+            HelperWhen::OnSuccess,
+            Some(R::RunnerSystemFailure),
+        ));
+        if payload
+            .artifacts
+            .iter()
+            .any(|a| a.when != "on_success" && !a.when.is_empty())
+        {
+            after.push(step(
+                "upload_artifacts_on_failure",
+                "Uploading artifacts for failed job",
+                "artifacts-upload --job-status failed",
+                HelperWhen::OnFailure,
+                None,
+            ));
+        }
+    }
+    (before, after)
+}
+
+struct K8sSink(TraceWriter);
+
+impl podci_k8s::TraceSink for K8sSink {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+}
+
+impl Executor for Kubernetes {
+    fn run(&self, req: ExecRequest) -> manager::BoxFuture<Outcome> {
+        let config = self.config.clone();
+        let cell = self.executor.clone();
+        Box::pin(async move {
+            let exec = cell
+                .get_or_try_init(|| async {
+                    let client = kube_client(&config).await?;
+                    let mut opts = podci_k8s::ExecutorOptions::new(&req.runner.token);
+                    opts.retry_base = std::time::Duration::from_millis(200);
+                    Ok::<_, KubeClientError>(podci_k8s::KubernetesExecutor::new(
+                        client,
+                        (*config).clone(),
+                        opts,
+                    ))
+                })
+                .await;
+            let exec = match exec {
+                Ok(e) => e.clone(),
+                Err(e) => {
+                    req.trace
+                        .write(format!("\x1b[31;1mERROR: {e}\x1b[0;m\n").as_bytes());
+                    return Outcome::Failed {
+                        reason: "runner_configuration_error".into(),
+                        exit_code: None,
+                    };
+                }
+            };
+            let mut payload = (*req.payload).clone();
+            add_environment(&mut payload, &req.runner);
+            add_build_scripts(&mut payload, &req.runner);
+            // Where the repository lives in the Pod (the `repo` volume at /builds), as
+            // GitLab Runner: <builds_dir>/<namespace>/<project>.
+            let project_path = payload
+                .variables
+                .iter()
+                .rev()
+                .find(|v| v.key == "CI_PROJECT_PATH")
+                .map(|v| v.value.clone())
+                .filter(|p| !p.is_empty() && !p.split('/').any(|s| s.is_empty() || s == ".." || s == "."))
+                .unwrap_or_else(|| format!("project-{}", payload.job_info.project_id));
+            let project_dir = format!("{}/{project_path}", podci_k8s::pod::BUILDS_DIR);
+            set_variable(&mut payload, "CI_PROJECT_DIR", &project_dir);
+            set_variable(&mut payload, "CI_BUILDS_DIR", podci_k8s::pod::BUILDS_DIR);
+            set_variable(&mut payload, "CI_CONCURRENT_ID", &req.concurrent_id.to_string());
+            set_variable(
+                &mut payload,
+                "CI_CONCURRENT_PROJECT_ID",
+                &req.concurrent_id.to_string(),
+            );
+            let payload_json = match serde_json::to_string(&payload) {
+                Ok(j) => j,
+                Err(e) => {
+                    req.trace.write(
+                        format!("\x1b[31;1mERROR: cannot encode the job for the helper: {e}\x1b[0;m\n")
+                            .as_bytes(),
+                    );
+                    return Outcome::Failed {
+                        reason: "runner_system_failure".into(),
+                        exit_code: None,
+                    };
+                }
+            };
+            let mut helper_env = vec![
+                podci_k8s::HelperEnv::secret(crate::cmd_helper::ENV_JOB, &payload_json),
+                podci_k8s::HelperEnv::public(crate::cmd_helper::ENV_URL, &req.runner.url),
+                podci_k8s::HelperEnv::public(crate::cmd_helper::ENV_PROJECT_DIR, &project_dir),
+            ];
+            if let Some(store) = cache_store(&req.runner) {
+                helper_env.push(podci_k8s::HelperEnv::public(
+                    crate::cmd_helper::ENV_CACHE_STORE,
+                    &store,
+                ));
+            }
+            let (mut before_steps, after_steps) = helper_steps(&payload);
+            // `pre_get_sources_script` runs where the sources are fetched: in the helper.
+            if let (Some(pre), Some(first)) = (
+                req.runner
+                    .pre_get_sources_script
+                    .as_deref()
+                    .filter(|s| !s.trim().is_empty()),
+                before_steps.first_mut(),
+            ) {
+                first.script = format!("{pre}\n{}", first.script);
+            }
+            let job_url = payload
+                .variables
+                .iter()
+                .rev()
+                .find(|v| v.key == "CI_JOB_URL")
+                .map(|v| v.value.clone())
+                .unwrap_or_default();
+            let concurrent_id = u32::try_from(req.concurrent_id).unwrap_or(u32::MAX);
+            let (cancel, watcher) = cancel_on_signals(&req.signals);
+            let mut sink = K8sSink(req.trace.clone());
+            // podci-k8s's job future is not `Send` (it holds connection futures across
+            // awaits), so it runs on a blocking thread, driven by this runtime's handle.
+            let handle = tokio::runtime::Handle::current();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let job = podci_k8s::Job {
+                    payload: &payload,
+                    concurrent_id,
+                    job_url,
+                    before_steps,
+                    after_steps,
+                    helper_env,
+                };
+                handle.block_on(exec.run(&job, &mut sink, cancel))
+            })
+            .await;
+            watcher.abort();
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    req.trace.write(
+                        format!("\x1b[31;1mERROR: the Kubernetes job task failed: {e}\x1b[0;m\n").as_bytes(),
+                    );
+                    return Outcome::Failed {
+                        reason: "runner_system_failure".into(),
+                        exit_code: None,
+                    };
+                }
+            };
+            match outcome {
+                podci_k8s::Outcome::Success => Outcome::Success,
+                podci_k8s::Outcome::Failed {
+                    reason, exit_code, ..
+                } => Outcome::Failed {
+                    reason: reason.as_str().to_string(),
+                    exit_code,
+                },
+                podci_k8s::Outcome::Canceled => Outcome::Failed {
+                    reason: "job_canceled".into(),
+                    exit_code: None,
+                },
+            }
+        })
+    }
+}
+
+/// The cache store of a runner's jobs (the shell executor's, and the helper's in a Pod):
+/// `[runners.cache]` with `Type = "local"` and a `Path` (a directory, e.g. a PVC mounted
+/// in the Pod), else `cache_dir`; none without either. `Type = "s3"` is not connected
+/// yet (the helper would need the keys through the job Secret).
+fn cache_store(runner: &RunnerConfig) -> Option<String> {
+    match &runner.cache {
+        Some(c) if c.kind == "local" && !c.path.is_empty() => Some(c.path.clone()),
+        _ => runner.cache_dir.clone().filter(|d| !d.is_empty()),
+    }
 }
 
 struct Sink(TraceWriter);
@@ -85,38 +483,35 @@ impl Executor for Shell {
                 req.payload.id
             ));
             let dirs = JobDirs::new(&root);
+            let cache: Option<Arc<dyn crate::executor::CacheTransport>> = match cache_store(&req.runner) {
+                None => None,
+                Some(dir) => match podci_cache::Store::dir(&dir) {
+                    Ok(store) => Some(Arc::new(crate::exec::transport::StoreCache {
+                        cache: podci_cache::Cache::new(store),
+                    })),
+                    Err(e) => {
+                        req.trace.write(
+                            format!("\x1b[0;33mWARNING: cache store {dir}: {e}; caches are off for this job\x1b[0;m\n")
+                                .as_bytes(),
+                        );
+                        None
+                    }
+                },
+            };
             let hooks = Hooks {
                 sources: Some(Arc::new(GitSources)),
-                cache: None,
+                cache,
                 artifacts: Some(Arc::new(GitlabArtifacts {
                     client: req.client.clone(),
                 })),
             };
             // The executor layer has one token: canceling and aborting both stop the step;
             // after_script then runs (bounded by its own timeout).
-            let cancel = CancellationToken::new();
-            let watcher = {
-                let cancel = cancel.clone();
-                let signals = req.signals.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = signals.canceling.cancelled() => {}
-                        _ = signals.abort.cancelled() => {}
-                    }
-                    cancel.cancel();
-                })
-            };
+            let (cancel, watcher) = cancel_on_signals(&req.signals);
             let mut payload = (*req.payload).clone();
-            for e in &req.runner.environment {
-                if let Some((k, v)) = e.split_once('=') {
-                    payload.variables.push(podci_model::payload::JobVariable {
-                        key: k.to_string(),
-                        value: v.to_string(),
-                        public: true,
-                        ..Default::default()
-                    });
-                }
-            }
+            add_environment(&mut payload, &req.runner);
+            add_build_scripts(&mut payload, &req.runner);
+            set_variable(&mut payload, "CI_CONCURRENT_ID", &req.concurrent_id.to_string());
             let mut sink = Sink(req.trace.clone());
             let outcome = run_job(&*exec, payload, &dirs, &hooks, &mut sink, cancel).await;
             watcher.abort();
@@ -138,7 +533,7 @@ impl Executor for Shell {
 
 /// Clones `payload.git_info` into the project directory. A job token in the URL goes to
 /// git through the environment (a credential helper reads it), never the argument list.
-struct GitSources;
+pub(crate) struct GitSources;
 
 fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
     match reqwest::Url::parse(url) {
@@ -224,8 +619,8 @@ impl Sources for GitSources {
 
 /// Artifacts through GitLab: `POST /jobs/:id/artifacts` (a zip of the `archive` entry)
 /// and `GET /jobs/:dep/artifacts` with each dependency's token.
-struct GitlabArtifacts {
-    client: Client,
+pub(crate) struct GitlabArtifacts {
+    pub(crate) client: Client,
 }
 
 fn when_matches(when: &str, succeeded: bool) -> bool {
@@ -330,6 +725,76 @@ impl ArtifactTransport for GitlabArtifacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_scripts_wrap_the_script_step() {
+        let mut p = JobPayload::default();
+        p.steps.push(podci_model::payload::Step {
+            name: "script".into(),
+            script: vec!["make".into()],
+            ..Default::default()
+        });
+        p.steps.push(podci_model::payload::Step {
+            name: "after_script".into(),
+            script: vec!["cleanup".into()],
+            ..Default::default()
+        });
+        let runner = RunnerConfig {
+            pre_build_script: Some("echo pre\necho pre2".into()),
+            post_build_script: Some("echo post".into()),
+            ..Default::default()
+        };
+        add_build_scripts(&mut p, &runner);
+        assert_eq!(p.steps[0].script, ["echo pre\necho pre2", "make", "echo post"]);
+        assert_eq!(p.steps[1].script, ["cleanup"]);
+        let mut q = p.clone();
+        add_build_scripts(&mut q, &RunnerConfig::default());
+        assert_eq!(q.steps, p.steps);
+    }
+
+    #[test]
+    fn helper_steps_follow_the_payload() {
+        let mut p = JobPayload::default();
+        let (before, after) = helper_steps(&p);
+        assert_eq!(
+            before.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["get_sources"]
+        );
+        assert!(after.is_empty());
+        p.cache.push(Default::default());
+        p.artifacts.push(podci_model::payload::Artifact {
+            when: "always".into(),
+            ..Default::default()
+        });
+        p.dependencies.push(podci_model::payload::Dependency {
+            artifacts_file: Some(Default::default()),
+            ..Default::default()
+        });
+        let (before, after) = helper_steps(&p);
+        assert_eq!(
+            before.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["get_sources", "restore_cache", "download_artifacts"]
+        );
+        let names: Vec<_> = after.iter().map(|s| (s.name.as_str(), s.when)).collect();
+        use podci_k8s::HelperWhen::*;
+        assert_eq!(
+            names,
+            [
+                ("archive_cache", OnSuccess),
+                ("archive_cache_on_failure", OnFailure),
+                ("upload_artifacts_on_success", OnSuccess),
+                ("upload_artifacts_on_failure", OnFailure)
+            ]
+        );
+        // Cache errors warn; an artifact upload of a successful job fails it.
+        assert!(after[0].failure.is_none());
+        assert!(after[2].failure.is_some());
+        assert!(
+            before
+                .iter()
+                .all(|s| !s.script.contains(&p.token) || p.token.is_empty())
+        );
+    }
 
     #[test]
     fn credentials_leave_the_url() {

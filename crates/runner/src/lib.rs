@@ -10,6 +10,7 @@ pub mod cmd_artifacts;
 pub mod cmd_cache;
 pub mod cmd_deploy;
 pub mod cmd_exec;
+pub mod cmd_helper;
 pub mod cmd_image;
 pub mod cmd_lint;
 pub mod cmd_preview;

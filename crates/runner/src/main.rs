@@ -51,6 +51,8 @@ enum Command {
     Unregister(cmd_verify::UnregisterArgs),
     /// List the runners in config.toml.
     List(cmd_verify::ListArgs),
+    /// Helper steps inside a job Pod: sources, caches, artifacts (GitLab Runner's helper).
+    Helper(cmd_helper::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd_verify::verify(args),
         Command::Unregister(args) => cmd_verify::unregister(args),
         Command::List(args) => cmd_verify::list(args),
+        Command::Helper(args) => cmd_helper::run(args),
     };
     match result {
         Ok(code) => code,

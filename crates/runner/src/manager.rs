@@ -48,6 +48,9 @@ pub struct ExecRequest {
     pub runner: Arc<RunnerConfig>,
     /// The GitLab client, for artifacts.
     pub client: Client,
+    /// `CI_CONCURRENT_ID`: the lowest of this runner's job slots free when the job
+    /// started, unique among its running jobs (a PVC name may carry it).
+    pub concurrent_id: usize,
 }
 
 /// A boxed future, so that executors need no async-trait machinery.
@@ -69,22 +72,31 @@ pub trait ExecutorFactory: Send + Sync {
 #[derive(Default)]
 struct Slots {
     state: Mutex<(usize, HashMap<String, usize>)>,
+    /// Slot ids in use per runner, for `CI_CONCURRENT_ID`.
+    ids: Mutex<HashMap<String, std::collections::BTreeSet<usize>>>,
     freed: Notify,
 }
 
 impl Slots {
-    fn try_reserve(&self, runner: &str, concurrent: usize, limit: usize) -> bool {
+    fn try_reserve(&self, runner: &str, concurrent: usize, limit: usize) -> Option<usize> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mine = s.1.get(runner).copied().unwrap_or(0);
         if s.0 >= concurrent || (limit > 0 && mine >= limit) {
-            return false;
+            return None;
         }
         s.0 += 1;
         *s.1.entry(runner.to_string()).or_default() += 1;
-        true
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let used = ids.entry(runner.to_string()).or_default();
+        let id = (0..).find(|i| !used.contains(i)).unwrap_or(0);
+        used.insert(id);
+        Some(id)
     }
 
-    fn release(&self, runner: &str) {
+    fn release(&self, runner: &str, id: usize) {
+        if let Some(used) = self.ids.lock().unwrap_or_else(|p| p.into_inner()).get_mut(runner) {
+            used.remove(&id);
+        }
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.0 = s.0.saturating_sub(1);
         if let Some(n) = s.1.get_mut(runner) {
@@ -103,11 +115,12 @@ impl Slots {
 struct SlotGuard {
     slots: Arc<Slots>,
     runner: String,
+    id: usize,
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.slots.release(&self.runner);
+        self.slots.release(&self.runner, self.id);
     }
 }
 
@@ -277,17 +290,18 @@ impl Poller {
             }
             // Ask only when a job could start: GitLab hands out a job per request.
             let freed = self.slots.freed.notified();
-            if !self.slots.try_reserve(&name, self.concurrent, self.runner.limit) {
+            let Some(slot_id) = self.slots.try_reserve(&name, self.concurrent, self.runner.limit) else {
                 tokio::select! {
                     _ = freed => {}
                     _ = self.stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
-            }
+            };
             let guard = SlotGuard {
                 slots: self.slots.clone(),
                 runner: name.clone(),
+                id: slot_id,
             };
             let answer = tokio::select! {
                 a = self.client.request_job(&self.runner.token, &self.system_id, last_update.as_deref()) => a,
@@ -304,6 +318,7 @@ impl Poller {
                         metrics: self.metrics.clone(),
                         abort_jobs: self.abort_jobs.clone(),
                         trace_interval: self.trace_interval,
+                        concurrent_id: slot_id,
                     };
                     tokio::spawn(async move {
                         job.run(*payload).await;
@@ -343,6 +358,7 @@ struct JobTask {
     metrics: Arc<Metrics>,
     abort_jobs: CancellationToken,
     trace_interval: Duration,
+    concurrent_id: usize,
 }
 
 /// Maps a failure reason to one the server accepts (`features.failure_reasons`).
@@ -404,6 +420,7 @@ impl JobTask {
             signals: signals.clone(),
             runner: self.runner.clone(),
             client: self.client.clone(),
+            concurrent_id: self.concurrent_id,
         });
         let done = CancellationToken::new();
         let streaming = {

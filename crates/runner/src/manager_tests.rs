@@ -340,3 +340,23 @@ async fn shutdown_aborts_running_jobs_and_still_reports_them() {
     assert_eq!(j.failure_reason.as_deref(), Some("runner_system_failure"));
     assert_eq!(j.checksum.as_deref(), Some(j.trace_checksum().as_str()));
 }
+
+/// `CI_CONCURRENT_ID`: the lowest free slot of the runner, reused once released, and
+/// counted per runner; `concurrent` and `limit` still bound the reservations.
+#[test]
+fn slot_ids_are_the_lowest_free_per_runner() {
+    let slots = Slots::default();
+    assert_eq!(slots.try_reserve("a", 4, 3), Some(0));
+    assert_eq!(slots.try_reserve("a", 4, 3), Some(1));
+    assert_eq!(slots.try_reserve("b", 4, 0), Some(0));
+    assert_eq!(slots.try_reserve("a", 4, 3), Some(2));
+    // `limit = 3` for runner a, then `concurrent = 4` for everyone.
+    assert_eq!(slots.try_reserve("a", 4, 3), None);
+    assert_eq!(slots.try_reserve("b", 4, 0), None);
+    slots.release("a", 1);
+    assert_eq!(slots.try_reserve("a", 4, 3), Some(1));
+    slots.release("a", 0);
+    slots.release("b", 0);
+    assert_eq!(slots.try_reserve("b", 4, 0), Some(0));
+    assert_eq!(slots.running(), 3);
+}

@@ -244,3 +244,42 @@ async fn metrics_health_and_sighup_reload() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `[runners.cache]` with `Type = "local"`: the shell executor saves the job's cache in
+/// that directory and a later pipeline's job restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_runner_cache_carries_between_pipelines() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    let ci = "deps:\n  cache:\n    key: deps-$CI_COMMIT_REF_SLUG\n    paths: [deps/]\n  script:\n    - 'if [ -f deps/x ]; then echo \"cache hit $(cat deps/x)\"; else echo cache miss; mkdir -p deps; echo v1 > deps/x; fi'\n";
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cache-store");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\ncheck_interval = 1\n[[runners]]\nname = \"e2e\"\nurl = \"{}\"\ntoken = \"{TOKEN}\"\nexecutor = \"shell\"\nbuilds_dir = \"{}\"\n[runners.cache]\nType = \"local\"\nPath = \"{}\"\n",
+            fake.url(),
+            dir.path().join("builds").display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        fake.create_pipeline(ci, None, &[]).unwrap();
+        let c = config.clone();
+        let out = tokio::task::spawn_blocking(move || podci_run(&c, 1))
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let jobs = fake.jobs();
+    let trace = |i: usize| String::from_utf8_lossy(&jobs[i].trace).into_owned();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.status == Status::Success));
+    assert!(trace(0).contains("\ncache miss\n"), "{}", trace(0));
+    assert!(trace(1).contains("\ncache hit v1\n"), "{}", trace(1));
+    assert!(
+        std::fs::read_dir(&store).unwrap().next().is_some(),
+        "nothing in the store"
+    );
+}

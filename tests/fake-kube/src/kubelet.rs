@@ -591,12 +591,18 @@ fn container_env(
     c: &Value,
 ) -> Result<Vec<(String, String)>, String> {
     use base64::Engine;
+    let host_path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = shared
+        .opts
+        .path_prepend
+        .iter()
+        .map(|p| p.display().to_string())
+        .chain(std::iter::once(host_path))
+        .collect::<Vec<_>>()
+        .join(":");
     let mut env: Vec<(String, String)> = vec![
-        (
-            "PATH".into(),
-            std::env::var("PATH")
-                .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
-        ),
+        ("PATH".into(), path),
         ("HOSTNAME".into(), rt.name.clone()),
         ("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()),
         ("KUBERNETES_SERVICE_PORT".into(), shared.port.to_string()),

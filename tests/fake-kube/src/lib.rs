@@ -137,6 +137,9 @@ pub struct Options {
     /// that use `/builds` see the Pod's volume and their writes elsewhere stay in the
     /// container. Off by default: processes then run on the host (see README).
     pub container_roots: bool,
+    /// Directories put in front of the containers' `PATH`, standing in for programs an
+    /// image would carry (a helper image's `podci`, say). Empty by default.
+    pub path_prepend: Vec<PathBuf>,
 }
 
 /// The token every default server accepts with full rights.
@@ -156,6 +159,7 @@ impl Default for Options {
             unschedulable: false,
             work_dir: None,
             container_roots: false,
+            path_prepend: Vec::new(),
         }
     }
 }

@@ -304,7 +304,10 @@ fn now_unix() -> u64 {
 
 /// Cache keys to try for one `cache:` entry: the key and fallbacks with variables
 /// expanded and sanitized as GitLab Runner does.
-fn cache_keys(payload: &JobPayload, c: &podci_model::payload::Cache) -> Result<Vec<String>, String> {
+pub(crate) fn cache_keys(
+    payload: &JobPayload,
+    c: &podci_model::payload::Cache,
+) -> Result<Vec<String>, String> {
     let vars = payload
         .variables
         .iter()
