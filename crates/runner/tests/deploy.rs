@@ -225,7 +225,7 @@ async fn crashing_rollout_fails_with_events_and_log_lines() {
         "web.yaml",
         &deployment(
             "web",
-            "echo starting web; echo 'fatal: DATABASE_URL is not set' >&2; exit 3",
+            "exec >&2; echo starting web; echo 'fatal: DATABASE_URL is not set'; exit 3",
             "",
         ),
     );
@@ -726,4 +726,19 @@ async fn a_fix_rolls_out_over_a_crashing_revision() {
     assert_eq!(d["metadata"]["generation"], 2);
     assert_eq!(d["status"]["updatedReplicas"], 2);
     assert_eq!(d["status"]["replicas"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_object_shows_the_servers_message() {
+    let env = start(Options::default()).await;
+    let f = env.write(
+        "web.yaml",
+        &deployment("web", "sleep 300", "").replace("matchLabels: {app: web}", "matchLabels: {app: other}"),
+    );
+    let (r, _) = env.deploy(&env.options(vec![f])).await;
+    let err = r.expect_err("selector does not match the template");
+    assert_eq!(
+        err.to_string(),
+        "Deployment/web: the API server refused it: Deployment \"web\" is invalid: spec.template.metadata.labels: Invalid value: \"app:web\": `selector` does not match template `labels` (422 Invalid)"
+    );
 }
