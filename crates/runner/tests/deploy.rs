@@ -225,7 +225,7 @@ async fn crashing_rollout_fails_with_events_and_log_lines() {
         "web.yaml",
         &deployment(
             "web",
-            "echo starting web; echo 'fatal: DATABASE_URL is not set' >&2; exit 3",
+            "exec >&2; echo starting web; echo 'fatal: DATABASE_URL is not set'; exit 3",
             "",
         ),
     );
@@ -702,5 +702,43 @@ async fn seed_pipeline_dry_run_then_deploy() {
             .control()
             .get("services", "default", "seed-app")
             .is_some()
+    );
+}
+
+/// A fixed revision rolls out although the Pods of the broken one before it still crash:
+/// only the new ReplicaSet's Pods can fail a rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_rolls_out_over_a_crashing_revision() {
+    let env = start(Options::default()).await;
+    let f = env.write("web.yaml", &deployment("web", "echo broken >&2; exit 1", ""));
+    let mut opts = env.options(vec![f.clone()]);
+    opts.images = vec![("app".into(), "registry.example.com/web:1".into())];
+    opts.wait = true;
+    let err = env.deploy(&opts).await.0.expect_err("revision 1 crashes");
+    assert!(err.rollout_failure().is_some(), "{err}");
+
+    env.write("web.yaml", &deployment("web", "exec sleep 300", ""));
+    opts.images = vec![("app".into(), "registry.example.com/web:2".into())];
+    let r = env.deploy(&opts).await.0.expect("revision 2 rolls out");
+    assert_eq!(r.objects[0].action, Action::Configured);
+    assert!(r.rollouts[0].done, "{:?}", r.rollouts);
+    let d = env.get("deployments", "default", "web");
+    assert_eq!(d["metadata"]["generation"], 2);
+    assert_eq!(d["status"]["updatedReplicas"], 2);
+    assert_eq!(d["status"]["replicas"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_object_shows_the_servers_message() {
+    let env = start(Options::default()).await;
+    let f = env.write(
+        "web.yaml",
+        &deployment("web", "sleep 300", "").replace("matchLabels: {app: web}", "matchLabels: {app: other}"),
+    );
+    let (r, _) = env.deploy(&env.options(vec![f])).await;
+    let err = r.expect_err("selector does not match the template");
+    assert_eq!(
+        err.to_string(),
+        "Deployment/web: the API server refused it: Deployment \"web\" is invalid: spec.template.metadata.labels: Invalid value: \"app:web\": `selector` does not match template `labels` (422 Invalid)"
     );
 }

@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server with a fake kubelet, for podci's tests.
 //!
 //! It serves the core/v1 API that podci uses (pods with watch, logs, exec and attach over
-//! WebSocket, secrets, configmaps, services, serviceaccounts, events, PVCs) on 127.0.0.1
+//! WebSocket, secrets, configmaps, services, serviceaccounts, events, PVCs), apps/v1
+//! workloads with their controllers, and server-side apply, on 127.0.0.1
 //! over HTTP or HTTPS, runs each Pod's containers as local processes, and follows the
 //! recordings of a real API server in `../shared/k8s-transcripts/`. Its deliberate
 //! differences from those recordings are listed in README.md.

@@ -248,7 +248,7 @@ pub enum DeployError {
     },
     #[error("cannot load the kubeconfig: {0}")]
     Kubeconfig(String),
-    #[error("{kind}/{name}: the API server refused it: {error}")]
+    #[error("{kind}/{name}: the API server refused it: {}", api_message(.error))]
     Api {
         kind: String,
         name: String,
@@ -261,6 +261,15 @@ pub enum DeployError {
         timeout: Duration,
         failure: Box<RolloutFailure>,
     },
+}
+
+/// The server's own message (`Deployment "web" is invalid: ...`) with its HTTP code,
+/// rather than kube's debug rendering of the whole Status.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
 }
 
 impl DeployError {

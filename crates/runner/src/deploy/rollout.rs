@@ -283,16 +283,25 @@ async fn wait_one(
             RolloutState::Waiting(_) => {}
         }
         if !selector.is_empty() {
-            let items = list(selector).await.map_err(api_err)?.items;
-            let crashed: Vec<&Pod> = items
+            let items = list(selector.clone()).await.map_err(api_err)?.items;
+            // Only Pods of the revision being rolled out can fail it: an earlier broken
+            // revision's Pods keep crashing until the new ones replace them.
+            let current = current_revision(client, w, &obj, &selector).await;
+            let crashed: Vec<Pod> = items
                 .iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| match &current {
+                    Revision::Any => true,
+                    Revision::NotYet => false,
+                    Revision::Label(k, v) => p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v),
+                })
                 .filter(|p| pod_failure(&serde_json::to_value(p).unwrap_or(Value::Null)).is_some())
+                .cloned()
                 .collect();
             if let Some(first) = crashed.first() {
                 let v = serde_json::to_value(first).unwrap_or(Value::Null);
                 let reason = pod_failure(&v).unwrap_or_default();
-                let reports = collect_reports(client, &w.namespace, &items, opts, pod_failure).await;
+                let reports = collect_reports(client, &w.namespace, &crashed, opts, pod_failure).await;
                 return Err(DeployError::RolloutFailed(Box::new(RolloutFailure {
                     workload: label,
                     namespace: w.namespace.clone(),
@@ -327,6 +336,65 @@ async fn wait_one(
             .poll_interval
             .min(deadline.saturating_duration_since(Instant::now()));
         tokio::time::sleep(sleep.max(std::time::Duration::from_millis(10))).await;
+    }
+}
+
+/// Which of a workload's Pods belong to the revision being rolled out.
+enum Revision {
+    /// All of them (DaemonSets, or nothing to tell them apart by).
+    Any,
+    /// The new ReplicaSet does not exist yet: none.
+    NotYet,
+    /// Those with this label.
+    Label(String, String),
+}
+
+/// The Pod template without the label the controller adds to its ReplicaSets.
+fn template_without_hash(t: &Value) -> Value {
+    let mut t = t.clone();
+    if let Some(l) = t["metadata"]["labels"].as_object_mut() {
+        l.remove("pod-template-hash");
+        if l.is_empty()
+            && let Some(m) = t["metadata"].as_object_mut()
+        {
+            m.remove("labels");
+        }
+    }
+    t
+}
+
+/// The Deployment's new ReplicaSet is the one it owns whose template equals its own
+/// (ignoring `pod-template-hash`), as kubectl's `FindNewReplicaSet` decides; a
+/// StatefulSet's revision is `status.updateRevision`.
+async fn current_revision(client: &kube::Client, w: &Workload, obj: &Value, selector: &str) -> Revision {
+    match w.kind.as_str() {
+        "Deployment" => {
+            let ar = kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::ReplicaSet>(&());
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &w.namespace, &ar);
+            let Ok(list) = api.list(&ListParams::default().labels(selector)).await else {
+                return Revision::Any;
+            };
+            let uid = &obj["metadata"]["uid"];
+            let want = template_without_hash(&obj["spec"]["template"]);
+            for rs in list.items {
+                let v = serde_json::to_value(&rs).unwrap_or(Value::Null);
+                let owned = v["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == *uid));
+                if owned && template_without_hash(&v["spec"]["template"]) == want {
+                    return match v["metadata"]["labels"]["pod-template-hash"].as_str() {
+                        Some(h) => Revision::Label("pod-template-hash".into(), h.to_string()),
+                        None => Revision::Any,
+                    };
+                }
+            }
+            Revision::NotYet
+        }
+        "StatefulSet" => match obj["status"]["updateRevision"].as_str() {
+            Some(r) if !r.is_empty() => Revision::Label("controller-revision-hash".into(), r.to_string()),
+            _ => Revision::Any,
+        },
+        _ => Revision::Any,
     }
 }
 
