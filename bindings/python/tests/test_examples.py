@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,34 @@ def test_what_runs(tmp_path: Path) -> None:
     assert tagged.returncode == 0, tagged.stderr
     assert tagged.stdout.startswith("build: build (on_success)\ndeploy: release (on_success)\n{")
     assert '"name": "release"' in tagged.stdout
+
+
+def test_run_pipeline(tmp_path: Path) -> None:
+    from test_run import project
+
+    repo = project(
+        tmp_path,
+        "stages: [build, test]\n"
+        "build: {stage: build, script: ['echo compiling $FLAVOUR']}\n"
+        "test: {stage: test, script: ['echo testing', 'exit 4']}\n",
+    )
+    env_home = {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": os.environ["PATH"]}
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "run_pipeline.py"), str(repo), "--var", "FLAVOUR=release"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env_home,
+    )
+    assert out.returncode == 1, out.stderr
+    lines = out.stdout.splitlines()
+    assert "[build] compiling release" in lines
+    assert lines.index("[build] compiling release") < lines.index("[test] testing")
+    assert any(line.split() == ["build", "build", "success", line.split()[-1]] for line in lines)
+    assert any(line.split()[:3] == ["test", "test", "failed"] for line in lines)
+    assert lines[-1].startswith("pipeline #1: failed; logs in ")
+
+    only = subprocess.run(
+        [sys.executable, str(EXAMPLES / "run_pipeline.py"), str(repo), "--job", "build", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env_home,
+    )
+    assert only.returncode == 0, only.stderr
+    assert not any(line.startswith("[") for line in only.stdout.splitlines())
+    assert only.stdout.splitlines()[-1].startswith("pipeline #2: success")

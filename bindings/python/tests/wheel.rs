@@ -77,6 +77,13 @@ fn installed() -> Option<&'static PathBuf> {
     }
 }
 
+/// `<target>`: `CARGO_TARGET_TMPDIR` is `<target>/tmp`.
+fn workspace_target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent()
+        .map_or_else(|| tmp.join("wheel-target"), Path::to_path_buf)
+}
+
 fn build_and_install() -> Result<PathBuf, String> {
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("podci-python");
     let wheels = work.join("wheels");
@@ -86,8 +93,12 @@ fn build_and_install() -> Result<PathBuf, String> {
             std::fs::remove_dir_all(d).map_err(|e| format!("removing {}: {e}", d.display()))?;
         }
     }
-    // A target directory of its own: the cargo running this test may hold the lock on
-    // the workspace's.
+    // The workspace's own target directory and dev profile: the wheel links the runner
+    // library, podci-k8s and the rest, which `cargo test --workspace` has just built
+    // there, so only pyo3 and this crate compile again (a target directory of its own
+    // meant a second full build of every dependency, minutes on CI's two cores). Cargo
+    // releases the directory's lock before it runs test binaries, so this nested build
+    // does not wait for the cargo running it.
     run(
         "maturin build",
         Command::new("maturin")
@@ -99,7 +110,7 @@ fn build_and_install() -> Result<PathBuf, String> {
             .arg("--interpreter")
             .arg("python3")
             .arg("--quiet")
-            .env("CARGO_TARGET_DIR", work.join("cargo-target")),
+            .env("CARGO_TARGET_DIR", workspace_target_dir()),
     )?;
     let wheel = std::fs::read_dir(&wheels)
         .map_err(|e| format!("{}: {e}", wheels.display()))?

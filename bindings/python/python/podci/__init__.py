@@ -8,11 +8,10 @@
 Modules:
 
 - ``podci`` (this one): :func:`load`, :class:`Pipeline`, :class:`Job`, :class:`Need`,
-  :class:`Diagnostic` and the exceptions.
+  :class:`Diagnostic`, :func:`run` / :func:`run_async` (local pipelines, as
+  ``podci exec``) with :class:`PipelineResult` and :class:`JobResult`, and the exceptions.
 - :mod:`podci.image`: ``append``, ``copy``, ``inspect`` (and ``*_async`` variants).
-
-Later parts slot in beside them: ``podci.run`` (local pipelines through ``podci exec``),
-``podci.deploy`` and ``podci.k8s`` raise :class:`KubernetesError`.
+- :mod:`podci.k8s`: ``pod_for`` (the Pod podci's Kubernetes executor creates for a job).
 """
 
 from __future__ import annotations
@@ -20,22 +19,40 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from podci import image
+from podci import image, k8s
 from podci._errors import Error, KubernetesError, PipelineError, RegistryError
-from podci._native import Diagnostic, Job, Need, Pipeline, __version__, load_text
+from podci._native import (
+    Cancel,
+    Diagnostic,
+    Job,
+    JobResult,
+    Need,
+    Pipeline,
+    PipelineResult,
+    __version__,
+    load_text,
+)
+from podci._run import LogCallback, run, run_async
 
 __all__ = [
+    "Cancel",
     "Diagnostic",
     "Error",
     "Job",
+    "JobResult",
     "KubernetesError",
+    "LogCallback",
     "Need",
     "Pipeline",
     "PipelineError",
+    "PipelineResult",
     "RegistryError",
     "__version__",
     "image",
+    "k8s",
     "load",
+    "run",
+    "run_async",
 ]
 
 _CONFIG_SUFFIXES = (".yml", ".yaml")
