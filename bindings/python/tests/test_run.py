@@ -22,7 +22,7 @@ def project(tmp_path: Path, ci: str, files: dict[str, str] | None = None) -> Pat
     git = require("git")
     require("bash")
     repo = tmp_path / "repo"
-    repo.mkdir()
+    repo.mkdir(parents=True)
     (repo / ".gitlab-ci.yml").write_text(ci)
     (repo / ".gitignore").write_text(".podci/logs/\n")
     for name, text in (files or {}).items():
@@ -135,7 +135,7 @@ def test_invalid_configuration_raises_with_positions(tmp_path: Path) -> None:
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         podci.run(tmp_path)
-    repo = project(tmp_path, "a: {script: [true]}\n")
+    repo = project(tmp_path, "a: {script: [echo a]}\n")
     with pytest.raises(ValueError, match="unknown executor"):
         run(repo, executor="podman")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a valid variable name"):
@@ -145,7 +145,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_workflow_rules_that_create_no_pipeline(tmp_path: Path) -> None:
-    repo = project(tmp_path, "workflow: {rules: [{if: $CI_COMMIT_TAG}]}\na: {script: [true]}\n")
+    repo = project(tmp_path, "workflow: {rules: [{if: $CI_COMMIT_TAG}]}\na: {script: [echo a]}\n")
     result = run(repo)
     assert not result.created and result.jobs == [] and result.status == "skipped"
     assert run(repo, tag="v1.0").status == "success"
@@ -220,7 +220,7 @@ def test_an_exception_in_on_log_cancels_and_propagates(tmp_path: Path) -> None:
 
 
 def test_cancel_handle_from_another_thread(tmp_path: Path) -> None:
-    repo = project(tmp_path, "stages: [a, b]\nslow: {stage: a, script: [echo go, sleep 60]}\nnext: {stage: b, script: [true]}\n")
+    repo = project(tmp_path, "stages: [a, b]\nslow: {stage: a, script: [echo go, sleep 60]}\nnext: {stage: b, script: [echo next]}\n")
     cancel = podci.Cancel()
     result = run(repo, cancel=cancel, on_log=lambda job, line: cancel.cancel() if line == "go" else None)
     assert cancel.cancelled and result.canceled and result.status == "canceled"
