@@ -8,6 +8,7 @@
 
 pub mod cmd_artifacts;
 pub mod cmd_cache;
+pub mod cmd_deploy;
 pub mod cmd_exec;
 pub mod cmd_image;
 pub mod cmd_lint;
@@ -16,6 +17,7 @@ pub mod cmd_register;
 pub mod cmd_run;
 pub mod cmd_verify;
 pub mod config;
+pub mod deploy;
 pub mod exec;
 pub mod executor;
 pub mod executors;

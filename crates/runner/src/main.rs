@@ -35,6 +35,8 @@ enum Command {
     Image(cmd_image::Args),
     /// Restore, save, list and prune job caches (directory/PVC or S3).
     Cache(cmd_cache::Args),
+    /// Apply manifests with images set by container name and wait for the rollout.
+    Deploy(cmd_deploy::Args),
     /// Upload and download job artifacts.
     Artifacts(cmd_artifacts::Args),
     /// Serve the browser pipeline previewer and a .gitlab-ci.yml on 127.0.0.1.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Lint(args) => cmd_lint::run(args),
         Command::Image(args) => cmd_image::run(args),
         Command::Cache(args) => cmd_cache::run(args),
+        Command::Deploy(args) => cmd_deploy::run(args),
         Command::Artifacts(args) => cmd_artifacts::run(args),
         Command::Preview(args) => cmd_preview::run(args),
         Command::Run(args) => cmd_run::run(args),

@@ -270,11 +270,10 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
             );
             return Ok(json_response(StatusCode::OK, &body));
         }
-        ["apis"] => {
-            return Ok(json_response(
-                StatusCode::OK,
-                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-            ));
+        ["apis"] => return Ok(json_response(StatusCode::OK, &crate::apps::group_list())),
+        ["apis", ..] => {
+            let owned: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
+            return crate::apps::route(shared, &caller, req, &owned, &query).await;
         }
         ["healthz"] | ["livez"] | ["readyz"] => {
             return Ok(util::plain_response(StatusCode::OK, "ok"));
@@ -459,6 +458,17 @@ async fn route(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError>
                     .map(|o| object_response(StatusCode::CREATED, &resource, o))
             }
         }
+        "patch"
+            if crate::apply::is_apply(
+                parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            ) =>
+        {
+            crate::apply::apply(shared, &resource, &ns, name.as_deref().unwrap_or_default(), &body, &query)
+        }
         "update" | "patch" => {
             let name = name.unwrap_or_default();
             let patch = parse_json(&body, kind_of(&resource))?;
@@ -542,19 +552,8 @@ const SUPPORTED: &[&str] = &[
     "nodes",
 ];
 
-fn kind_of(resource: &str) -> &'static str {
-    match resource {
-        "pods" => "Pod",
-        "secrets" => "Secret",
-        "configmaps" => "ConfigMap",
-        "services" => "Service",
-        "serviceaccounts" => "ServiceAccount",
-        "events" => "Event",
-        "persistentvolumeclaims" => "PersistentVolumeClaim",
-        "namespaces" => "Namespace",
-        "nodes" => "Node",
-        _ => "Unknown",
-    }
+pub(crate) fn kind_of(resource: &str) -> &'static str {
+    crate::apps::kind_of(resource)
 }
 
 fn version() -> Response {
@@ -595,7 +594,7 @@ fn namespace_exists(shared: &Shared, ns: &str) -> bool {
 }
 
 /// Parse a request body as the real decoder words its failures.
-fn parse_json(body: &[u8], kind: &str) -> Result<Value, ApiError> {
+pub(crate) fn parse_json(body: &[u8], kind: &str) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) if v.is_object() => Ok(v),
         Ok(_) => Err(ApiError::bad_request(format!(
@@ -620,7 +619,7 @@ fn parse_json(body: &[u8], kind: &str) -> Result<Value, ApiError> {
 }
 
 /// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(p) => {
             if !target.is_object() {
@@ -644,7 +643,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 fn with_type(kind: &str, obj: Value) -> Value {
     let mut m = Map::new();
     m.insert("kind".into(), json!(kind));
-    m.insert("apiVersion".into(), json!("v1"));
+    m.insert("apiVersion".into(), json!(crate::apps::api_version_of(kind)));
     if let Value::Object(o) = obj {
         for (k, v) in o {
             if k != "kind" && k != "apiVersion" {
@@ -664,11 +663,11 @@ fn without_type(obj: &Value) -> Value {
     o
 }
 
-fn object_response(code: StatusCode, resource: &str, obj: Value) -> Response {
+pub(crate) fn object_response(code: StatusCode, resource: &str, obj: Value) -> Response {
     json_response(code, &with_type(kind_of(resource), obj))
 }
 
-fn get_one(shared: &Shared, resource: &str, ns: &str, name: &str) -> Result<Response, ApiError> {
+pub(crate) fn get_one(shared: &Shared, resource: &str, ns: &str, name: &str) -> Result<Response, ApiError> {
     let obj = shared.lock().get(&Key::new(resource, ns, name)).cloned();
     match obj {
         Some(o) => Ok(object_response(StatusCode::OK, resource, o)),
@@ -683,7 +682,7 @@ fn selectors(resource: &str, q: &Query) -> Result<(LabelSelector, FieldSelector)
     ))
 }
 
-fn list(
+pub(crate) fn list(
     shared: &Shared,
     resource: &str,
     ns: &str,
@@ -759,7 +758,7 @@ fn list(
     let items: Vec<Value> = items.iter().map(without_type).collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({"kind": format!("{}List", kind_of(resource)), "apiVersion": "v1", "metadata": meta, "items": items}),
+        &json!({"kind": format!("{}List", kind_of(resource)), "apiVersion": crate::apps::api_version_of(kind_of(resource)), "metadata": meta, "items": items}),
     ))
 }
 
@@ -836,7 +835,7 @@ fn pod_table(items: &[Value], meta: Value) -> Response {
 
 /// A watch: replay history after the given resourceVersion (or synthesize ADDED for the
 /// current state), then stream live changes as newline-delimited JSON.
-fn watch(
+pub(crate) fn watch(
     shared: &Arc<Shared>,
     resource: &str,
     ns: &str,
@@ -977,7 +976,7 @@ fn watch(
     Ok(r)
 }
 
-fn base_metadata(obj: &Value, ns: &str) -> Map<String, Value> {
+pub(crate) fn base_metadata(obj: &Value, ns: &str) -> Map<String, Value> {
     let m = &obj["metadata"];
     let mut out = Map::new();
     let name = match m["name"].as_str().filter(|n| !n.is_empty()) {
@@ -1005,24 +1004,24 @@ fn base_metadata(obj: &Value, ns: &str) -> Map<String, Value> {
     out
 }
 
-struct Causes(Vec<(String, &'static str, String)>);
+pub(crate) struct Causes(pub Vec<(String, &'static str, String)>);
 
 impl Causes {
-    fn invalid(&mut self, field: &str, value: &str, msg: &str) {
+    pub(crate) fn invalid(&mut self, field: &str, value: &str, msg: &str) {
         self.0.push((
             field.into(),
             "FieldValueInvalid",
             format!("Invalid value: \"{value}\": {msg}"),
         ));
     }
-    fn required(&mut self, field: &str) {
+    pub(crate) fn required(&mut self, field: &str) {
         self.0
             .push((field.into(), "FieldValueRequired", "Required value".into()));
     }
-    fn other(&mut self, field: &str, reason: &'static str, msg: String) {
+    pub(crate) fn other(&mut self, field: &str, reason: &'static str, msg: String) {
         self.0.push((field.into(), reason, msg));
     }
-    fn into_result(self, kind: &str, name: &str) -> Result<(), ApiError> {
+    pub(crate) fn into_result(self, kind: &str, name: &str) -> Result<(), ApiError> {
         if self.0.is_empty() {
             return Ok(());
         }
@@ -1044,7 +1043,7 @@ impl Causes {
     }
 }
 
-fn validate_meta(obj: &Value, causes: &mut Causes) {
+pub(crate) fn validate_meta(obj: &Value, causes: &mut Causes) {
     let m = &obj["metadata"];
     match m["name"].as_str().filter(|n| !n.is_empty()) {
         Some(n) => {

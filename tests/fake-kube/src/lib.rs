@@ -14,6 +14,9 @@
 //! ```
 
 mod api;
+mod apply;
+mod apps;
+mod controllers;
 mod kubelet;
 mod store;
 mod streams;
