@@ -9,11 +9,13 @@
 //! - `image`: `append`, `copy`, `inspect` against registries, OCI layouts and archives.
 //! - `run`: `run_pipeline` (local pipelines through the runner library's `exec`).
 //! - `k8s`: `pod_for` (podci-k8s's pure Pod construction).
+//! - `deploy`: `deploy` (the runner library's manifests, apply and rollout wait).
 //! - `errors`: raising the `podci.*Error` classes with structured fields.
 
 use pyo3::prelude::*;
 
 mod convert;
+mod deploy;
 mod errors;
 mod files;
 mod image;
@@ -40,5 +42,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<run::PipelineResult>()?;
     m.add_class::<run::JobResult>()?;
     m.add_function(wrap_pyfunction!(k8s::pod_for, m)?)?;
+    m.add_function(wrap_pyfunction!(deploy::deploy_manifests, m)?)?;
+    m.add_class::<deploy::DeployResult>()?;
+    m.add_class::<deploy::AppliedObject>()?;
+    m.add_class::<deploy::RolloutStatus>()?;
     Ok(())
 }

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Registry
+from conftest import FakeKube, Registry
 from test_load import SEED
 
 from podci import image
@@ -115,3 +115,28 @@ def test_run_pipeline(tmp_path: Path) -> None:
     assert only.returncode == 0, only.stderr
     assert not any(line.startswith("[") for line in only.stdout.splitlines())
     assert only.stdout.splitlines()[-1].startswith("pipeline #2: success")
+
+
+def test_deploy_with_wait(fake_kube: FakeKube, tmp_path: Path) -> None:
+    from test_deploy import deployment
+
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(deployment("web", "echo up; exec sleep 300"))
+    out = run(
+        "deploy_with_wait.py", str(manifest), "--image", "app=registry.example.com/web:7",
+        "--kubeconfig", str(fake_kube.kubeconfig), "--timeout", "60", cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("deployment/web") and "created" in line for line in lines), lines
+    assert lines[-1] == "deployed 1 object(s)"
+    assert any(line.startswith("deployment/web in default: ") for line in lines), lines
+
+    manifest.write_text(deployment("web", "echo broken config >&2; exit 2"))
+    failed = run(
+        "deploy_with_wait.py", str(manifest), "--image", "app=registry.example.com/web:8",
+        "--kubeconfig", str(fake_kube.kubeconfig), "--timeout", "60", cwd=tmp_path,
+    )
+    assert failed.returncode == 1, failed.stdout
+    assert failed.stderr.startswith("deploy failed (rollout_failed): ")
+    assert "broken config" in failed.stderr

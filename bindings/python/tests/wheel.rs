@@ -154,12 +154,37 @@ fn build_and_install() -> Result<PathBuf, String> {
     Ok(python)
 }
 
+/// The fake Kubernetes API server (tests/fake-kube) for the deploy tests, built in the
+/// same target directory (already there after `cargo test --workspace`).
+fn fake_kube() -> Result<PathBuf, String> {
+    let target = workspace_target_dir();
+    run(
+        "cargo build -p podci-fake-kube",
+        Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "podci-fake-kube", "--bin", "fake-kube"])
+            .arg("--manifest-path")
+            .arg(manifest_dir().join("../../Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target),
+    )?;
+    let bin = target.join("debug").join("fake-kube");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("cargo built no {}", bin.display()))
+    }
+}
+
 /// Runs a module of the venv's python from a directory outside the source tree, so the
 /// only `podci` it can import is the installed one.
 fn python_module(python: &Path, args: &[&str]) -> Output {
+    python_module_with(python, args, &[])
+}
+
+fn python_module_with(python: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let cwd = Path::new(env!("CARGO_TARGET_TMPDIR"));
     Command::new(python)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .current_dir(cwd)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("PYTHONPATH")
@@ -170,9 +195,10 @@ fn python_module(python: &Path, args: &[&str]) -> Output {
 #[test]
 fn pytest_suite_passes_against_the_installed_wheel() {
     let Some(python) = installed() else { return };
+    let fake = fake_kube().unwrap_or_else(|e| panic!("{e}"));
     let tests = manifest_dir().join("tests");
     let tests = tests.to_string_lossy();
-    let out = python_module(
+    let out = python_module_with(
         python,
         &[
             "-m",
@@ -184,6 +210,7 @@ fn pytest_suite_passes_against_the_installed_wheel() {
             &tests,
             &tests,
         ],
+        &[("PODCI_FAKE_KUBE", &fake)],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}");

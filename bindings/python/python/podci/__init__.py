@@ -12,6 +12,8 @@ Modules:
   ``podci exec``) with :class:`PipelineResult` and :class:`JobResult`, and the exceptions.
 - :mod:`podci.image`: ``append``, ``copy``, ``inspect`` (and ``*_async`` variants).
 - :mod:`podci.k8s`: ``pod_for`` (the Pod podci's Kubernetes executor creates for a job).
+- :func:`deploy` / :func:`deploy_async`: apply manifests with images set by container name
+  and wait for the rollout (:class:`DeployResult`), as ``podci deploy``.
 """
 
 from __future__ import annotations
@@ -20,22 +22,28 @@ import os
 from pathlib import Path
 
 from podci import image, k8s
+from podci._deploy import deploy, deploy_async
 from podci._errors import Error, KubernetesError, PipelineError, RegistryError
 from podci._native import (
+    AppliedObject,
     Cancel,
+    DeployResult,
     Diagnostic,
     Job,
     JobResult,
     Need,
     Pipeline,
     PipelineResult,
+    RolloutStatus,
     __version__,
     load_text,
 )
 from podci._run import LogCallback, run, run_async
 
 __all__ = [
+    "AppliedObject",
     "Cancel",
+    "DeployResult",
     "Diagnostic",
     "Error",
     "Job",
@@ -47,7 +55,10 @@ __all__ = [
     "PipelineError",
     "PipelineResult",
     "RegistryError",
+    "RolloutStatus",
     "__version__",
+    "deploy",
+    "deploy_async",
     "image",
     "k8s",
     "load",

@@ -296,3 +296,66 @@ def pod_for(
     now_unix: int,
     job_url: str | None,
 ) -> dict[str, Any]: ...
+
+@final
+class AppliedObject:
+    """One object sent to the API server. ``str()`` is ``kubectl apply``'s line."""
+
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def action(self) -> Literal["created", "configured", "unchanged"]: ...
+    @property
+    def text(self) -> str: ...
+
+@final
+class RolloutStatus:
+    """A workload's rollout."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def done(self) -> bool: ...
+    @property
+    def message(self) -> str: ...
+
+@final
+class DeployResult:
+    """What ``podci.deploy`` did."""
+
+    @property
+    def objects(self) -> list[AppliedObject]: ...
+    @property
+    def rollouts(self) -> list[RolloutStatus]: ...
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def cluster(self) -> bool:
+        """Whether an API server was asked (not for a dry run without a cluster)."""
+    @property
+    def diff(self) -> str: ...
+    @property
+    def rendered(self) -> str: ...
+
+def deploy(
+    paths: list[str],
+    *,
+    images: list[tuple[str, str]],
+    namespace: str | None,
+    wait: bool,
+    timeout: float,
+    dry_run: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    on_progress: Callable[[str], object] | None,
+) -> DeployResult: ...
