@@ -128,9 +128,12 @@ def test_a_crashing_rollout_raises_with_the_pods_logs(fake_kube: FakeKube, tmp_p
 
 
 def test_errors_before_any_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     k8s = manifests(tmp_path)
     with pytest.raises(podci.KubernetesError) as unmatched:
-        podci.deploy(k8s, images={"ap": "registry.example.com/web:2"}, kubeconfig=tmp_path / "none", dry_run=True)
+        podci.deploy(k8s, images={"ap": "registry.example.com/web:2"}, dry_run=True)
     assert unmatched.value.kind == "image_unmatched"
     assert "no container or init container named \"ap\"" in str(unmatched.value)
     with pytest.raises(ValueError, match="NAME=IMAGE"):

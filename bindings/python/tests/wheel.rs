@@ -154,10 +154,40 @@ fn build_and_install() -> Result<PathBuf, String> {
     Ok(python)
 }
 
-/// The fake Kubernetes API server (tests/fake-kube) for the deploy tests, built in the
-/// same target directory (already there after `cargo test --workspace`).
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()?.filter_map(Result::ok) {
+            let meta = e.metadata().ok()?;
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if let Ok(m) = meta.modified() {
+                newest = newest.max(Some(m));
+            }
+        }
+    }
+    newest
+}
+
+/// The fake Kubernetes API server (tests/fake-kube) for the deploy tests. `cargo test
+/// --workspace` has built its binary already, with the workspace's feature set; that one
+/// is used when it is newer than the fake's sources, because a `cargo build -p` of it
+/// alone resolves other features and rebuilds a good part of the dependency tree.
 fn fake_kube() -> Result<PathBuf, String> {
     let target = workspace_target_dir();
+    let bin = target.join("debug").join("fake-kube");
+    let sources = manifest_dir().join("../../tests/fake-kube");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let manifest = std::fs::metadata(sources.join("Cargo.toml"))
+        .and_then(|m| m.modified())
+        .ok();
+    if let (Some(built), Some(src)) = (built, newest(&sources.join("src")).max(manifest))
+        && built > src
+    {
+        return Ok(bin);
+    }
     run(
         "cargo build -p podci-fake-kube",
         Command::new(env!("CARGO"))
@@ -166,7 +196,6 @@ fn fake_kube() -> Result<PathBuf, String> {
             .arg(manifest_dir().join("../../Cargo.toml"))
             .env("CARGO_TARGET_DIR", &target),
     )?;
-    let bin = target.join("debug").join("fake-kube");
     if bin.is_file() {
         Ok(bin)
     } else {
