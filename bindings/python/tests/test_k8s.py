@@ -71,7 +71,8 @@ def build(config: dict[str, Any] | str) -> dict[str, Any]:
 
 
 def container(pod: dict[str, Any], name: str) -> dict[str, Any]:
-    (c,) = [c for c in pod["spec"]["containers"] if c["name"] == name]
+    found: list[dict[str, Any]] = [c for c in pod["spec"]["containers"] if c["name"] == name]
+    (c,) = found
     return c
 
 

@@ -137,7 +137,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
         podci.run(tmp_path)
     repo = project(tmp_path, "a: {script: [echo a]}\n")
     with pytest.raises(ValueError, match="unknown executor"):
-        run(repo, executor="podman")  # type: ignore[arg-type]
+        run(repo, executor="podman")
     with pytest.raises(ValueError, match="not a valid variable name"):
         run(repo, variables={"A=B": "c"})
     with pytest.raises(ValueError, match="concurrency"):
