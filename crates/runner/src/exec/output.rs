@@ -260,7 +260,25 @@ pub fn summary(rows: &[Row]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_line;
+    use super::{clean_line, read_clean_log};
+
+    #[test]
+    fn clean_log_keeps_lines_and_drops_markers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("job.log");
+        std::fs::write(
+            &path,
+            b"\x1b[0Ksection_start:1:step_script\r\x1b[0K\x1b[32;1mExecuting step\x1b[0;m\n\x1b[32;1m$ echo hi\x1b[0;m\nhi\n\nlast without newline",
+        )
+        .expect("write");
+        assert_eq!(
+            read_clean_log(&path).expect("read"),
+            "Executing step\n$ echo hi\nhi\n\nlast without newline\n"
+        );
+        std::fs::write(&path, b"").expect("write");
+        assert_eq!(read_clean_log(&path).expect("read"), "");
+        assert!(read_clean_log(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn sections_and_colors() {
