@@ -14,3 +14,13 @@ if ! python3 -c 'import maturin, pytest, mypy, yaml' >/dev/null 2>&1 || ! comman
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 apt_install docker-registry apache2-utils
+# podci.run tests make git repositories and run their jobs with bash (shell executor);
+# podci.k8s tests validate Pods with kubernetes-validate's Python API (50-k8s.sh installs
+# it too; checked here so this file stands alone).
+apt_install git bash
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore kubernetes-validate 2>/dev/null \
+    || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+      --break-system-packages kubernetes-validate
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi

@@ -5,8 +5,6 @@
 //! Every call releases the GIL while it talks to registries, so Python threads (and the
 //! `*_async` wrappers, which run these calls in worker threads) proceed meanwhile.
 
-use std::sync::OnceLock;
-
 use podci_registry::image::{self, Location};
 use podci_registry::{
     AppendOptions, Client, ClientOptions, ConfigChanges, Credential, CredentialStore, LayerOptions,
@@ -57,21 +55,6 @@ impl WriteReport {
             blobs_existing: rep.blobs_existing,
         }
     }
-}
-
-/// One tokio runtime for the process: registry clients keep connection pools and token
-/// caches per client, and the runtime's threads are reused across calls.
-fn runtime(py: Python<'_>) -> PyResult<&'static tokio::runtime::Runtime> {
-    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("podci-registry")
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    rt.as_ref()
-        .map_err(|e| registry_usage_error(py, "runtime", &format!("cannot start podci's I/O threads: {e}")))
 }
 
 /// Connection settings shared by every call, as the CLI's common flags.
@@ -150,7 +133,7 @@ where
     F: FnOnce() -> Fut + Send,
     Fut: std::future::Future<Output = podci_registry::Result<T>>,
 {
-    let rt = runtime(py)?;
+    let rt = crate::runtime::get(py)?;
     let outcome: PyResult<podci_registry::Result<T>> = py.detach(|| {
         rt.block_on(async {
             let fut = make();

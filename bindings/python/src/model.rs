@@ -40,7 +40,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    fn from_model(d: &podci_model::Diagnostic, sources: &SourceMap) -> Diagnostic {
+    pub(crate) fn from_model(d: &podci_model::Diagnostic, sources: &SourceMap) -> Diagnostic {
         let (file, line, column) = match d.span {
             Some(s) if s.line > 0 => (sources.name(s.file), Some(s.line), Some(s.col)),
             Some(s) => (sources.name(s.file), None, None),

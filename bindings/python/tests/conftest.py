@@ -138,3 +138,51 @@ def isolated_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     for var in ("XDG_RUNTIME_DIR", "DOCKER_AUTH_CONFIG", "CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
     return config
+
+
+@dataclass
+class FakeKube:
+    url: str
+    kubeconfig: Path
+
+
+def fake_kube_binary() -> str:
+    """tests/fake-kube's binary: ``$PODCI_FAKE_KUBE`` (wheel.rs builds it and sets it), else
+    ``fake-kube`` on PATH."""
+    path = os.environ.get("PODCI_FAKE_KUBE") or shutil.which("fake-kube")
+    if not path or not os.access(path, os.X_OK):
+        message = "the fake Kubernetes API server is not built (cargo build -p podci-fake-kube; wheel.rs does)"
+        if IN_CI:
+            pytest.fail(message)
+        print(f"\n!!!!! SKIPPING: {message} !!!!!", file=sys.stderr)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture()
+def fake_kube(tmp_path: Path) -> Iterator[FakeKube]:
+    """A fresh fake API server (apps/v1 with workload controllers, a fake kubelet running
+    containers as local processes) on a free loopback port, with a kubeconfig for it.
+    Stopping it kills its Pods' processes."""
+    kubeconfig = tmp_path / "kubeconfig"
+    log = tmp_path / "fake-kube.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [fake_kube_binary(), "--kubeconfig", str(kubeconfig)], stdout=subprocess.PIPE, stderr=err
+        )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode()
+        if not first.startswith("fake-kube serving at "):
+            raise RuntimeError(f"fake-kube did not start: {first!r} {log.read_text(errors='replace')}")
+        deadline = time.monotonic() + 20
+        while not kubeconfig.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield FakeKube(first.removeprefix("fake-kube serving at ").strip(), kubeconfig)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

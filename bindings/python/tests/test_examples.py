@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Registry
+from conftest import FakeKube, Registry
 from test_load import SEED
 
 from podci import image
@@ -83,3 +84,59 @@ def test_what_runs(tmp_path: Path) -> None:
     assert tagged.returncode == 0, tagged.stderr
     assert tagged.stdout.startswith("build: build (on_success)\ndeploy: release (on_success)\n{")
     assert '"name": "release"' in tagged.stdout
+
+
+def test_run_pipeline(tmp_path: Path) -> None:
+    from test_run import project
+
+    repo = project(
+        tmp_path,
+        "stages: [build, test]\n"
+        "build: {stage: build, script: ['echo compiling $FLAVOUR']}\n"
+        "test: {stage: test, script: ['echo testing', 'exit 4']}\n",
+    )
+    env_home = {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": os.environ["PATH"]}
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "run_pipeline.py"), str(repo), "--var", "FLAVOUR=release"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env_home,
+    )
+    assert out.returncode == 1, out.stderr
+    lines = out.stdout.splitlines()
+    assert "[build] compiling release" in lines
+    assert lines.index("[build] compiling release") < lines.index("[test] testing")
+    assert any(line.split() == ["build", "build", "success", line.split()[-1]] for line in lines)
+    assert any(line.split()[:3] == ["test", "test", "failed"] for line in lines)
+    assert lines[-1].startswith("pipeline #1: failed; logs in ")
+
+    only = subprocess.run(
+        [sys.executable, str(EXAMPLES / "run_pipeline.py"), str(repo), "--job", "build", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env_home,
+    )
+    assert only.returncode == 0, only.stderr
+    assert not any(line.startswith("[") for line in only.stdout.splitlines())
+    assert only.stdout.splitlines()[-1].startswith("pipeline #2: success")
+
+
+def test_deploy_with_wait(fake_kube: FakeKube, tmp_path: Path) -> None:
+    from test_deploy import deployment
+
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(deployment("web", "echo up; exec sleep 300"))
+    out = run(
+        "deploy_with_wait.py", str(manifest), "--image", "app=registry.example.com/web:7",
+        "--kubeconfig", str(fake_kube.kubeconfig), "--timeout", "60", cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("deployment/web") and "created" in line for line in lines), lines
+    assert lines[-1] == "deployed 1 object(s)"
+    assert any(line.startswith("deployment/web in default: ") for line in lines), lines
+
+    manifest.write_text(deployment("web", "echo broken config >&2; exit 2"))
+    failed = run(
+        "deploy_with_wait.py", str(manifest), "--image", "app=registry.example.com/web:8",
+        "--kubeconfig", str(fake_kube.kubeconfig), "--timeout", "60", cwd=tmp_path,
+    )
+    assert failed.returncode == 1, failed.stdout
+    assert failed.stderr.startswith("deploy failed (rollout_failed): ")
+    assert "broken config" in failed.stderr

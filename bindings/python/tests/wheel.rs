@@ -77,6 +77,13 @@ fn installed() -> Option<&'static PathBuf> {
     }
 }
 
+/// `<target>`: `CARGO_TARGET_TMPDIR` is `<target>/tmp`.
+fn workspace_target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent()
+        .map_or_else(|| tmp.join("wheel-target"), Path::to_path_buf)
+}
+
 fn build_and_install() -> Result<PathBuf, String> {
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("podci-python");
     let wheels = work.join("wheels");
@@ -86,8 +93,12 @@ fn build_and_install() -> Result<PathBuf, String> {
             std::fs::remove_dir_all(d).map_err(|e| format!("removing {}: {e}", d.display()))?;
         }
     }
-    // A target directory of its own: the cargo running this test may hold the lock on
-    // the workspace's.
+    // The workspace's own target directory and dev profile: the wheel links the runner
+    // library, podci-k8s and the rest, which `cargo test --workspace` has just built
+    // there, so only pyo3 and this crate compile again (a target directory of its own
+    // meant a second full build of every dependency, minutes on CI's two cores). Cargo
+    // releases the directory's lock before it runs test binaries, so this nested build
+    // does not wait for the cargo running it.
     run(
         "maturin build",
         Command::new("maturin")
@@ -99,7 +110,7 @@ fn build_and_install() -> Result<PathBuf, String> {
             .arg("--interpreter")
             .arg("python3")
             .arg("--quiet")
-            .env("CARGO_TARGET_DIR", work.join("cargo-target")),
+            .env("CARGO_TARGET_DIR", workspace_target_dir()),
     )?;
     let wheel = std::fs::read_dir(&wheels)
         .map_err(|e| format!("{}: {e}", wheels.display()))?
@@ -143,12 +154,66 @@ fn build_and_install() -> Result<PathBuf, String> {
     Ok(python)
 }
 
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()?.filter_map(Result::ok) {
+            let meta = e.metadata().ok()?;
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if let Ok(m) = meta.modified() {
+                newest = newest.max(Some(m));
+            }
+        }
+    }
+    newest
+}
+
+/// The fake Kubernetes API server (tests/fake-kube) for the deploy tests. `cargo test
+/// --workspace` has built its binary already, with the workspace's feature set; that one
+/// is used when it is newer than the fake's sources, because a `cargo build -p` of it
+/// alone resolves other features and rebuilds a good part of the dependency tree.
+fn fake_kube() -> Result<PathBuf, String> {
+    let target = workspace_target_dir();
+    let bin = target.join("debug").join("fake-kube");
+    let sources = manifest_dir().join("../../tests/fake-kube");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let manifest = std::fs::metadata(sources.join("Cargo.toml"))
+        .and_then(|m| m.modified())
+        .ok();
+    if let (Some(built), Some(src)) = (built, newest(&sources.join("src")).max(manifest))
+        && built > src
+    {
+        return Ok(bin);
+    }
+    run(
+        "cargo build -p podci-fake-kube",
+        Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "podci-fake-kube", "--bin", "fake-kube"])
+            .arg("--manifest-path")
+            .arg(manifest_dir().join("../../Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target),
+    )?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("cargo built no {}", bin.display()))
+    }
+}
+
 /// Runs a module of the venv's python from a directory outside the source tree, so the
 /// only `podci` it can import is the installed one.
 fn python_module(python: &Path, args: &[&str]) -> Output {
+    python_module_with(python, args, &[])
+}
+
+fn python_module_with(python: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let cwd = Path::new(env!("CARGO_TARGET_TMPDIR"));
     Command::new(python)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .current_dir(cwd)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("PYTHONPATH")
@@ -159,9 +224,10 @@ fn python_module(python: &Path, args: &[&str]) -> Output {
 #[test]
 fn pytest_suite_passes_against_the_installed_wheel() {
     let Some(python) = installed() else { return };
+    let fake = fake_kube().unwrap_or_else(|e| panic!("{e}"));
     let tests = manifest_dir().join("tests");
     let tests = tests.to_string_lossy();
-    let out = python_module(
+    let out = python_module_with(
         python,
         &[
             "-m",
@@ -173,6 +239,7 @@ fn pytest_suite_passes_against_the_installed_wheel() {
             &tests,
             &tests,
         ],
+        &[("PODCI_FAKE_KUBE", &fake)],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}");

@@ -93,7 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let concurrency = args
         .concurrency
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let project = std::env::current_dir().context("cannot read the current directory")?;
     crate::exec::run(Options {
+        project,
         file: args.file,
         variables: args.variables,
         branch: args.branch,

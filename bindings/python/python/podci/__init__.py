@@ -8,11 +8,12 @@
 Modules:
 
 - ``podci`` (this one): :func:`load`, :class:`Pipeline`, :class:`Job`, :class:`Need`,
-  :class:`Diagnostic` and the exceptions.
+  :class:`Diagnostic`, :func:`run` / :func:`run_async` (local pipelines, as
+  ``podci exec``) with :class:`PipelineResult` and :class:`JobResult`, and the exceptions.
 - :mod:`podci.image`: ``append``, ``copy``, ``inspect`` (and ``*_async`` variants).
-
-Later parts slot in beside them: ``podci.run`` (local pipelines through ``podci exec``),
-``podci.deploy`` and ``podci.k8s`` raise :class:`KubernetesError`.
+- :mod:`podci.k8s`: ``pod_for`` (the Pod podci's Kubernetes executor creates for a job).
+- :func:`deploy` / :func:`deploy_async`: apply manifests with images set by container name
+  and wait for the rollout (:class:`DeployResult`), as ``podci deploy``.
 """
 
 from __future__ import annotations
@@ -20,22 +21,49 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from podci import image
+from podci import image, k8s
+from podci._deploy import deploy, deploy_async
 from podci._errors import Error, KubernetesError, PipelineError, RegistryError
-from podci._native import Diagnostic, Job, Need, Pipeline, __version__, load_text
+from podci._native import (
+    AppliedObject,
+    Cancel,
+    DeployResult,
+    Diagnostic,
+    Job,
+    JobResult,
+    Need,
+    Pipeline,
+    PipelineResult,
+    RolloutStatus,
+    __version__,
+    load_text,
+)
+from podci._run import LogCallback, run, run_async
 
 __all__ = [
+    "AppliedObject",
+    "Cancel",
+    "DeployResult",
     "Diagnostic",
     "Error",
     "Job",
+    "JobResult",
     "KubernetesError",
+    "LogCallback",
     "Need",
     "Pipeline",
     "PipelineError",
+    "PipelineResult",
     "RegistryError",
+    "RolloutStatus",
     "__version__",
+    "deploy",
+    "deploy_async",
     "image",
+    "k8s",
     "load",
+    "run",
+    "run_async",
 ]
 
 _CONFIG_SUFFIXES = (".yml", ".yaml")

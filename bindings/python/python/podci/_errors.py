@@ -8,7 +8,7 @@ without parsing messages. Secrets (passwords, tokens) never appear in them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from podci._native import Diagnostic
@@ -89,6 +89,10 @@ class KubernetesError(Error):
 
     ``kind`` names the failure, ``namespace``/``name`` the object, ``status`` the HTTP
     status of the API server, ``reason`` its ``Status.reason`` (``"NotFound"``, ...).
+    A failed or timed-out rollout (``kind`` ``"rollout_failed"``/``"timeout"``) names the
+    workload (``deployment/web``) and lists its failing Pods in ``pods``: dicts with
+    ``name``, ``reason`` (``CrashLoopBackOff``, ``ErrImagePull``, ...), ``events`` and
+    ``logs`` (container name to its last log lines).
     """
 
     kind: str
@@ -96,6 +100,7 @@ class KubernetesError(Error):
     name: str | None
     status: int | None
     reason: str | None
+    pods: list[dict[str, Any]]
 
     def __init__(
         self,
@@ -106,6 +111,7 @@ class KubernetesError(Error):
         name: str | None = None,
         status: int | None = None,
         reason: str | None = None,
+        pods: Sequence[dict[str, Any]] = (),
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -113,3 +119,4 @@ class KubernetesError(Error):
         self.name = name
         self.status = status
         self.reason = reason
+        self.pods = list(pods)

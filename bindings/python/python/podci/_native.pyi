@@ -1,6 +1,6 @@
 """Type stubs of podci's compiled module. Import from ``podci`` and ``podci.image``."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, final
 
 __version__: Final[str]
@@ -191,3 +191,171 @@ def image_inspect(
     username: str | None,
     password: str | None,
 ) -> dict[str, Any]: ...
+
+@final
+class Cancel:
+    """Cancels a running ``podci.run`` from another thread."""
+
+    def __init__(self) -> None: ...
+    def cancel(self) -> None:
+        """No new job starts; running jobs get their ``after_script``."""
+    @property
+    def cancelled(self) -> bool: ...
+
+@final
+class JobResult:
+    """One job of a finished local pipeline."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def status(self) -> str:
+        """GitLab's status: ``success``, ``failed``, ``canceled``, ``skipped``, ``manual``, ..."""
+    @property
+    def allowed_failure(self) -> bool: ...
+    @property
+    def duration(self) -> float | None:
+        """Seconds the last attempt took; ``None`` when the job never started."""
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def failure_reason(self) -> str | None: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def log_path(self) -> str | None:
+        """The raw trace file (ANSI colours and section markers included)."""
+    @property
+    def log(self) -> str:
+        """The trace as a person reads it."""
+    @property
+    def ok(self) -> bool:
+        """Succeeded, or failed with ``allow_failure``."""
+
+@final
+class PipelineResult:
+    """A finished local pipeline."""
+
+    @property
+    def created(self) -> bool:
+        """Whether ``workflow:rules`` created the pipeline (when not, nothing ran)."""
+    @property
+    def pipeline_id(self) -> int: ...
+    @property
+    def status(self) -> str:
+        """GitLab's pipeline status: ``success``, ``failed``, ``canceled``, ``skipped``, ..."""
+    @property
+    def canceled(self) -> bool: ...
+    @property
+    def has_warnings(self) -> bool: ...
+    @property
+    def ref_name(self) -> str: ...
+    @property
+    def tag(self) -> bool: ...
+    @property
+    def sha(self) -> str: ...
+    @property
+    def logs_dir(self) -> str: ...
+    @property
+    def jobs(self) -> list[JobResult]: ...
+    @property
+    def ok(self) -> bool:
+        """``status == "success"``."""
+    def job(self, name: str) -> JobResult | None: ...
+
+def run_pipeline(
+    project: str,
+    *,
+    file: str | None,
+    jobs: list[str],
+    variables: list[tuple[str, str]],
+    executor: str,
+    concurrency: int | None,
+    on_log: Callable[[str, str], object] | None,
+    cancel: Cancel | None,
+    branch: str | None,
+    tag: str | None,
+    source: str,
+    needs: bool,
+    manual: bool,
+    cache_dir: str | None,
+    work_dir: str | None,
+    keep: bool,
+    with_dirty: bool,
+) -> PipelineResult: ...
+def pod_for(
+    payload_json: str,
+    *,
+    config_json: str | None,
+    config_toml: str | None,
+    runner_token: str,
+    concurrent_id: int,
+    suffix: str,
+    now_unix: int,
+    job_url: str | None,
+) -> dict[str, Any]: ...
+
+@final
+class AppliedObject:
+    """One object sent to the API server. ``str()`` is ``kubectl apply``'s line."""
+
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def action(self) -> Literal["created", "configured", "unchanged"]: ...
+    @property
+    def text(self) -> str: ...
+
+@final
+class RolloutStatus:
+    """A workload's rollout."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def done(self) -> bool: ...
+    @property
+    def message(self) -> str: ...
+
+@final
+class DeployResult:
+    """What ``podci.deploy`` did."""
+
+    @property
+    def objects(self) -> list[AppliedObject]: ...
+    @property
+    def rollouts(self) -> list[RolloutStatus]: ...
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def cluster(self) -> bool:
+        """Whether an API server was asked (not for a dry run without a cluster)."""
+    @property
+    def diff(self) -> str: ...
+    @property
+    def rendered(self) -> str: ...
+
+def deploy(
+    paths: list[str],
+    *,
+    images: list[tuple[str, str]],
+    namespace: str | None,
+    wait: bool,
+    timeout: float,
+    dry_run: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    on_progress: Callable[[str], object] | None,
+) -> DeployResult: ...

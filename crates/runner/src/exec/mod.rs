@@ -6,6 +6,10 @@
 //! `when`, `allow_failure`, retry) decides what starts, at most `--concurrency` jobs run
 //! at once through [`crate::executor::run_job`], and Ctrl-C cancels the pipeline (running
 //! jobs get their `after_script` with `CI_JOB_STATUS=canceled`).
+//!
+//! Two entry points share all of it: [`run`] is `podci exec` (terminal output, signals,
+//! an exit code) and [`run_pipeline`] is the library's (lines to a [`RunObserver`],
+//! cancellation through a token, per-job results as values), used by the Python package.
 
 pub mod git;
 pub mod output;
@@ -31,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::{Executor, Hooks, JobDirs, JobOutcome};
 use output::Display;
+pub use output::RunObserver;
 
 /// Which executor runs the jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,10 +46,138 @@ pub enum ExecutorKind {
     Docker,
 }
 
-/// Everything `podci exec` was asked to do (the project directory is the current one).
+impl std::str::FromStr for ExecutorKind {
+    type Err = ExecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "shell" => Ok(ExecutorKind::Shell),
+            "docker" => Ok(ExecutorKind::Docker),
+            other => Err(ExecError::UnknownExecutor(other.to_string())),
+        }
+    }
+}
+
+/// Why a local pipeline did not run. A pipeline that ran and failed is not an error: its
+/// [`PipelineRun`] says so.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The configuration has errors; `pipeline.diagnostics` lists them with positions.
+    #[error("{file} is invalid; nothing ran: {}", first_error(pipeline))]
+    Invalid {
+        /// The pipeline file as named to the user.
+        file: String,
+        /// The loaded pipeline with its diagnostics and sources.
+        pipeline: Box<Pipeline>,
+    },
+    /// Creating the pipeline failed as it would on GitLab (a `needs:` on a job that does
+    /// not exist for this ref, ...).
+    #[error("the pipeline cannot be created: {}", .messages.join("; "))]
+    Evaluation {
+        /// GitLab's messages, each with its position.
+        messages: Vec<String>,
+        /// The same as diagnostics.
+        diagnostics: Vec<podci_model::Diagnostic>,
+        /// The pipeline they point into.
+        pipeline: Box<Pipeline>,
+    },
+    /// A job named to run is not in the evaluated pipeline.
+    #[error("no job {job:?} in this pipeline; jobs are: {}", .jobs.join(", "))]
+    NoSuchJob {
+        /// The name asked for.
+        job: String,
+        /// The jobs there are.
+        jobs: Vec<String>,
+    },
+    /// An executor name other than `shell` or `docker`.
+    #[error("unknown executor {0:?}: use \"shell\" or \"docker\"")]
+    UnknownExecutor(String),
+    /// A variables file or `KEY=VALUE` that cannot be used.
+    #[error(transparent)]
+    Variables(#[from] vars::VarsError),
+    /// Preparing the run failed (the pipeline file, working copies, cache or log
+    /// directories, the async runtime).
+    #[error("{0:#}")]
+    Setup(anyhow::Error),
+}
+
+fn first_error(p: &Pipeline) -> String {
+    p.diagnostics
+        .iter()
+        .find(|d| d.severity == podci_model::Severity::Error)
+        .map(|d| d.display(&p.sources).to_string())
+        .unwrap_or_default()
+}
+
+impl From<anyhow::Error> for ExecError {
+    fn from(e: anyhow::Error) -> Self {
+        ExecError::Setup(e)
+    }
+}
+
+/// The result of a local pipeline run ([`run_pipeline`]).
+#[derive(Debug, Clone)]
+pub struct PipelineRun {
+    /// Whether `workflow:rules` created the pipeline; when not, nothing ran and `jobs`
+    /// is empty.
+    pub created: bool,
+    /// The local pipeline number (`CI_PIPELINE_ID`; the logs directory's name).
+    pub pipeline_id: u64,
+    /// GitLab's pipeline status at the end (`success`, `failed`, `canceled`, ...).
+    pub status: PipelineStatus,
+    /// Whether the run was canceled through the token (or a signal).
+    pub canceled: bool,
+    /// Whether a job failed that was allowed to fail (GitLab's "passed with warnings").
+    pub has_warnings: bool,
+    /// The ref the pipeline ran for.
+    pub ref_name: String,
+    /// Whether `ref_name` is a tag.
+    pub tag: bool,
+    /// The commit (empty outside a git repository).
+    pub sha: String,
+    /// Where the job logs are (`<project>/.podci/logs/<pipeline_id>`).
+    pub logs_dir: PathBuf,
+    /// Every job of the pipeline in stage and configuration order, run or not.
+    pub jobs: Vec<JobRun>,
+}
+
+impl PipelineRun {
+    /// A job's result by instance name.
+    pub fn job(&self, name: &str) -> Option<&JobRun> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+/// One job of a [`PipelineRun`].
+#[derive(Debug, Clone)]
+pub struct JobRun {
+    /// Instance name (`test 1/2` for a `parallel` job).
+    pub name: String,
+    /// Stage.
+    pub stage: String,
+    /// Final status (GitLab's names: `success`, `failed`, `canceled`, `skipped`,
+    /// `manual`, ...).
+    pub status: JobStatus,
+    /// The job failed and was allowed to (`allow_failure`).
+    pub allowed_failure: bool,
+    /// Wall time of the last attempt; `None` when it never started.
+    pub duration: Option<Duration>,
+    /// Attempts made (`retry:`), 0 when it never started.
+    pub attempts: u32,
+    /// Its full trace (raw bytes, ANSI colours and section markers included).
+    pub log: Option<PathBuf>,
+    /// How the last attempt ended, with failure reason and exit code.
+    pub outcome: Option<JobOutcome>,
+}
+
+/// Everything `podci exec` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The pipeline file (default `.gitlab-ci.yml`, else the embedded hello pipeline).
+    /// The project directory: the pipeline file, git context, `.podci/` and logs are
+    /// found here.
+    pub project: PathBuf,
+    /// The pipeline file, relative to `project` (default `.gitlab-ci.yml`, else the
+    /// embedded hello pipeline).
     pub file: Option<PathBuf>,
     /// `--variable KEY=VALUE`, in order.
     pub variables: Vec<String>,
@@ -74,7 +207,7 @@ pub struct Options {
     pub keep: bool,
     /// Executor.
     pub executor: ExecutorKind,
-    /// Print the plan only.
+    /// Print the plan only (`podci exec`; [`run_pipeline`] ignores it).
     pub dry_run: bool,
     /// Live view (`None`: when stdout is a terminal).
     pub live: Option<bool>,
@@ -127,7 +260,7 @@ fn blake3_hex(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-fn build_context(opts: &Options, project: &Path) -> anyhow::Result<(PipelineContext, Option<git::Repo>)> {
+fn build_context(opts: &Options, project: &Path) -> Result<(PipelineContext, Option<git::Repo>), ExecError> {
     let repo = git::read(project);
     let mut ctx = PipelineContext {
         source: opts.source.clone(),
@@ -196,7 +329,7 @@ fn build_context(opts: &Options, project: &Path) -> anyhow::Result<(PipelineCont
 
 /// Instance names to run: the named jobs (by instance or by job name), with `--needs`
 /// everything they need, transitively.
-fn select(eval: &Evaluation, names: &[String], with_needs: bool) -> anyhow::Result<BTreeSet<String>> {
+fn select(eval: &Evaluation, names: &[String], with_needs: bool) -> Result<BTreeSet<String>, ExecError> {
     let mut chosen = BTreeSet::new();
     for n in names {
         let found: Vec<&str> = eval
@@ -206,8 +339,10 @@ fn select(eval: &Evaluation, names: &[String], with_needs: bool) -> anyhow::Resu
             .map(|j| j.name.as_str())
             .collect();
         if found.is_empty() {
-            let all: Vec<&str> = eval.jobs.iter().map(|j| j.name.as_str()).collect();
-            anyhow::bail!("no job {n:?} in this pipeline; jobs are: {}", all.join(", "));
+            return Err(ExecError::NoSuchJob {
+                job: n.clone(),
+                jobs: eval.jobs.iter().map(|j| j.name.clone()).collect(),
+            });
         }
         chosen.extend(found.into_iter().map(str::to_string));
     }
@@ -234,29 +369,66 @@ fn select(eval: &Evaluation, names: &[String], with_needs: bool) -> anyhow::Resu
     Ok(chosen)
 }
 
-fn plan(opts: &Options) -> anyhow::Result<Result<Plan, ExitCode>> {
-    let project = std::env::current_dir().context("cannot read the current directory")?;
-    let (file_name, pipeline) = crate::cmd_lint::load_pipeline(opts.file.as_deref(), &opts.includes)?;
+/// Reads the pipeline file of `opts.project`. Relative names are kept as given, so that
+/// diagnostics read as they do for `podci lint` run in the project directory.
+fn load(opts: &Options) -> anyhow::Result<(String, Pipeline)> {
+    let file = match &opts.file {
+        Some(f) => Some(opts.project.join(f)),
+        None => Some(opts.project.join(".gitlab-ci.yml")).filter(|f| f.exists()),
+    };
+    let Some(path) = file else {
+        return crate::cmd_lint::load_pipeline(None, &opts.includes);
+    };
+    let name = opts
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".gitlab-ci.yml"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let root = match &opts.includes.project_dir {
+        Some(d) => opts.project.join(d),
+        None => path
+            .parent()
+            .map_or_else(|| opts.project.clone(), Path::to_path_buf),
+    };
+    let source = crate::files::DirSource {
+        root,
+        projects: opts.includes.projects.iter().cloned().collect(),
+        components: opts.includes.components.iter().cloned().collect(),
+        templates: opts.includes.templates.clone(),
+        remotes: opts.includes.remotes.iter().cloned().collect(),
+        offline: opts.includes.offline,
+    };
+    let name = name.display().to_string();
+    let pipeline = podci_model::load(&name, &text, &source, &podci_model::LoadOptions::default());
+    Ok((name, pipeline))
+}
+
+/// Loads and evaluates the pipeline. `Ok(None)`: `workflow:rules` create no pipeline
+/// for this ref (the context is returned for the message).
+fn plan(opts: &Options) -> Result<Result<Plan, PipelineContext>, ExecError> {
+    let project = &opts.project;
+    let (file_name, pipeline) = load(opts)?;
     if !pipeline.is_valid() {
-        let mut err = std::io::stderr();
-        crate::cmd_lint::print_diagnostics(&mut err, &pipeline)?;
-        eprintln!("podci: {file_name} is invalid; nothing ran");
-        return Ok(Err(ExitCode::from(1)));
+        return Err(ExecError::Invalid {
+            file: file_name,
+            pipeline: Box::new(pipeline),
+        });
     }
-    let (ctx, repo) = build_context(opts, &project)?;
+    let (ctx, repo) = build_context(opts, project)?;
     let eval = pipeline.evaluate(&ctx);
     if !eval.created {
-        eprintln!(
-            "podci: workflow:rules create no pipeline for ref {}",
-            ctx.ref_name
-        );
-        return Ok(Err(ExitCode::SUCCESS));
+        return Ok(Err(ctx));
     }
     if !eval.errors.is_empty() {
-        for d in &eval.errors {
-            eprintln!("{}", d.display(&pipeline.sources));
-        }
-        return Ok(Err(ExitCode::from(1)));
+        return Err(ExecError::Evaluation {
+            messages: eval
+                .errors
+                .iter()
+                .map(|d| d.display(&pipeline.sources).to_string())
+                .collect(),
+            diagnostics: eval.errors.clone(),
+            pipeline: Box::new(pipeline),
+        });
     }
     let chosen = if opts.jobs.is_empty() {
         None
@@ -308,11 +480,31 @@ fn plan(opts: &Options) -> anyhow::Result<Result<Plan, ExitCode>> {
     }))
 }
 
-/// Runs `podci exec` in the current directory.
+/// Runs `podci exec` in `opts.project`: terminal output, Ctrl-C/SIGTERM cancel, exit
+/// code 0 (success), 1 (failed or invalid), 130 (canceled).
 pub fn run(opts: Options) -> anyhow::Result<ExitCode> {
-    let plan = match plan(&opts)? {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
+    let plan = match plan(&opts) {
+        Ok(Ok(p)) => p,
+        Ok(Err(ctx)) => {
+            eprintln!(
+                "podci: workflow:rules create no pipeline for ref {}",
+                ctx.ref_name
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(ExecError::Invalid { file, pipeline }) => {
+            let mut err = std::io::stderr();
+            crate::cmd_lint::print_diagnostics(&mut err, &pipeline)?;
+            eprintln!("podci: {file} is invalid; nothing ran");
+            return Ok(ExitCode::from(1));
+        }
+        Err(ExecError::Evaluation { messages, .. }) => {
+            for m in messages {
+                eprintln!("{m}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
     };
     if opts.dry_run {
         print_plan(&plan);
@@ -322,7 +514,100 @@ pub fn run(opts: Options) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(execute(opts, plan))
+    let live = opts.live.unwrap_or_else(|| {
+        use std::io::IsTerminal;
+        std::io::stdout().is_terminal()
+    });
+    let run = rt.block_on(async {
+        let interrupts = Interrupts::signals()?;
+        execute(opts, plan, Display::new(live), interrupts).await
+    })?;
+    Ok(if run.status == PipelineStatus::Success {
+        ExitCode::SUCCESS
+    } else if run.canceled {
+        ExitCode::from(130)
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Runs a pipeline as a library call: every line goes to `observer` (nothing is printed),
+/// `cancel` cancels it as Ctrl-C does `podci exec` (running jobs get their
+/// `after_script`), and the result carries each job's status, duration and log file.
+///
+/// Errors are for pipelines that could not start (invalid configuration, unknown job
+/// names, an unusable directory); a pipeline whose jobs fail is an `Ok` with status
+/// `failed`. Loading and the git context are read on the calling task (a few `git`
+/// processes), then jobs run on the current tokio runtime.
+pub async fn run_pipeline(
+    opts: Options,
+    observer: std::sync::Arc<dyn RunObserver>,
+    cancel: CancellationToken,
+) -> Result<PipelineRun, ExecError> {
+    let plan = match plan(&opts)? {
+        Ok(p) => p,
+        Err(ctx) => {
+            return Ok(PipelineRun {
+                created: false,
+                pipeline_id: 0,
+                status: PipelineStatus::Skipped,
+                canceled: false,
+                has_warnings: false,
+                ref_name: ctx.ref_name,
+                tag: ctx.tag,
+                sha: ctx.sha,
+                logs_dir: opts.project.join(".podci").join("logs"),
+                jobs: Vec::new(),
+            });
+        }
+    };
+    execute(
+        opts,
+        plan,
+        Display::observed(observer),
+        Interrupts::Token(Some(cancel)),
+    )
+    .await
+}
+
+/// Where cancellation comes from: the process's signals (the CLI) or a token (a library
+/// caller, which owns the process's signal handling).
+enum Interrupts {
+    Signals {
+        interrupt: tokio::signal::unix::Signal,
+        terminate: tokio::signal::unix::Signal,
+    },
+    /// `None` once fired: a token stays canceled, and one cancellation is all it means.
+    Token(Option<CancellationToken>),
+}
+
+impl Interrupts {
+    fn signals() -> anyhow::Result<Interrupts> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Interrupts::Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
+        })
+    }
+
+    /// Resolves at the next interrupt. Cancel-safe.
+    async fn next(&mut self) {
+        match self {
+            Interrupts::Signals { interrupt, terminate } => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Interrupts::Token(slot) => {
+                let Some(token) = slot.as_ref() else {
+                    return std::future::pending().await;
+                };
+                token.cancelled().await;
+                *slot = None;
+            }
+        }
+    }
 }
 
 /// The order the jobs would run in if every job succeeded: waves of jobs that may run
@@ -428,8 +713,13 @@ fn next_pipeline_id(logs: &Path) -> u64 {
         + 1
 }
 
-async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
-    let project = std::env::current_dir().context("cannot read the current directory")?;
+async fn execute(
+    opts: Options,
+    mut plan: Plan,
+    display: std::sync::Arc<Display>,
+    mut interrupts: Interrupts,
+) -> Result<PipelineRun, ExecError> {
+    let project = opts.project.clone();
     let logs_root = project.join(".podci").join("logs");
     std::fs::create_dir_all(&logs_root).with_context(|| format!("cannot create {}", logs_root.display()))?;
     let pipeline_id = next_pipeline_id(&logs_root);
@@ -476,11 +766,7 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
         ExecutorKind::Shell => Arc::new(crate::executor::shell::ShellExecutor::detect()),
         ExecutorKind::Docker => Arc::new(crate::executor::docker::DockerExecutor::from_env()),
     };
-    let live = opts.live.unwrap_or_else(|| {
-        use std::io::IsTerminal;
-        std::io::stdout().is_terminal()
-    });
-    let display = Display::new(live);
+    let live = display.is_live();
     display.note(&format!(
         "podci exec: pipeline #{pipeline_id} for {} {} ({}), {} job(s), logs in {}",
         if plan.ctx.tag { "tag" } else { "branch" },
@@ -496,10 +782,6 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
     let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
     let mut running: JoinSet<(String, JobOutcome, Duration, PathBuf)> = JoinSet::new();
     let root = CancellationToken::new();
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("cannot watch for Ctrl-C")?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch for SIGTERM")?;
     let mut canceled = false;
     let concurrency = opts.concurrency.max(1);
 
@@ -593,7 +875,7 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
                 let Some(done) = done else { continue };
                 let (job, outcome, took, log) = match done {
                     Ok(v) => v,
-                    Err(e) => anyhow::bail!("a job task failed: {e}"),
+                    Err(e) => return Err(anyhow::anyhow!("a job task failed: {e}").into()),
                 };
                 tokens.remove(&job);
                 // One manifest read per finished job, not one per dependent.
@@ -618,10 +900,7 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
                     .on_event(Event::Finished { job, result: outcome.to_result() })
                     .unwrap_or_default();
             }
-            _ = interrupt.recv() => {
-                cancel_all(&mut canceled, &root, &mut sched, &mut actions, &display, &mut queue);
-            }
-            _ = terminate.recv() => {
+            () = interrupts.next() => {
                 cancel_all(&mut canceled, &root, &mut sched, &mut actions, &display, &mut queue);
             }
         }
@@ -635,6 +914,7 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
         .map(|j| (j.name.as_str(), j.stage.as_str()))
         .collect();
     let mut rows = Vec::new();
+    let mut jobs = Vec::new();
     let order: BTreeMap<usize, &str> = plan
         .eval
         .jobs
@@ -647,9 +927,10 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
         let Some(st) = statuses.get(*name) else { continue };
         let rec = records.remove(*name).unwrap_or_default();
         let allowed = *st == JobStatus::Failed && sched.job_allowed_to_fail(name).unwrap_or(false);
+        let stage = stage_of.get(name).copied().unwrap_or("").to_string();
         rows.push(output::Row {
             job: name.to_string(),
-            stage: stage_of.get(name).copied().unwrap_or("").to_string(),
+            stage: stage.clone(),
             status: if allowed {
                 "failed (allowed)".into()
             } else {
@@ -657,7 +938,17 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
             },
             duration: rec.duration,
             attempts: rec.attempts,
+            log: rec.log.clone(),
+        });
+        jobs.push(JobRun {
+            name: name.to_string(),
+            stage,
+            status: *st,
+            allowed_failure: allowed,
+            duration: rec.duration,
+            attempts: rec.attempts,
             log: rec.log,
+            outcome: rec.outcome,
         });
     }
     display.note("");
@@ -671,12 +962,17 @@ async fn execute(opts: Options, mut plan: Plan) -> anyhow::Result<ExitCode> {
     if !opts.keep {
         let _ = std::fs::remove_dir_all(&work);
     }
-    Ok(if status == PipelineStatus::Success {
-        ExitCode::SUCCESS
-    } else if canceled {
-        ExitCode::from(130)
-    } else {
-        ExitCode::from(1)
+    Ok(PipelineRun {
+        created: true,
+        pipeline_id,
+        status,
+        canceled,
+        has_warnings: sched.has_warnings(),
+        ref_name: plan.ctx.ref_name.clone(),
+        tag: plan.ctx.tag,
+        sha: plan.ctx.sha.clone(),
+        logs_dir: logs,
+        jobs,
     })
 }
 

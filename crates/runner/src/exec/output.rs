@@ -1,7 +1,9 @@
 //! What the user sees of a local pipeline: plain `[job] line` output when stdout is not
 //! a terminal, a live view (indicatif: one line per running job with its elapsed time
 //! and last output line) on a terminal, the full masked trace of every job in
-//! `.podci/logs/<pipeline>/<job>.log`, and the summary table at the end.
+//! `.podci/logs/<pipeline>/<job>.log`, and the summary table at the end. A library
+//! caller ([`super::run_pipeline`]) gets the same lines through a [`RunObserver`] instead
+//! of the terminal.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,10 +14,24 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::executor::TraceSink;
 
+/// Receives what a pipeline run would print, when podci runs as a library: the caller
+/// decides where lines go (a Python callback, a GUI), podci never writes to stdout then.
+///
+/// Methods are called from the runtime's worker threads, one call per whole line, as the
+/// line is produced; a slow observer slows the job that printed the line.
+pub trait RunObserver: Send + Sync {
+    /// One line of a job's trace, cleaned for a person ([`clean_line`]).
+    fn job_line(&self, job: &str, line: &str);
+    /// A line about the pipeline rather than a job's output (started, finished, retried,
+    /// the summary).
+    fn note(&self, _line: &str) {}
+}
+
 /// The shared display of a pipeline run.
 pub struct Display {
     live: Option<MultiProgress>,
     out: Mutex<std::io::Stdout>,
+    observer: Option<Arc<dyn RunObserver>>,
 }
 
 impl Display {
@@ -25,11 +41,30 @@ impl Display {
         Arc::new(Display {
             live,
             out: Mutex::new(std::io::stdout()),
+            observer: None,
+        })
+    }
+
+    /// Whether this is the terminal's live view (else one plain line per event).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Every line goes to `observer`; nothing is printed.
+    pub fn observed(observer: Arc<dyn RunObserver>) -> Arc<Display> {
+        Arc::new(Display {
+            live: None,
+            out: Mutex::new(std::io::stdout()),
+            observer: Some(observer),
         })
     }
 
     /// A line that is not a job's (start, finish, summary).
     pub fn note(&self, line: &str) {
+        if let Some(o) = &self.observer {
+            o.note(line);
+            return;
+        }
         match &self.live {
             // Bars are cleared while the line is printed, then drawn again below it.
             Some(mp) => mp.suspend(|| {
@@ -86,6 +121,10 @@ pub struct JobSink {
 impl JobSink {
     fn show(&mut self, raw: &[u8]) {
         let Some(line) = clean_line(raw) else { return };
+        if let Some(o) = &self.display.observer {
+            o.job_line(&self.job, &line);
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.set_message(line),
             None => {
@@ -174,6 +213,24 @@ pub struct Row {
     pub log: Option<PathBuf>,
 }
 
+/// A job's log file as text for a person: each line through [`clean_line`].
+pub fn read_clean_log(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    let mut pieces: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    // After a final newline the split yields an empty piece that is no line.
+    if pieces.last().is_some_and(|p| p.is_empty()) {
+        pieces.pop();
+    }
+    let mut out = String::with_capacity(bytes.len());
+    for raw in pieces {
+        if let Some(line) = clean_line(raw) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 /// The summary table.
 pub fn summary(rows: &[Row]) -> String {
     let w_job = rows.iter().map(|r| r.job.len()).max().unwrap_or(3).max(3);
@@ -203,7 +260,25 @@ pub fn summary(rows: &[Row]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_line;
+    use super::{clean_line, read_clean_log};
+
+    #[test]
+    fn clean_log_keeps_lines_and_drops_markers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("job.log");
+        std::fs::write(
+            &path,
+            b"\x1b[0Ksection_start:1:step_script\r\x1b[0K\x1b[32;1mExecuting step\x1b[0;m\n\x1b[32;1m$ echo hi\x1b[0;m\nhi\n\nlast without newline",
+        )
+        .expect("write");
+        assert_eq!(
+            read_clean_log(&path).expect("read"),
+            "Executing step\n$ echo hi\nhi\n\nlast without newline\n"
+        );
+        std::fs::write(&path, b"").expect("write");
+        assert_eq!(read_clean_log(&path).expect("read"), "");
+        assert!(read_clean_log(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn sections_and_colors() {
