@@ -658,8 +658,9 @@ async fn seed_pipeline_dry_run_then_deploy() {
         cmd.arg("exec")
             .arg("-C")
             .arg(&seed)
-            .args(["deploy", "--needs", "-v"])
-            .arg(format!("PODCI={}", env!("CARGO_BIN_EXE_podci")))
+            // No PODCI variable: the shell executor appends the running podci's directory
+            // to the job's PATH, so the job's plain `podci deploy` finds it.
+            .args(["deploy", "--needs"])
             .env("HOME", home.path())
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBECONFIG");

@@ -60,6 +60,31 @@ impl ShellExecutor {
     }
 }
 
+/// The `PATH` jobs get: the caller's, with the directory of the running `podci` appended
+/// when it is not there already, so that a job's `podci deploy` or `podci image append`
+/// finds the podci that runs it (as GitLab Runner's shell jobs find `gitlab-runner` for
+/// their artifacts) without shadowing a `podci` the user put on `PATH` first. `None`
+/// when nothing changes (podci is on `PATH`, or the process is not podci itself, such as
+/// Python with the podci module).
+fn job_path() -> Option<&'static std::ffi::OsString> {
+    static PATH: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().ok()?;
+        if exe.file_name()? != "podci" {
+            return None;
+        }
+        let dir = exe.parent()?.to_path_buf();
+        let current = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&current).collect();
+        if dirs.iter().any(|d| d == &dir) {
+            return None;
+        }
+        dirs.push(dir);
+        std::env::join_paths(dirs).ok()
+    })
+    .as_ref()
+}
+
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -212,6 +237,9 @@ async fn run_file(
         .stderr(Stdio::from(wr2))
         .current_dir(&step.dirs.root)
         .process_group(0);
+    if let Some(path) = job_path() {
+        cmd.env("PATH", path);
+    }
     let mut child = cmd.spawn().map_err(spawn_err)?;
     // Our copies of the write end must go, or the pipe never reports EOF.
     drop(cmd);
