@@ -1,8 +1,8 @@
 //! Cache push, pull, listing and pruning on top of a [`Store`].
 //!
-//! A push collects the files, compares their fingerprint (names, kinds, sizes, modes,
-//! mtimes: the same quick check rsync and make rely on) with the one recorded for the
-//! key, and stops there when nothing changed, so re-saving an unchanged cache costs a
+//! A push first compares the tree's stat fingerprint (see [`crate::quick`]: git's
+//! index fields, with its racy-clean rule) with the one recorded for the key, and stops
+//! there when nothing changed, so re-saving an unchanged cache costs one parallel
 //! directory walk. Otherwise it writes the archive once into a spool file while hashing
 //! it, stores it under its digest unless an identical object already exists, and then
 //! atomically repoints the key.
