@@ -163,9 +163,9 @@ fn deploy_error(py: Python<'_>, err: &DeployError) -> PyErr {
                 fields.set_item("name", name)?;
                 fields.set_item("namespace", flag)?;
             }
-            DeployError::Api { name, source, .. } => {
+            DeployError::Api { name, error, .. } => {
                 fields.set_item("name", name)?;
-                if let kube::Error::Api(status) = source {
+                if let kube::Error::Api(status) = error {
                     fields.set_item("status", status.code)?;
                     fields.set_item("reason", &status.reason)?;
                 }
