@@ -9,6 +9,7 @@
 //!   log file with offsets so that a dropped connection loses and repeats nothing, run
 //!   `after_script` on failure or cancel, delete with grace 0. [`sweep`] removes Pods and
 //!   Secrets left behind by a runner that died.
+//! - [`client`]: the `kube::Client` that `host`, `bearer_token` and `ca_file` describe.
 //!
 //! The crate knows Kubernetes and nothing of YAML or GitLab's HTTP API: the input is a
 //! [`podci_model::payload::JobPayload`], the output trace bytes (masked) to a
@@ -27,11 +28,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod client;
 pub mod config;
 pub mod executor;
 pub mod pod;
 pub mod sweep;
 
+pub use client::{ClientError, client_for};
 pub use config::{ConfigError, KubernetesConfig, Strategy};
 pub use executor::{ExecutorOptions, FailureReason, Job, KubernetesExecutor, Outcome, TraceSink};
 pub use pod::{JobPod, PodError, PodParams, build_pod};
