@@ -685,7 +685,9 @@ fn attach_launcher(jp: &JobPod, index: usize, send: u32, script: &str, nonce: &s
         "[ -n \"$podci_um\" ] || podci_um=$(umask); umask 077; cat > {launch_word} <<'{delim}'\n"
     ));
     text.push_str(&format!(
-        "if (set -C; : > {started}) 2>/dev/null; then echo {start}; else echo {skip}; exit 0; fi\n",
+        // `true` (a regular builtin: a failed redirection does not end the shell, and no
+        // subshell is forked) creates the claim file only if it does not exist yet.
+        "set -C; if true 2>/dev/null > {started}; then set +C; echo {start}; else echo {skip}; exit 0; fi\n",
         started = q(&format!("{file}.started")),
         start = start_marker("start", nonce, index),
         skip = start_marker("skip", nonce, index),
@@ -1203,7 +1205,16 @@ impl JobRun<'_> {
         let want_log = self.log.is_none();
         let log_fut = async {
             if want_log {
-                Some(LogReader::open(self.pods.clone(), self.jp.name.clone(), self.jp.log_file(), base).await)
+                Some(
+                    LogReader::open(
+                        self.pods.clone(),
+                        self.jp.name.clone(),
+                        self.jp.log_file(),
+                        base,
+                        self.jp.build_dir.clone(),
+                    )
+                    .await,
+                )
             } else {
                 None
             }
@@ -1262,11 +1273,30 @@ impl JobRun<'_> {
             };
             let text = attach_launcher(self.jp, index, send, script, &self.nonce);
             let Some(a) = self.attach.as_mut() else { continue };
-            let r = async {
-                a.stdin.write_all(text.as_bytes()).await?;
-                a.stdin.flush().await
-            }
-            .await;
+            // kube's stdin is a bounded in-memory pipe whose reader is its connection
+            // task: when that task dies mid-text the pipe does not close, and a write
+            // larger than its buffer would wait forever. The task's end is the signal.
+            let Attached {
+                stdin,
+                ended,
+                is_ended,
+                ..
+            } = a;
+            let write = async {
+                stdin.write_all(text.as_bytes()).await?;
+                stdin.flush().await
+            };
+            let r = if *is_ended {
+                Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            } else {
+                tokio::select! {
+                    r = write => r,
+                    _ = ended => {
+                        *is_ended = true;
+                        Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+                    }
+                }
+            };
             if r.is_ok() {
                 return Ok(());
             }
@@ -1657,6 +1687,8 @@ struct LogReader {
     /// Bytes delivered so far: the file offset of the next byte.
     offset: u64,
     proc: Option<LogProc>,
+    /// A directory to create when `tail` starts (the build directory); may be empty.
+    make_dir: String,
 }
 
 /// One `tail` exec: its stdout, and a future that completes when kube's connection task
@@ -1670,7 +1702,13 @@ struct LogProc {
 }
 
 impl LogReader {
-    async fn open(pods: Api<Pod>, pod: String, path: String, base: Duration) -> Result<Self, kube::Error> {
+    async fn open(
+        pods: Api<Pod>,
+        pod: String,
+        path: String,
+        base: Duration,
+        make_dir: String,
+    ) -> Result<Self, kube::Error> {
         let mut r = LogReader {
             pods,
             pod,
@@ -1678,6 +1716,7 @@ impl LogReader {
             base,
             offset: 0,
             proc: None,
+            make_dir,
         };
         r.connect().await?;
         Ok(r)
@@ -1687,10 +1726,13 @@ impl LogReader {
         let cmd = vec![
             "sh".to_string(),
             "-c".to_string(),
-            ": >> \"$1\" 2>/dev/null; exec tail -c +\"$2\" -f \"$1\"".to_string(),
+            // The build directory is made here too, off the step's critical path, so
+            // the launcher's `[ -d ]` usually spares it a mkdir process.
+            ": >> \"$1\" 2>/dev/null; [ -z \"$3\" ] || [ -d \"$3\" ] || mkdir -p \"$3\" 2>/dev/null; exec tail -c +\"$2\" -f \"$1\"".to_string(),
             "sh".to_string(),
             self.path.clone(),
             (self.offset + 1).to_string(),
+            self.make_dir.clone(),
         ];
         let ap = AttachParams::default()
             .container(HELPER_CONTAINER)
