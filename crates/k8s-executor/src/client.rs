@@ -217,8 +217,10 @@ mod tests {
 
     #[test]
     fn host_without_scheme_is_https_and_garbage_is_rejected() {
-        let mut c = KubernetesConfig::default();
-        c.host = "10.1.2.3:6443".into();
+        let mut c = KubernetesConfig {
+            host: "10.1.2.3:6443".into(),
+            ..Default::default()
+        };
         let kc = explicit(&c).expect("valid");
         assert_eq!(kc.cluster_url.to_string(), "https://10.1.2.3:6443/");
         c.host = "https://exa mple".into();
