@@ -142,7 +142,14 @@ async fn main() -> anyhow::Result<()> {
         let p = payload(id);
         let mut trace = Vec::new();
         let start = Instant::now();
-        let outcome = ex.run(&Job::new(&p), &mut trace, CancellationToken::new()).await;
+        // A hung job is reported with its trace instead of stalling the whole run.
+        let job = Job::new(&p);
+        let run = ex.run(&job, &mut trace, CancellationToken::new());
+        let Ok(outcome) = tokio::time::timeout(Duration::from_secs(60), run).await else {
+            failures += 1;
+            eprintln!("job {id}: did not finish within 60 s");
+            continue;
+        };
         spans.push((start, Instant::now()));
         if outcome != Outcome::Success || !String::from_utf8_lossy(&trace).contains("hello\n") {
             failures += 1;
