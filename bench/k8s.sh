@@ -4,7 +4,10 @@
 # adds per job beyond the job's own process time. Targets: <= 12 requests per
 # single-step job without services, < 50 ms added per job. The peer, GitLab Runner's
 # Kubernetes executor, cannot run here; its floor from poll_interval = 3 s is printed
-# for comparison. Needs root and unshare (the fake server's container roots).
+# for comparison, and a breakdown of each job's time from the instants the fake server
+# received its requests (Pod create, first exec/attach, Pod delete). The "floor" is the
+# same Pod created, watched to running and deleted by the bench itself, no executor.
+# Needs root and unshare (the fake server's container roots).
 # JOBS=N changes the count; PROFILE=dev skips the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

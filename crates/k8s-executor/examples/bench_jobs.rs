@@ -137,10 +137,20 @@ async fn main() -> anyhow::Result<()> {
     fake.control().reset_requests();
     let t = Instant::now();
     let mut failures = 0;
+    let mut spans: Vec<(Instant, Instant)> = Vec::new();
     for id in 1..=jobs {
         let p = payload(id);
         let mut trace = Vec::new();
-        let outcome = ex.run(&Job::new(&p), &mut trace, CancellationToken::new()).await;
+        let start = Instant::now();
+        // A hung job is reported with its trace instead of stalling the whole run.
+        let job = Job::new(&p);
+        let run = ex.run(&job, &mut trace, CancellationToken::new());
+        let Ok(outcome) = tokio::time::timeout(Duration::from_secs(60), run).await else {
+            failures += 1;
+            eprintln!("job {id}: did not finish within 60 s");
+            continue;
+        };
+        spans.push((start, Instant::now()));
         if outcome != Outcome::Success || !String::from_utf8_lossy(&trace).contains("hello\n") {
             failures += 1;
             eprintln!("job {id}: {outcome:?}\n{}", String::from_utf8_lossy(&trace));
@@ -180,6 +190,46 @@ async fn main() -> anyhow::Result<()> {
         "ratio (GitLab Runner poll floor / podci added): {:.0}x",
         3000.0 / (per_job.saturating_sub(own_per_job).as_secs_f64() * 1e3).max(0.001)
     );
+    // Where a job's time goes, from the instants the fake server received each request.
+    let timed = fake.control().requests_timed();
+    let mut phases = [Duration::ZERO; 4];
+    let mut counted = 0u32;
+    for (start, end) in &spans {
+        let mine: Vec<&(Instant, String)> = timed.iter().filter(|(at, _)| at >= start && at <= end).collect();
+        let first = |pred: &dyn Fn(&str) -> bool| mine.iter().find(|(_, r)| pred(r)).map(|(at, _)| *at);
+        let (Some(create), Some(stream), Some(delete)) = (
+            first(&|r| r.starts_with("POST ") && r.split('?').next().is_some_and(|p| p.ends_with("/pods"))),
+            first(&|r| r.contains("/exec?") || r.contains("/attach?")),
+            first(&|r| r.starts_with("DELETE ") && r.contains("/pods/")),
+        ) else {
+            continue;
+        };
+        phases[0] += create - *start;
+        phases[1] += stream.saturating_duration_since(create);
+        phases[2] += delete.saturating_duration_since(stream);
+        phases[3] += end.saturating_duration_since(delete);
+        counted += 1;
+    }
+    if counted > 0 {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / counted as f64;
+        println!("breakdown per job (from the fake server's request arrival times):");
+        println!(
+            "  podci before the Pod create:             {:.1} ms",
+            ms(phases[0])
+        );
+        println!(
+            "  Pod create -> first exec/attach:         {:.1} ms (fake kubelet start, watch, podci reacting)",
+            ms(phases[1])
+        );
+        println!(
+            "  first exec/attach -> Pod delete:         {:.1} ms (log tail + attach open, launcher, step, end marker)",
+            ms(phases[2])
+        );
+        println!(
+            "  Pod delete -> job returned:              {:.1} ms (cleanup)",
+            ms(phases[3])
+        );
+    }
     if failures > 0 {
         anyhow::bail!("{failures} jobs failed");
     }

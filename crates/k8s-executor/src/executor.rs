@@ -100,6 +100,9 @@ pub struct ExecutorOptions {
     pub runner_short_token: String,
     /// First delay of the API retry backoff (doubling, capped at 2 s, 5 attempts).
     pub retry_base: Duration,
+    /// How long service ports may take to accept connections before the job goes on
+    /// with a warning (GitLab's `wait_for_services_timeout`, 30 s by default).
+    pub services_timeout: Duration,
 }
 
 impl ExecutorOptions {
@@ -108,6 +111,7 @@ impl ExecutorOptions {
         ExecutorOptions {
             runner_short_token: runner_token.chars().take(8).collect(),
             retry_base: Duration::from_millis(200),
+            services_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -440,6 +444,8 @@ impl KubernetesExecutor {
             log: None,
             before_steps: &job.before_steps,
             after_steps: &job.after_steps,
+            sends: Default::default(),
+            marker_buf: Vec::new(),
         };
         let result = run.run_inner(payload, sink, &cancel, &secrets).await;
         // Cleanup, bounded; it runs whatever happened above (also after a cancel).
@@ -531,17 +537,23 @@ impl KubernetesExecutor {
             ..Default::default()
         };
         let base = self.options.retry_base;
-        if let Err(e) = retry(base, || pods.delete(&jp.name, &dp)).await
-            && !is_not_found(&e)
-        {
-            tracing::warn!(pod = %jp.name, error = %e, "cannot delete the job Pod");
-        }
-        if let Some(name) = jp.secret.as_ref().and_then(|s| s.metadata.name.clone())
-            && let Err(e) = retry(base, || secrets.delete(&name, &dp)).await
-            && !is_not_found(&e)
-        {
-            tracing::warn!(secret = %name, error = %e, "cannot delete the job Secret");
-        }
+        // Pod and Secret go at once: two independent round trips.
+        let pod = async {
+            if let Err(e) = retry(base, || pods.delete(&jp.name, &dp)).await
+                && !is_not_found(&e)
+            {
+                tracing::warn!(pod = %jp.name, error = %e, "cannot delete the job Pod");
+            }
+        };
+        let secret = async {
+            if let Some(name) = jp.secret.as_ref().and_then(|s| s.metadata.name.clone())
+                && let Err(e) = retry(base, || secrets.delete(&name, &dp)).await
+                && !is_not_found(&e)
+            {
+                tracing::warn!(secret = %name, error = %e, "cannot delete the job Secret");
+            }
+        };
+        tokio::join!(pod, secret);
     }
 }
 
@@ -562,6 +574,10 @@ struct JobRun<'e> {
     /// Helper scripts around the build steps (see [`Job::before_steps`]).
     before_steps: &'e [HelperStep],
     after_steps: &'e [HelperStep],
+    /// Launcher sends so far per step (each gets its own here-document delimiter).
+    sends: std::collections::HashMap<usize, u32>,
+    /// The tail of the attach's stdout, for markers split across reads.
+    marker_buf: Vec<u8>,
 }
 
 /// An open attach to the build shell: the process, its stdin writer (kept: dropping it
@@ -570,7 +586,146 @@ struct JobRun<'e> {
 struct Attached {
     process: AttachedProcess,
     stdin: tokio::io::WriteHalf<tokio::io::SimplexStream>,
+    /// The shell's stdout: only podci's start/skip markers are printed there (a step's
+    /// own output goes to the log file). Read continuously so kube's task never blocks.
+    stdout: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>,
     ended: futures::future::BoxFuture<'static, ()>,
+    /// `ended` has completed (it must not be polled again).
+    is_ended: bool,
+}
+
+/// What an open attach reported.
+enum AttachEvent {
+    /// `n` bytes of the shell's stdout are in the buffer.
+    Output(usize),
+    /// The connection is gone.
+    Ended,
+}
+
+/// The next event of the attach; pending forever when there is none.
+async fn attach_event(a: Option<&mut Attached>, buf: &mut [u8]) -> AttachEvent {
+    let Some(a) = a else {
+        return futures::future::pending().await;
+    };
+    loop {
+        if a.is_ended {
+            return AttachEvent::Ended;
+        }
+        match a.stdout.as_mut() {
+            Some(out) => tokio::select! {
+                biased;
+                r = out.read(buf) => match r {
+                    Ok(n) if n > 0 => return AttachEvent::Output(n),
+                    _ => a.stdout = None,
+                },
+                _ = &mut a.ended => a.is_ended = true,
+            },
+            None => {
+                (&mut a.ended).await;
+                a.is_ended = true;
+            }
+        }
+    }
+}
+
+/// Opens an attach to the build container's shell: stdin to start steps, stdout for the
+/// launcher's markers.
+async fn open_attach(pods: &Api<Pod>, name: &str, base: Duration) -> Result<Attached, kube::Error> {
+    let ap = AttachParams::default()
+        .container(BUILD_CONTAINER)
+        .stdin(true)
+        .stdout(true)
+        .stderr(false);
+    let mut process = retry(base, || pods.attach(name, &ap)).await?;
+    let (Some(stdin), Some(status)) = (process.stdin(), process.take_status()) else {
+        process.abort();
+        return Err(kube::Error::Service("attach gave no stdin".into()));
+    };
+    let stdout = process.stdout();
+    let ended: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+        let _ = status.await;
+    });
+    Ok(Attached {
+        process,
+        stdin,
+        stdout,
+        ended,
+        is_ended: false,
+    })
+}
+
+/// The marker the attach launcher prints on the shell's stdout when step `index` starts
+/// (`start`) or when a repeated launcher finds it already started (`skip`).
+fn start_marker(kind: &str, nonce: &str, index: usize) -> String {
+    format!("podci-step-{kind}:{nonce}:{index}")
+}
+
+/// Heredoc delimiter of one send of a step's launcher; unique per send.
+fn attach_delimiter(nonce: &str, index: usize, send: u32) -> String {
+    format!("PODCI_L_{}_{index}_{send}", nonce.replace('-', "_"))
+}
+
+/// Text for the build shell's stdin (attach strategy) that starts step `index` exactly
+/// once, however the connection drops while it is sent.
+///
+/// kube sends stdin in frames, and a dropped connection delivers some leading frames
+/// of a text and loses the rest; the shell would then hold a half-read here-document, and
+/// blindly resending could run a step twice or run a truncated script. So:
+/// - the launcher is one here-document (`cat > FILE <<'DELIM'`, on the first line, which
+///   always travels in the first frame) whose delimiter is unique per send, followed by
+///   a line of plain words (`umask $saved; sh FILE`): no prefix of that line can leave a
+///   quote, brace or redirection open;
+/// - a repeated send starts with the previous send's delimiter on a line of its own,
+///   which ends that send's here-document if it was cut inside it (the truncated file
+///   is never run: its `sh FILE` line did not arrive), or is a harmless unknown command
+///   if the previous send arrived whole;
+/// - the file claims the step with a noclobber-created `.started` file, so a second
+///   copy that does arrive prints the skip marker and exits instead of running again;
+/// - the start/skip marker on the shell's stdout tells the executor the launcher ran.
+fn attach_launcher(jp: &JobPod, index: usize, send: u32, script: &str, nonce: &str) -> String {
+    let file = format!("{}/step_{index}", jp.scripts_dir);
+    let q = podci_model::script::quote;
+    let delim = attach_delimiter(nonce, index, send);
+    let mut text = String::new();
+    if send > 0 {
+        text.push('\n');
+        text.push_str(&attach_delimiter(nonce, index, send - 1));
+        text.push('\n');
+    }
+    // The launch file name must be plain words on the `sh` line; the scripts directory
+    // is `/scripts-<project id>-<job id>`, so it is.
+    let launch = format!("{file}.{send}");
+    let plain = launch
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
+    let launch_word = if plain { launch.clone() } else { q(&launch) };
+    // The launch file holds the step script: only its owner may read it. The shell's
+    // own umask is saved once and restored on the plain-words line that runs the file.
+    text.push_str(&format!(
+        "[ -n \"$podci_um\" ] || podci_um=$(umask); umask 077; cat > {launch_word} <<'{delim}'\n"
+    ));
+    text.push_str(&format!(
+        // `true` (a regular builtin: a failed redirection does not end the shell, and no
+        // subshell is forked) creates the claim file only if it does not exist yet.
+        "set -C; if true 2>/dev/null > {started}; then set +C; echo {start}; else echo {skip}; exit 0; fi\n",
+        started = q(&format!("{file}.started")),
+        start = start_marker("start", nonce, index),
+        skip = start_marker("skip", nonce, index),
+    ));
+    text.push_str(&format!(
+        "[ -d {bd} ] || mkdir -p {bd} 2>/dev/null; exec </dev/null >> {log} 2>&1\necho $$ > {pid}\n",
+        bd = q(&jp.build_dir),
+        log = q(&jp.log_file()),
+        pid = q(&format!("{file}.pid")),
+    ));
+    text.push_str(script);
+    if !script.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&delim);
+    text.push('\n');
+    text.push_str(&format!("umask $podci_um; sh {launch_word}\n"));
+    text
 }
 
 impl Attached {
@@ -583,7 +738,10 @@ impl Attached {
     /// Whether the connection is known to be gone (a write would vanish unsent).
     fn is_dead(&mut self) -> bool {
         use futures::FutureExt;
-        (&mut self.ended).now_or_never().is_some()
+        if !self.is_ended && (&mut self.ended).now_or_never().is_some() {
+            self.is_ended = true;
+        }
+        self.is_ended
     }
 }
 
@@ -629,19 +787,7 @@ impl JobRun<'_> {
                 ));
             }
         };
-        // The Secret is owned by the Pod, so the garbage collector removes it with the Pod
-        // even if this runner dies before its cleanup.
-        if let (Some(secret), Some(uid)) = (&jp.secret, created.metadata.uid.clone()) {
-            let name = secret.metadata.name.clone().unwrap_or_default();
-            let patch = serde_json::json!({"metadata": {"ownerReferences": [{
-                "apiVersion": "v1", "kind": "Pod", "name": jp.name, "uid": uid
-            }]}});
-            let patch = Patch::Merge(&patch);
-            let patch_params = PatchParams::default();
-            retry(base, || secrets.patch(&name, &patch_params, &patch))
-                .await
-                .map_err(|e| sys("cannot set the job Secret's owner", e))?;
-        }
+        let owner_uid = created.metadata.uid.clone();
         let rv = created.metadata.resource_version.clone().unwrap_or_default();
         let (view_tx, mut view) = watch::channel(PodView {
             pod: Some(created),
@@ -655,11 +801,31 @@ impl JobRun<'_> {
             &format!("Waiting for pod {}/{} to be running...\n", jp.namespace, jp.name),
         );
 
+        // The Secret is owned by the Pod, so the garbage collector removes it with the Pod
+        // even if this runner dies before its cleanup. Not needed to run the job, so it
+        // goes while the Pod starts instead of before.
+        let owner = async {
+            if let (Some(secret), Some(uid)) = (&jp.secret, owner_uid) {
+                let name = secret.metadata.name.clone().unwrap_or_default();
+                let patch = serde_json::json!({"metadata": {"ownerReferences": [{
+                    "apiVersion": "v1", "kind": "Pod", "name": jp.name, "uid": uid
+                }]}});
+                let patch = Patch::Merge(&patch);
+                let patch_params = PatchParams::default();
+                retry(base, || secrets.patch(&name, &patch_params, &patch))
+                    .await
+                    .map_err(|e| sys("cannot set the job Secret's owner", e))?;
+            }
+            Ok::<(), Stop>(())
+        };
         let job_deadline = (payload.runner_info.timeout > 0)
             .then(|| tokio::time::Instant::now() + Duration::from_secs(payload.runner_info.timeout));
 
-        // 2. Wait for the build and helper containers to run.
-        self.wait_running(&mut view, cancel, job_deadline).await?;
+        // 2. Wait for the build and helper containers to run, then for the services.
+        let (owned, running) = tokio::join!(owner, self.wait_running(&mut view, cancel, job_deadline));
+        running?;
+        owned?;
+        self.wait_services(sink, &mut view, cancel, job_deadline).await?;
         emit(
             sink,
             &mut self.masker,
@@ -899,6 +1065,171 @@ impl JobRun<'_> {
         }
     }
 
+    /// Holds the first step until every service container runs and, where a service
+    /// declares ports (`ports`, or GitLab's `HEALTHCHECK_TCP_PORT` variable), until they
+    /// accept TCP connections from inside the Pod. A service that never runs fails the
+    /// job like a Pod that does not start (`poll_timeout`, image pull errors); ports
+    /// that stay closed past `services_timeout` get GitLab's "probably didn't start
+    /// properly" warning and the job goes on, as GitLab Runner's health check does.
+    async fn wait_services(
+        &mut self,
+        sink: &mut dyn TraceSink,
+        view: &mut watch::Receiver<PodView>,
+        cancel: &CancellationToken,
+        job_deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), Stop> {
+        let services = service_containers(&self.jp.pod);
+        if services.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.exec.options.services_timeout;
+        emit(
+            sink,
+            &mut self.masker,
+            &format!(
+                "Waiting for services to be up and running (timeout {} seconds)...\n",
+                timeout.as_secs()
+            ),
+        );
+        let poll_timeout = tokio::time::Instant::now() + Duration::from_secs(self.exec.config.poll_timeout);
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let ended: Vec<(String, i32)>;
+        loop {
+            {
+                let v = view.borrow_and_update();
+                if let Some(e) = &v.error {
+                    return Err(Stop::Failed(FailureReason::RunnerSystemFailure, e.clone()));
+                }
+                if v.deleted {
+                    return Err(Stop::Failed(
+                        FailureReason::RunnerSystemFailure,
+                        format!("Pod {} was deleted before the job started", self.jp.name),
+                    ));
+                }
+                if let Some(p) = &v.pod {
+                    if let Some((reason, msg)) = start_failure(p) {
+                        return Err(Stop::Failed(reason, msg));
+                    }
+                    let waiting = services
+                        .iter()
+                        .any(|(name, _)| !is_running(p, name) && terminated(p, name).is_none());
+                    if !waiting {
+                        ended = services
+                            .iter()
+                            .filter_map(|(name, _)| terminated(p, name).map(|code| (name.clone(), code)))
+                            .collect();
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                r = view.changed() => if r.is_err() {
+                    return Err(Stop::Failed(FailureReason::RunnerSystemFailure, "the Pod watch ended".into()));
+                },
+                _ = cancel.cancelled() => return Err(Stop::Canceled),
+                _ = tokio::time::sleep_until(job_deadline.unwrap_or(far)) => return Err(Stop::Timeout),
+                _ = tokio::time::sleep_until(poll_timeout) => {
+                    return Err(self.not_started_failure(view).await);
+                }
+            }
+        }
+        for (name, code) in &ended {
+            emit(
+                sink,
+                &mut self.masker,
+                &format!(
+                    "\x1b[0;33m*** WARNING:\x1b[0;m Service {name} probably didn't start properly.\n\nHealth check error:\ncontainer {name} exited with code {code}\n\n"
+                ),
+            );
+        }
+        let ports: Vec<(String, u16)> = services
+            .iter()
+            .filter(|(name, _)| !ended.iter().any(|(n, _)| n == name))
+            .flat_map(|(name, ports)| ports.iter().map(move |p| (name.clone(), *p)))
+            .collect();
+        if ports.is_empty() {
+            if ended.len() < services.len() {
+                emit(
+                    sink,
+                    &mut self.masker,
+                    "Services are running; none declares a port (ports, HEALTHCHECK_TCP_PORT), so readiness beyond a running container is not checked\n",
+                );
+            }
+            return Ok(());
+        }
+        let results = tokio::select! {
+            r = self.probe_ports(&ports, timeout) => r,
+            _ = cancel.cancelled() => return Err(Stop::Canceled),
+            _ = tokio::time::sleep_until(job_deadline.unwrap_or(far)) => return Err(Stop::Timeout),
+        };
+        for (name, port) in &ports {
+            let verdict = results.iter().find(|(p, _)| p == port).map(|(_, v)| v.as_str());
+            if verdict == Some("ok") {
+                continue;
+            }
+            let why = match verdict {
+                Some("timeout") => format!(
+                    "port {port} did not accept TCP connections within {} seconds",
+                    timeout.as_secs()
+                ),
+                Some("notool") => {
+                    format!("port {port} cannot be checked: the helper image has none of bash, nc or python3")
+                }
+                _ => format!("port {port} could not be checked"),
+            };
+            emit(
+                sink,
+                &mut self.masker,
+                &format!(
+                    "\x1b[0;33m*** WARNING:\x1b[0;m Service {name} probably didn't start properly.\n\nHealth check error:\n{why}\n\n"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks from the helper container (the Pod's network namespace) that each port
+    /// accepts a TCP connection on 127.0.0.1, all within `timeout`. Returns
+    /// `(port, "ok" | "timeout" | "notool")`; an API failure returns what was learnt.
+    async fn probe_ports(&self, ports: &[(String, u16)], timeout: Duration) -> Vec<(u16, String)> {
+        let mut cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            PORT_PROBE_SCRIPT.to_string(),
+            "sh".to_string(),
+            timeout.as_secs().max(1).to_string(),
+        ];
+        let mut uniq: Vec<u16> = ports.iter().map(|(_, p)| *p).collect();
+        uniq.sort_unstable();
+        uniq.dedup();
+        cmd.extend(uniq.iter().map(|p| p.to_string()));
+        let ap = AttachParams::default()
+            .container(HELPER_CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(false);
+        let mut out = Vec::new();
+        match retry(self.base(), || self.pods.exec(&self.jp.name, cmd.clone(), &ap)).await {
+            Ok(mut p) => {
+                if let Some(mut stdout) = p.stdout() {
+                    let _ =
+                        tokio::time::timeout(timeout + Duration::from_secs(10), stdout.read_to_end(&mut out))
+                            .await;
+                }
+                p.abort();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot exec the service port check"),
+        }
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| {
+                let rest = l.trim().strip_prefix("podci-port:")?;
+                let (port, verdict) = rest.split_once(':')?;
+                Some((port.parse().ok()?, verdict.to_string()))
+            })
+            .collect()
+    }
+
     /// The failure for a Pod that did not start within `poll_timeout`, quoting its events.
     async fn not_started_failure(&self, view: &watch::Receiver<PodView>) -> Stop {
         let events: Api<Event> = Api::namespaced(self.exec.client.clone(), &self.jp.namespace);
@@ -952,63 +1283,15 @@ impl JobRun<'_> {
         )
     }
 
-    /// Starts the step's launcher through attach (reusing the open one) or exec.
+    /// Starts the step's launcher through an exec of `sh` (the exec strategy).
     async fn start_step(&mut self, text: &str) -> Result<(), Stop> {
         let base = self.base();
         let name = self.jp.name.clone();
         match self.exec.config.strategy {
-            Strategy::Attach => {
-                for attempt in 0..3 {
-                    if self.attach.as_mut().is_some_and(|a| a.is_dead())
-                        && let Some(a) = self.attach.take()
-                    {
-                        a.close();
-                    }
-                    if self.attach.is_none() {
-                        let ap = AttachParams::default()
-                            .container(BUILD_CONTAINER)
-                            .stdin(true)
-                            .stdout(false)
-                            .stderr(false);
-                        let mut process =
-                            retry(base, || self.pods.attach(&name, &ap)).await.map_err(|e| {
-                                Stop::Failed(
-                                    FailureReason::RunnerSystemFailure,
-                                    format!("cannot attach to the build container: {}", api_error(&e)),
-                                )
-                            })?;
-                        let (Some(stdin), Some(status)) = (process.stdin(), process.take_status()) else {
-                            process.abort();
-                            continue;
-                        };
-                        let ended: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
-                            let _ = status.await;
-                        });
-                        self.attach = Some(Attached {
-                            process,
-                            stdin,
-                            ended,
-                        });
-                    }
-                    let Some(a) = self.attach.as_mut() else { continue };
-                    let r = async {
-                        a.stdin.write_all(text.as_bytes()).await?;
-                        a.stdin.flush().await
-                    }
-                    .await;
-                    if r.is_ok() {
-                        return Ok(());
-                    }
-                    tracing::debug!(attempt, "attach write failed; reattaching");
-                    if let Some(a) = self.attach.take() {
-                        a.close();
-                    }
-                }
-                Err(Stop::Failed(
-                    FailureReason::RunnerSystemFailure,
-                    "cannot write the step to the build container's stdin".into(),
-                ))
-            }
+            Strategy::Attach => Err(Stop::Failed(
+                FailureReason::RunnerSystemFailure,
+                "internal: attach steps start through send_step".into(),
+            )),
             Strategy::Exec => {
                 let ap = AttachParams::default()
                     .container(BUILD_CONTAINER)
@@ -1044,6 +1327,145 @@ impl JobRun<'_> {
         }
     }
 
+    /// Opens what a step needs and is not open yet: the log reader (once per job) and,
+    /// with the attach strategy, the attach. Both at once: each is an API round trip and
+    /// a process start in the Pod.
+    async fn open_streams(&mut self) -> Result<(), Stop> {
+        let base = self.base();
+        if self.attach.as_mut().is_some_and(|a| a.is_dead())
+            && let Some(a) = self.attach.take()
+        {
+            a.close();
+        }
+        let want_attach = self.exec.config.strategy == Strategy::Attach && self.attach.is_none();
+        let want_log = self.log.is_none();
+        let log_fut = async {
+            if want_log {
+                Some(
+                    LogReader::open(
+                        self.pods.clone(),
+                        self.jp.name.clone(),
+                        self.jp.log_file(),
+                        base,
+                        self.jp.build_dir.clone(),
+                    )
+                    .await,
+                )
+            } else {
+                None
+            }
+        };
+        let attach_fut = async {
+            if want_attach {
+                Some(open_attach(&self.pods, &self.jp.name, base).await)
+            } else {
+                None
+            }
+        };
+        let (log, attach) = tokio::join!(log_fut, attach_fut);
+        let mut failure = None;
+        match log {
+            Some(Ok(l)) => self.log = Some(l),
+            Some(Err(e)) => failure = Some(format!("cannot read the job log: {}", api_error(&e))),
+            None => {}
+        }
+        match attach {
+            Some(Ok(a)) => self.attach = Some(a),
+            Some(Err(e)) => {
+                failure.get_or_insert(format!("cannot attach to the build container: {}", api_error(&e)));
+            }
+            None => {}
+        }
+        match failure {
+            Some(m) => Err(Stop::Failed(FailureReason::RunnerSystemFailure, m)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends step `index`'s launcher through the attach (opening one if needed); a
+    /// failed write attaches again and sends again (see [`attach_launcher`]).
+    async fn send_step(&mut self, index: usize, script: &str) -> Result<(), Stop> {
+        for _ in 0..3 {
+            if self.attach.as_mut().is_some_and(|a| a.is_dead())
+                && let Some(a) = self.attach.take()
+            {
+                a.close();
+            }
+            if self.attach.is_none() {
+                let a = open_attach(&self.pods, &self.jp.name, self.base())
+                    .await
+                    .map_err(|e| {
+                        Stop::Failed(
+                            FailureReason::RunnerSystemFailure,
+                            format!("cannot attach to the build container: {}", api_error(&e)),
+                        )
+                    })?;
+                self.attach = Some(a);
+            }
+            let send = {
+                let n = self.sends.entry(index).or_insert(0);
+                *n += 1;
+                *n - 1
+            };
+            let text = attach_launcher(self.jp, index, send, script, &self.nonce);
+            let Some(a) = self.attach.as_mut() else { continue };
+            // kube's stdin is a bounded in-memory pipe whose reader is its connection
+            // task: when that task dies mid-text the pipe does not close, and a write
+            // larger than its buffer would wait forever. The task's end is the signal.
+            let Attached {
+                stdin,
+                ended,
+                is_ended,
+                ..
+            } = a;
+            let write = async {
+                stdin.write_all(text.as_bytes()).await?;
+                stdin.flush().await
+            };
+            let r = if *is_ended {
+                Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            } else {
+                tokio::select! {
+                    r = write => r,
+                    _ = ended => {
+                        *is_ended = true;
+                        Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+                    }
+                }
+            };
+            if r.is_ok() {
+                return Ok(());
+            }
+            tracing::debug!(index, send, "attach write failed; attaching again");
+            if let Some(a) = self.attach.take() {
+                a.close();
+            }
+        }
+        Err(Stop::Failed(
+            FailureReason::RunnerSystemFailure,
+            "cannot write the step to the build container's stdin".into(),
+        ))
+    }
+
+    /// Whether the attach output so far holds step `index`'s start or skip marker.
+    fn marker_seen(&mut self, index: usize, bytes: &[u8]) -> bool {
+        self.marker_buf.extend_from_slice(bytes);
+        let text = String::from_utf8_lossy(&self.marker_buf).into_owned();
+        let found = [
+            start_marker("start", &self.nonce, index),
+            start_marker("skip", &self.nonce, index),
+        ]
+        .iter()
+        .any(|m| text.contains(m.as_str()));
+        // Keep only what could be the start of a marker split across reads.
+        let keep = 128.min(self.marker_buf.len());
+        self.marker_buf.drain(..self.marker_buf.len() - keep);
+        if found {
+            self.marker_buf.clear();
+        }
+        found
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn run_step(
         &mut self,
@@ -1066,26 +1488,20 @@ impl JobRun<'_> {
         };
         let script = render_step(payload, step, &opts)
             .map_err(|e| Stop::Failed(FailureReason::RunnerSystemFailure, e.to_string()))?;
-        let text = launcher(self.jp, index, &script, &self.nonce, self.exec.config.strategy);
-        // The log reader starts once and follows the file across steps.
-        if self.log.is_none() {
-            self.log = Some(
-                LogReader::open(
-                    self.pods.clone(),
-                    self.jp.name.clone(),
-                    self.jp.log_file(),
-                    self.base(),
-                )
-                .await
-                .map_err(|e| {
-                    Stop::Failed(
-                        FailureReason::RunnerSystemFailure,
-                        format!("cannot read the job log: {}", api_error(&e)),
-                    )
-                })?,
-            );
+        self.open_streams().await?;
+        let attach = self.exec.config.strategy == Strategy::Attach;
+        if attach {
+            self.send_step(index, &script).await?;
+        } else {
+            let text = launcher(self.jp, index, &script, &self.nonce, self.exec.config.strategy);
+            self.start_step(&text).await?;
         }
-        self.start_step(&text).await?;
+        // Until the shell confirms the step started (its start or skip marker on the
+        // attach's stdout, or the step's end marker in the log), a dropped attach means
+        // the launcher may not have arrived: attach again and send it again.
+        let mut unconfirmed = attach;
+        let mut resends = 0u32;
+        let mut out_buf = vec![0u8; 4096];
         let started = Instant::now();
         let mut scanner = StepEndScanner::new(&self.nonce);
         let mut stopping: Option<Stop> = None;
@@ -1139,6 +1555,29 @@ impl JobRun<'_> {
                         return Err(stopping.unwrap_or(s));
                     }
                 }
+                ev = attach_event(self.attach.as_mut(), &mut out_buf) => match ev {
+                    AttachEvent::Output(n) => {
+                        if unconfirmed && self.marker_seen(index, &out_buf[..n]) {
+                            unconfirmed = false;
+                        }
+                    }
+                    AttachEvent::Ended => {
+                        if let Some(a) = self.attach.take() {
+                            a.close();
+                        }
+                        if unconfirmed && stopping.is_none() {
+                            resends += 1;
+                            if resends > 5 {
+                                return Err(Stop::Failed(
+                                    FailureReason::RunnerSystemFailure,
+                                    "the attach to the build container keeps dropping before the step starts".into(),
+                                ));
+                            }
+                            tracing::debug!(index, resends, "attach dropped before the step was confirmed; sending it again");
+                            self.send_step(index, &script).await?;
+                        }
+                    }
+                },
                 _ = cancel.cancelled(), if stopping.is_none() => {
                     emit(sink, &mut self.masker, "\x1b[0;33mWARNING: the job was canceled; stopping the script\x1b[0;m\n");
                     self.signal_step(index).await;
@@ -1226,6 +1665,63 @@ impl JobRun<'_> {
         }
     }
 }
+
+/// Service containers of the Pod (all but build and helper) with the ports to check:
+/// their `ports` and GitLab's `HEALTHCHECK_TCP_PORT` service variable.
+fn service_containers(pod: &Pod) -> Vec<(String, Vec<u16>)> {
+    pod.spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.name != BUILD_CONTAINER && c.name != HELPER_CONTAINER)
+        .map(|c| {
+            let mut ports: Vec<u16> = c
+                .ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .filter_map(|p| u16::try_from(p.container_port).ok())
+                .collect();
+            let hc = c
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "HEALTHCHECK_TCP_PORT")
+                .and_then(|e| e.value.as_deref())
+                .and_then(|v| v.trim().parse::<u16>().ok());
+            ports.extend(hc);
+            ports.sort_unstable();
+            ports.dedup();
+            (c.name.clone(), ports)
+        })
+        .collect()
+}
+
+/// Run in the helper container: `$1` seconds in all, then one port per argument. Prints
+/// `podci-port:PORT:ok|timeout|notool` for each. Uses whichever of bash (`/dev/tcp`),
+/// nc or python3 the image has, since helper images differ.
+const PORT_PROBE_SCRIPT: &str = r#"t=$1; shift
+if command -v bash >/dev/null 2>&1; then tool=bash
+elif command -v nc >/dev/null 2>&1; then tool=nc
+elif command -v python3 >/dev/null 2>&1; then tool=py
+else for p in "$@"; do echo "podci-port:$p:notool"; done; exit 0; fi
+probe() {
+  case $tool in
+  bash) bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "$1" 2>/dev/null ;;
+  nc) nc -z 127.0.0.1 "$1" 2>/dev/null ;;
+  py) python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null ;;
+  esac
+}
+end=$(( $(date +%s) + t ))
+for p in "$@"; do
+  while :; do
+    if probe "$p"; then echo "podci-port:$p:ok"; break; fi
+    if [ "$(date +%s)" -ge "$end" ]; then echo "podci-port:$p:timeout"; break; fi
+    sleep 0.1 2>/dev/null || sleep 1
+  done
+done
+"#;
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -1327,6 +1823,8 @@ struct LogReader {
     /// Bytes delivered so far: the file offset of the next byte.
     offset: u64,
     proc: Option<LogProc>,
+    /// A directory to create when `tail` starts (the build directory); may be empty.
+    make_dir: String,
 }
 
 /// One `tail` exec: its stdout, and a future that completes when kube's connection task
@@ -1340,7 +1838,13 @@ struct LogProc {
 }
 
 impl LogReader {
-    async fn open(pods: Api<Pod>, pod: String, path: String, base: Duration) -> Result<Self, kube::Error> {
+    async fn open(
+        pods: Api<Pod>,
+        pod: String,
+        path: String,
+        base: Duration,
+        make_dir: String,
+    ) -> Result<Self, kube::Error> {
         let mut r = LogReader {
             pods,
             pod,
@@ -1348,6 +1852,7 @@ impl LogReader {
             base,
             offset: 0,
             proc: None,
+            make_dir,
         };
         r.connect().await?;
         Ok(r)
@@ -1357,10 +1862,13 @@ impl LogReader {
         let cmd = vec![
             "sh".to_string(),
             "-c".to_string(),
-            "touch \"$1\" 2>/dev/null; exec tail -c +\"$2\" -f \"$1\"".to_string(),
+            // The build directory is made here too, off the step's critical path, so
+            // the launcher's `[ -d ]` usually spares it a mkdir process.
+            ": >> \"$1\" 2>/dev/null; [ -z \"$3\" ] || [ -d \"$3\" ] || mkdir -p \"$3\" 2>/dev/null; exec tail -c +\"$2\" -f \"$1\"".to_string(),
             "sh".to_string(),
             self.path.clone(),
             (self.offset + 1).to_string(),
+            self.make_dir.clone(),
         ];
         let ap = AttachParams::default()
             .container(HELPER_CONTAINER)

@@ -11,6 +11,7 @@
 //!   Secrets left behind by a runner that died.
 //! - [`helper`]: caller-given scripts the helper container runs before and after the
 //!   build steps (sources, caches, artifacts), with their secrets from the job Secret.
+//! - [`client`]: the `kube::Client` that `host`, `bearer_token` and `ca_file` describe.
 //!
 //! The crate knows Kubernetes and nothing of YAML or GitLab's HTTP API: the input is a
 //! [`podci_model::payload::JobPayload`], the output trace bytes (masked) to a
@@ -29,12 +30,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod client;
 pub mod config;
 pub mod executor;
 pub mod helper;
 pub mod pod;
 pub mod sweep;
 
+pub use client::{ClientError, client_for};
 pub use config::{ConfigError, KubernetesConfig, Strategy};
 pub use executor::{ExecutorOptions, FailureReason, Job, KubernetesExecutor, Outcome, TraceSink};
 pub use helper::{HelperEnv, HelperStep, HelperWhen};

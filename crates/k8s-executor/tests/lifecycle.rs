@@ -752,3 +752,166 @@ async fn orphan_sweeper_removes_only_expired_objects() {
         "{left:?}"
     );
 }
+
+/// A script long enough that kube sends its launcher in several stdin frames (1 KiB each).
+fn long_script(marker: &str) -> Vec<String> {
+    let mut lines = vec![
+        format!("echo {marker} >> /builds/runs.txt"),
+        format!("echo {marker}"),
+    ];
+    for i in 0..40 {
+        lines.push(format!("true {i} {}", "x".repeat(80)));
+    }
+    lines.push("echo runs=$(wc -l < /builds/runs.txt)".into());
+    lines
+}
+
+/// The attach carrying a step's launcher drops at the worst moments: before anything
+/// arrives, after the first frame (a half-read here-document in the shell), and after
+/// everything arrived but before the shell's confirmation reached podci. Each time the
+/// step must run exactly once: never lost (the job would hang), never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_attach_neither_loses_nor_repeats_the_step_start() {
+    if !can_run() {
+        return;
+    }
+    let fake = start(Options::default()).await;
+    let c = client(&fake).await;
+    let ex = executor(c.clone(), config(""));
+    for (case, id) in [
+        ("nothing-arrives", 31u64),
+        ("first-frame-only", 32),
+        ("all-but-confirmation", 33),
+    ] {
+        match case {
+            "nothing-arrives" => fake.control().cut_next_attach_stdin(0),
+            "first-frame-only" => fake.control().cut_next_attach_stdin(1),
+            _ => fake.control().cut_next_attach_output(),
+        }
+        let script = long_script(&format!("ran-{case}"));
+        let refs: Vec<&str> = script.iter().map(String::as_str).collect();
+        let p = job(id, &refs, &["echo after-ran"]);
+        let mut sink = Shared::default();
+        let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
+        let trace = sink.text();
+        assert_eq!(outcome, Outcome::Success, "{case}: {trace}");
+        let marker = format!("\nran-{case}\n");
+        assert_eq!(
+            trace.matches(&marker).count(),
+            1,
+            "{case}: the step ran once: {trace}"
+        );
+        assert!(
+            trace.contains("runs=1\n"),
+            "{case}: one run in the build directory: {trace}"
+        );
+        assert_eq!(trace.matches("after-ran\n").count(), 1, "{case}: {trace}");
+        let reqs = fake.control().requests();
+        assert!(
+            reqs.iter().filter(|r| r.contains("/attach?")).count() >= 2,
+            "{case}: podci attached again after the cut: {reqs:#?}"
+        );
+        fake.control().reset_requests();
+    }
+    assert_cleaned_up(&c).await;
+}
+
+/// The first step starts only once the service's port accepts connections: the service
+/// listens after a second, and the build connects at once without retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_waits_for_the_service_port() {
+    if !can_run() {
+        return;
+    }
+    let fake = start(Options::default()).await;
+    let c = client(&fake).await;
+    let ex = executor(c.clone(), config(""));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut p = job(
+        40,
+        &[&format!(
+            "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2); print('connected-first-try')\""
+        )],
+        &[],
+    );
+    p.services = vec![Service {
+        name: "python:3".into(),
+        alias: Some("slow".into()),
+        entrypoint: Some(vec!["sh".into(), "-c".into()]),
+        command: Some(vec![format!(
+            "sleep 1 && exec python3 -m http.server {port} --bind 127.0.0.1"
+        )]),
+        ports: vec![podci_model::payload::Port {
+            number: port,
+            protocol: None,
+            name: None,
+        }],
+        ..Default::default()
+    }];
+    let mut sink = Shared::default();
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
+    let trace = sink.text();
+    assert_eq!(outcome, Outcome::Success, "{trace}");
+    assert!(
+        trace.contains("Waiting for services to be up and running"),
+        "{trace}"
+    );
+    assert!(trace.contains("connected-first-try"), "{trace}");
+    assert!(!trace.contains("probably didn't start properly"), "{trace}");
+    assert_cleaned_up(&c).await;
+}
+
+/// A service whose port never opens: after `services_timeout` GitLab's warning is in the
+/// trace and the job goes on (GitLab Runner's health check does not fail the job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_service_port_warns_after_the_timeout_as_gitlab_does() {
+    if !can_run() {
+        return;
+    }
+    let fake = start(Options::default()).await;
+    let c = client(&fake).await;
+    let mut o = ExecutorOptions::new("glrt1234abcdef");
+    o.retry_base = Duration::from_millis(50);
+    o.services_timeout = Duration::from_secs(2);
+    let ex = KubernetesExecutor::new(c.clone(), config(""), o);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut p = job(41, &["echo build-ran"], &[]);
+    p.services = vec![Service {
+        name: "postgres:16".into(),
+        alias: Some("db".into()),
+        entrypoint: Some(vec!["sleep".into()]),
+        command: Some(vec!["600".into()]),
+        variables: vec![podci_model::payload::ServiceVariable {
+            key: "HEALTHCHECK_TCP_PORT".into(),
+            value: port.to_string(),
+        }],
+        ..Default::default()
+    }];
+    let started = Instant::now();
+    let mut sink = Shared::default();
+    let outcome = run_job(&ex, &p, &mut sink, CancellationToken::new()).await;
+    let trace = sink.text();
+    assert_eq!(outcome, Outcome::Success, "{trace}");
+    assert!(
+        trace.contains("*** WARNING:\u{1b}[0;m Service db probably didn't start properly."),
+        "{trace}"
+    );
+    assert!(
+        trace.contains(&format!(
+            "port {port} did not accept TCP connections within 2 seconds"
+        )),
+        "{trace}"
+    );
+    assert!(trace.contains("build-ran\n"), "{trace}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited for the timeout"
+    );
+    assert_cleaned_up(&c).await;
+}

@@ -199,6 +199,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             Some(q) => format!("{} {}?{q}", req.method(), uri.path()),
             None => format!("{} {}", req.method(), uri.path()),
         });
+        f.request_times.push(std::time::Instant::now());
         let fail = if f.fail_next > 0 {
             f.fail_next -= 1;
             Some(f.fail_code)

@@ -14,7 +14,7 @@ use axum::response::Response;
 use futures::SinkExt;
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -855,9 +855,10 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
     let mut env = env;
     let mut home = root.clone();
     let mut cwd = cwd;
+    let mut root_plan: Option<RootPlan> = None;
     if shared.opts.container_roots {
         // The process sees the volumes at their mountPaths in a root of its own.
-        let mounts: Vec<String> = c.spec["volumeMounts"]
+        let mounts = c.spec["volumeMounts"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -865,44 +866,33 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
             .filter_map(|m| {
                 let dst = m["mountPath"].as_str()?;
                 let vol = m["name"].as_str()?;
-                Some(format!("{}|{dst}", rt.dir.join("volumes").join(vol).display()))
+                Some((rt.dir.join("volumes").join(vol), dst.to_string()))
             })
-            .collect();
+            .collect::<Vec<(PathBuf, String)>>();
         let inner_cwd = c.spec["workingDir"].as_str().unwrap_or("/").to_string();
         env.retain(|(k, _)| k != "FAKE_KUBE_ROOTFS");
         env.push(("FAKE_KUBE_ROOTFS".into(), String::new()));
-        env.push(("FAKE_KUBE_MOUNTS".into(), mounts.join("\n")));
         let base = rt.dir.join("containers").join(&c.name);
-        let mut wrapped = vec![
-            "unshare".to_string(),
-            "--mount".into(),
-            "--propagation".into(),
-            "private".into(),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            CONTAINER_ROOT_SCRIPT.into(),
-            "fake-kube-root".into(),
-            base.display().to_string(),
-            inner_cwd.clone(),
-        ];
-        wrapped.extend(argv);
-        argv = wrapped;
+        root_plan = Some(RootPlan::new(&base, &mounts, &inner_cwd));
         home = PathBuf::from("/root");
         cwd = rt.dir.clone();
         *c.in_root.lock().unwrap_or_else(|e| e.into_inner()) = true;
     }
-    *c.env.lock().unwrap_or_else(|e| e.into_inner()) = env
-        .iter()
-        .filter(|(k, _)| k != "FAKE_KUBE_MOUNTS")
-        .cloned()
-        .collect();
+    *c.env.lock().unwrap_or_else(|e| e.into_inner()) = env.clone();
     *c.cwd.lock().unwrap_or_else(|e| e.into_inner()) = cwd.clone();
     let Some((prog, rest)) = argv.split_first() else {
         return;
     };
     let mut cmd = tokio::process::Command::new(prog);
     die_with_parent(&mut cmd);
+    let root_err = match root_plan.map(|plan| plan.prepare()) {
+        Some(Ok(plan)) => {
+            plan.apply_in_child(&mut cmd);
+            None
+        }
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
     cmd.args(rest)
         .env_clear()
         .envs(env)
@@ -926,7 +916,11 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
         Some(&field),
     );
     let started = Timestamp::now();
-    let mut child = match cmd.spawn() {
+    let spawned = match root_err {
+        Some(e) => Err(e),
+        None => cmd.spawn(),
+    };
+    let mut child = match spawned {
         Ok(ch) => ch,
         Err(e) => {
             let msg = format!(
@@ -1018,29 +1012,173 @@ async fn start_container(shared: &Arc<Shared>, rt: &Arc<PodRuntime>, pod: &Value
     });
 }
 
-/// Run by `sh` inside a new mount namespace: an overlay of the host's root (writes go to
-/// the container's own upper directory, never to the host), /dev, /proc and /sys bound in,
-/// each volume bound at its mountPath (resolved inside the new root, so `/var/run` is
-/// the overlay's and not the host's), then chroot and exec the container's command.
-const CONTAINER_ROOT_SCRIPT: &str = r#"set -e
-base="$1"; cwd="$2"; shift 2
-mkdir -p "$base/upper" "$base/work" "$base/root"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
-root="$base/root"
-for d in /dev /proc /sys; do
-  if [ -d "$d" ]; then mount --rbind "$d" "$root$d"; fi
-done
-printf '%s
-' "$FAKE_KUBE_MOUNTS" | while IFS='|' read -r src dst; do
-  [ -n "$dst" ] || continue
-  chroot "$root" mkdir -p "$dst"
-  real=$(chroot "$root" readlink -f "$dst")
-  mount --bind "$src" "$root$real"
-done
-unset FAKE_KUBE_MOUNTS
-chroot "$root" mkdir -p "$cwd"
-exec chroot "$root" /bin/sh -c 'cd "$0" && exec "$@"' "$cwd" "$@"
-"#;
+/// A container's own root, set up in the child between fork and exec (no helper
+/// processes, so the container is in its root when `spawn` returns, as a runtime's
+/// container is when the kubelet reports it running): a new mount namespace, an overlay
+/// of the host's `/` (writes go to the container's own upper directory, never to the
+/// host), `/dev`, `/proc` and `/sys` bound in, each volume bound at its mountPath, then
+/// chroot and chdir to the working directory.
+struct RootPlan {
+    base: PathBuf,
+    /// (volume directory, mountPath) in the spec's order.
+    mounts: Vec<(PathBuf, String)>,
+    cwd: String,
+}
+
+/// [`RootPlan`] as C strings, made before fork: the child only makes system calls.
+struct PreparedRoot {
+    root: std::ffi::CString,
+    overlay_opts: std::ffi::CString,
+    /// (source, target, recursive, directories to create first)
+    binds: Vec<(std::ffi::CString, std::ffi::CString, bool, Vec<std::ffi::CString>)>,
+    cwd_dirs: Vec<std::ffi::CString>,
+    cwd: std::ffi::CString,
+}
+
+impl RootPlan {
+    fn new(base: &Path, mounts: &[(PathBuf, String)], cwd: &str) -> Self {
+        RootPlan {
+            base: base.to_path_buf(),
+            mounts: mounts.to_vec(),
+            cwd: cwd.to_string(),
+        }
+    }
+
+    fn prepare(self) -> std::io::Result<PreparedRoot> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"))
+        };
+        let upper = self.base.join("upper");
+        let work = self.base.join("work");
+        let root = self.base.join("root");
+        for d in [&upper, &work, &root] {
+            std::fs::create_dir_all(d)?;
+        }
+        let overlay_opts = CString::new(format!(
+            "lowerdir=/,upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        ))
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"))?;
+        let mut binds = Vec::new();
+        for d in ["/dev", "/proc", "/sys"] {
+            if Path::new(d).is_dir() {
+                binds.push((c(Path::new(d))?, c(&root.join(&d[1..]))?, true, Vec::new()));
+            }
+        }
+        for (src, dst) in &self.mounts {
+            let inside = resolve_in_host_root(dst);
+            let target = root.join(inside.strip_prefix("/").unwrap_or(&inside));
+            let dirs = ancestors_from(&root, &target)
+                .iter()
+                .map(|d| c(d))
+                .collect::<Result<_, _>>()?;
+            binds.push((c(src)?, c(&target)?, false, dirs));
+        }
+        let cwd_inside = resolve_in_host_root(&self.cwd);
+        let cwd_target = root.join(cwd_inside.strip_prefix("/").unwrap_or(&cwd_inside));
+        let cwd_dirs = ancestors_from(&root, &cwd_target)
+            .iter()
+            .map(|d| c(d))
+            .collect::<Result<_, _>>()?;
+        Ok(PreparedRoot {
+            root: c(&root)?,
+            overlay_opts,
+            binds,
+            cwd_dirs,
+            cwd: c(&cwd_inside)?,
+        })
+    }
+}
+
+/// Where `path` lands inside a root that is an overlay of the host's `/`: its symbolic
+/// links resolve as on the host (`/var/run` -> `/run`); what does not exist yet is kept.
+fn resolve_in_host_root(path: &str) -> PathBuf {
+    let p = Path::new("/").join(path.trim_start_matches('/'));
+    let mut existing = p.clone();
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let mut out = real;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (existing.file_name().map(|f| f.to_os_string()), existing.parent()) {
+            (Some(f), Some(parent)) => {
+                rest.push(f);
+                existing = parent.to_path_buf();
+            }
+            _ => return p,
+        }
+    }
+}
+
+/// Every directory from just below `root` down to `target`, outermost first.
+fn ancestors_from(root: &Path, target: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = target
+        .ancestors()
+        .take_while(|a| a.starts_with(root) && *a != root)
+        .map(Path::to_path_buf)
+        .collect();
+    dirs.reverse();
+    dirs
+}
+
+impl PreparedRoot {
+    fn apply_in_child(self, cmd: &mut tokio::process::Command) {
+        // SAFETY: only system calls on memory prepared before fork; no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                let err = std::io::Error::last_os_error;
+                let null = std::ptr::null::<libc::c_char>();
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(err());
+                }
+                if libc::mount(
+                    null,
+                    c"/".as_ptr(),
+                    null,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(err());
+                }
+                if libc::mount(
+                    c"overlay".as_ptr(),
+                    self.root.as_ptr(),
+                    c"overlay".as_ptr(),
+                    0,
+                    self.overlay_opts.as_ptr().cast(),
+                ) != 0
+                {
+                    return Err(err());
+                }
+                for (src, dst, rec, dirs) in &self.binds {
+                    for d in dirs {
+                        libc::mkdir(d.as_ptr(), 0o755);
+                    }
+                    let flags = libc::MS_BIND | if *rec { libc::MS_REC } else { 0 };
+                    if libc::mount(src.as_ptr(), dst.as_ptr(), null, flags, std::ptr::null()) != 0 {
+                        return Err(err());
+                    }
+                }
+                for d in &self.cwd_dirs {
+                    libc::mkdir(d.as_ptr(), 0o755);
+                }
+                if libc::chroot(self.root.as_ptr()) != 0 || libc::chdir(self.cwd.as_ptr()) != 0 {
+                    return Err(err());
+                }
+                Ok(())
+            });
+        }
+    }
+}
 
 /// Containers and execs die with the server's thread that started them, so a test that
 /// is killed (not dropped) leaves no processes behind.

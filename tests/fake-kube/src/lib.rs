@@ -187,6 +187,12 @@ pub(crate) struct Faults {
     /// Every API request (not `/__fake/`) as `METHOD path?query`, in arrival order, so
     /// tests and benchmarks can count what a client costs the API server.
     pub requests: Vec<String>,
+    /// When each of `requests` arrived.
+    pub request_times: Vec<std::time::Instant>,
+    /// The next attach that sends stdin is cut (see [`Control::cut_next_attach_stdin`]).
+    pub cut_attach_stdin: Option<usize>,
+    /// The next attach is cut when it would send output (see [`Control::cut_next_attach_output`]).
+    pub cut_attach_output: bool,
 }
 
 pub(crate) struct Shared {
@@ -397,9 +403,32 @@ impl Control {
     pub fn requests(&self) -> Vec<String> {
         self.shared.faults().requests.clone()
     }
+    /// The API requests so far with the instant each arrived, for timing breakdowns.
+    pub fn requests_timed(&self) -> Vec<(std::time::Instant, String)> {
+        let f = self.shared.faults();
+        f.request_times
+            .iter()
+            .copied()
+            .zip(f.requests.iter().cloned())
+            .collect()
+    }
     /// Forget the recorded requests (for counting one job among several).
     pub fn reset_requests(&self) {
-        self.shared.faults().requests.clear();
+        let mut f = self.shared.faults();
+        f.requests.clear();
+        f.request_times.clear();
+    }
+    /// The next attach session that receives stdin passes whole frames to the container
+    /// until at least `bytes` bytes went through, then its connection drops, as a
+    /// connection lost while a client writes: leading frames arrive, the rest is lost.
+    /// `0` drops it at the first frame, passing nothing.
+    pub fn cut_next_attach_stdin(&self, bytes: usize) {
+        self.shared.faults().cut_attach_stdin = Some(bytes);
+    }
+    /// The next attach session drops its connection instead of sending the first output
+    /// of the container: what the client wrote arrived, but it never hears back.
+    pub fn cut_next_attach_output(&self) {
+        self.shared.faults().cut_attach_output = true;
     }
     /// The current resourceVersion of the store.
     pub fn resource_version(&self) -> u64 {

@@ -373,12 +373,27 @@ async fn attach_session(s: Session, sock: WebSocket) {
     if sink.send(frame(1, b"")).await.is_err() {
         return;
     }
+    // Fault injection: this session may be the one to cut (see Control).
+    let (cut_stdin, cut_output) = if s.want_in {
+        let mut f = s.shared.faults();
+        (
+            f.cut_attach_stdin.take(),
+            std::mem::take(&mut f.cut_attach_output),
+        )
+    } else {
+        (None, false)
+    };
+    let mut stdin_passed = 0usize;
     let mut running = s.c.is_running();
     while running {
         tokio::select! {
             m = out.recv() => match m {
                 Ok((chan, data)) => {
                     if (chan == 1 && !s.want_out) || (chan == 2 && !s.want_err) { continue; }
+                    if cut_output {
+                        s.c.attached.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
                     if sink.send(frame(chan, &data)).await.is_err() { break; }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
@@ -388,10 +403,22 @@ async fn attach_session(s: Session, sock: WebSocket) {
             m = stream.next() => match m.and_then(|r| r.ok()).and_then(|m| client_event(s.proto, m).or(Some(ClientEvent::Stdin(Bytes::new())))) {
                 Some(ClientEvent::Stdin(b)) => {
                     if b.is_empty() || !s.want_in || !has_stdin { continue; }
+                    if cut_stdin == Some(0) {
+                        s.c.attached.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
                     let mut guard = s.c.stdin.lock().await;
                     if let Some(w) = guard.as_mut()
                         && w.write_all(&b).await.is_err() {
                         *guard = None;
+                    }
+                    drop(guard);
+                    if let Some(limit) = cut_stdin {
+                        stdin_passed += b.len();
+                        if stdin_passed >= limit {
+                            s.c.attached.fetch_sub(1, Ordering::Relaxed);
+                            return;
+                        }
                     }
                 }
                 Some(ClientEvent::CloseStdin) => close_container_stdin().await,
