@@ -1713,7 +1713,8 @@ probe() {
   py) python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null ;;
   esac
 }
-end=$(( $(date +%s) + t ))
+# `date +%s` counts whole seconds: one more keeps the wait at least t seconds.
+end=$(( $(date +%s) + t + 1 ))
 for p in "$@"; do
   while :; do
     if probe "$p"; then echo "podci-port:$p:ok"; break; fi

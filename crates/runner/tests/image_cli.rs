@@ -285,3 +285,79 @@ fn bad_input_gives_actionable_errors() -> TestResult {
     assert!(!ok && err.contains("KEY=VALUE"), "{err}");
     Ok(())
 }
+
+/// Our users' seed pipeline builds its image with `podci image append` under `podci exec`
+/// and pushes it with the masked registry password, which reaches podci through stdin:
+/// the pushed image carries the packaged artifact, and no log holds the password.
+#[test]
+fn seed_pipeline_pushes_its_image_with_the_masked_password() -> TestResult {
+    let password = "s33d-Regi5try-pw";
+    let Some(reg) = registry(Some(("ci", password))) else {
+        return Ok(());
+    };
+    let work = tempfile::tempdir()?;
+    let project = work.path().join("seed");
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let ok = Command::new("cp")
+        .arg("-r")
+        .arg(&seed)
+        .arg(&project)
+        .status()?
+        .success();
+    assert!(ok, "copying examples/seed");
+    let _ = std::fs::remove_dir_all(project.join(".podci"));
+    std::fs::create_dir_all(project.join(".podci"))?;
+    std::fs::write(
+        project.join(".podci/variables.yml"),
+        format!(
+            "REGISTRY: {host}/team\nREGISTRY_USER: ci\nREGISTRY_PASSWORD: {{value: \"{password}\", masked: true}}\n",
+            host = reg.host
+        ),
+    )?;
+    let cfg = work.path().join("docker");
+    let out = Command::new(env!("CARGO_BIN_EXE_podci"))
+        .args(["exec", "--needs", "docker_build"])
+        .current_dir(&project)
+        .env("DOCKER_CONFIG", &cfg)
+        .env_remove("DOCKER_AUTH_CONFIG")
+        .env("XDG_CONFIG_HOME", work.path().join("xdg"))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains(password), "password in podci's output:\n{text}");
+    let mut logs = String::new();
+    for entry in walkdir::WalkDir::new(project.join(".podci/logs")) {
+        let entry = entry?;
+        if entry.file_type().is_file() {
+            logs.push_str(&std::fs::read_to_string(entry.path())?);
+        }
+    }
+    assert!(logs.contains("pushed"), "{logs}");
+    assert!(!logs.contains(password), "password in a job log:\n{logs}");
+    // The pushed reference, read back from the job log's own words.
+    let image = logs
+        .lines()
+        .find_map(|l| l.strip_prefix("image ").and_then(|r| r.strip_suffix(" pushed")))
+        .ok_or("no 'image ... pushed' line")?
+        .to_string();
+    assert!(
+        image.starts_with(&format!("{}/team/seed-app:", reg.host)),
+        "{image}"
+    );
+
+    let (ok, inspect, err) = podci(
+        &["image", "inspect", &image, "-u", "ci", "--password-stdin"],
+        &cfg,
+        Some(password),
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&inspect)?;
+    let text = v.to_string();
+    assert!(text.contains("\"/app\""), "workdir /app expected: {inspect}");
+    let layers = v["layers"]
+        .as_array()
+        .or_else(|| v["manifest"]["layers"].as_array())
+        .map_or(0, Vec::len);
+    assert_eq!(layers, 1, "one layer (target/) on scratch: {inspect}");
+    Ok(())
+}
