@@ -247,3 +247,18 @@ def test_objects_are_printable_and_comparable() -> None:
     job = podci.load(JOBS).job("unit")
     assert job is not None and job.needs is not None
     assert repr(job.needs[0]) == "Need(job='compile', artifacts=True, optional=False, external=False)"
+
+
+def test_warnings_carry_gitlabs_message_line_and_column() -> None:
+    p = podci.load("build:\n  script: x\n  rules:\n    - if: $A\n    - when: on_success\n")
+    assert p.valid and p.errors == []
+    assert len(p.warnings) == 1
+    w = p.warnings[0]
+    assert w.severity == "warning"
+    assert w.message.startswith(
+        "jobs:build may allow multiple pipelines to run for a single action due to "
+        "`rules:when` clause with no `workflow:rules` - read more: https://docs.gitlab.com/"
+    )
+    assert (w.line, w.column) == (5, 7)
+    with_workflow = podci.load("workflow:\n  rules: [{if: $A}]\n" "build:\n  script: x\n  rules: [{when: always}]\n")
+    assert with_workflow.warnings == []
