@@ -16,7 +16,7 @@
 //!   killed), then `after_script` runs with `CI_JOB_STATUS=canceled`, and the outcome is
 //!   [`JobOutcome::Canceled`].
 //!
-//! ```ignore
+//! ```no_run
 //! # async fn demo(payload: podci_model::payload::JobPayload) {
 //! use podci::executor::{run_job, Hooks, JobDirs, shell::ShellExecutor};
 //! let exec = ShellExecutor::detect();
