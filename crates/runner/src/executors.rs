@@ -142,81 +142,6 @@ struct Kubernetes {
     executor: Arc<tokio::sync::OnceCell<podci_k8s::KubernetesExecutor>>,
 }
 
-/// Why the Kubernetes API cannot be reached; the job fails with
-/// `runner_configuration_error`.
-#[derive(Debug, thiserror::Error)]
-pub enum KubeClientError {
-    #[error("[runners.kubernetes] host {host:?} is not a URL: {message}")]
-    BadHost { host: String, message: String },
-    #[error("cannot read [runners.kubernetes] ca_file {path:?}: {message}")]
-    CaFile { path: String, message: String },
-    #[error(
-        "no Kubernetes configuration: set host (and bearer_token) in [runners.kubernetes], KUBECONFIG, or run in a cluster ({0})"
-    )]
-    NoConfig(String),
-    #[error("cannot make a Kubernetes client: {0}")]
-    Client(String),
-}
-
-/// The certificates of a PEM file as DER, for kube's `root_cert`.
-fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut current: Option<String> = None;
-    for line in pem.lines() {
-        let line = line.trim();
-        if line.starts_with("-----BEGIN CERTIFICATE") {
-            current = Some(String::new());
-        } else if line.starts_with("-----END CERTIFICATE") {
-            if let Some(b64) = current.take()
-                && let Ok(der) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
-            {
-                out.push(der);
-            }
-        } else if let Some(c) = current.as_mut() {
-            c.push_str(line);
-        }
-    }
-    out
-}
-
-/// A client from `host`/`bearer_token`/`ca_file` when `host` is set (as GitLab Runner),
-/// else from KUBECONFIG / `~/.kube/config` / the in-cluster ServiceAccount.
-async fn kube_client(cfg: &podci_k8s::KubernetesConfig) -> Result<kube::Client, KubeClientError> {
-    let config = if cfg.host.is_empty() {
-        kube::Config::infer()
-            .await
-            .map_err(|e| KubeClientError::NoConfig(e.to_string()))?
-    } else {
-        let url: hyper::Uri =
-            cfg.host
-                .parse()
-                .map_err(|e: hyper::http::uri::InvalidUri| KubeClientError::BadHost {
-                    host: cfg.host.clone(),
-                    message: e.to_string(),
-                })?;
-        let mut c = kube::Config::new(url);
-        if !cfg.bearer_token.is_empty() {
-            c.auth_info.token = Some(cfg.bearer_token.clone().into());
-        }
-        if !cfg.ca_file.is_empty() {
-            let pem = std::fs::read_to_string(&cfg.ca_file).map_err(|e| KubeClientError::CaFile {
-                path: cfg.ca_file.clone(),
-                message: e.to_string(),
-            })?;
-            let certs = pem_certificates(&pem);
-            if certs.is_empty() {
-                return Err(KubeClientError::CaFile {
-                    path: cfg.ca_file.clone(),
-                    message: "no PEM certificate in it".into(),
-                });
-            }
-            c.root_cert = Some(certs);
-        }
-        c
-    };
-    kube::Client::try_from(config).map_err(|e| KubeClientError::Client(e.to_string()))
-}
-
 /// The helper program in the helper image; `podci` on its PATH.
 const HELPER_PROGRAM: &str = "podci";
 
@@ -314,10 +239,13 @@ impl Executor for Kubernetes {
         Box::pin(async move {
             let exec = cell
                 .get_or_try_init(|| async {
-                    let client = kube_client(&config).await?;
+                    // `host`/`bearer_token`/`ca_file` as GitLab Runner, else the in-cluster
+                    // ServiceAccount or the kubeconfig; the job fails with
+                    // runner_configuration_error when none works.
+                    let client = podci_k8s::client_for(&config).await?;
                     let mut opts = podci_k8s::ExecutorOptions::new(&req.runner.token);
                     opts.retry_base = std::time::Duration::from_millis(200);
-                    Ok::<_, KubeClientError>(podci_k8s::KubernetesExecutor::new(
+                    Ok::<_, podci_k8s::ClientError>(podci_k8s::KubernetesExecutor::new(
                         client,
                         (*config).clone(),
                         opts,
