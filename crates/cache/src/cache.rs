@@ -93,6 +93,10 @@ pub struct PullReport {
     pub stats: Stats,
     /// Why keys were skipped: missing, corrupt, unsafe. For the job log.
     pub warnings: Vec<String>,
+    /// Whether some key failed for a reason other than not being stored (the store
+    /// could not be reached, the archive was damaged): GitLab Runner reports that as
+    /// "Failed to extract cache" rather than as a plain miss.
+    pub failed: bool,
 }
 
 /// One key in [`Cache::list`].
@@ -353,6 +357,7 @@ impl Cache {
             let key = match crate::key::sanitize_key(raw) {
                 Ok(k) => k,
                 Err(e) => {
+                    report.failed = true;
                     report.warnings.push(e.to_string());
                     continue;
                 }
@@ -366,9 +371,12 @@ impl Cache {
                 Ok(None) => report
                     .warnings
                     .push(format!("cache key {key:?}: no cache stored")),
-                Err(e) => report
-                    .warnings
-                    .push(format!("cache key {key:?}: {e}; treated as a miss")),
+                Err(e) => {
+                    report.failed = true;
+                    report
+                        .warnings
+                        .push(format!("cache key {key:?}: {e}; treated as a miss"));
+                }
             }
         }
         report
