@@ -5,8 +5,9 @@
 //!
 //! Everything comes from the environment, so that nothing secret is in an argument list:
 //! [`ENV_JOB`] holds the job payload as GitLab sent it (JSON, with the job token; the
-//! runner puts it in the per-job Secret), [`ENV_URL`] the GitLab URL, [`ENV_CACHE_STORE`]
-//! the cache store (a directory such as a mounted PVC, or an `s3://` URL). The work is
+//! runner puts it in the per-job Secret), [`ENV_URL`] the GitLab URL, [`ENV_CACHE`]
+//! the runner's cache settings (a directory such as a mounted PVC, or S3 with its keys;
+//! also a secret). The work is
 //! the same code the shell executor uses: `executors::GitSources`, `GitlabArtifacts`, and
 //! podci-cache through `exec::transport::StoreCache`.
 
@@ -26,7 +27,11 @@ pub const ENV_JOB: &str = "PODCI_HELPER_JOB";
 pub const ENV_URL: &str = "PODCI_HELPER_URL";
 /// The project directory (`CI_PROJECT_DIR`) in the Pod.
 pub const ENV_PROJECT_DIR: &str = "PODCI_HELPER_PROJECT_DIR";
-/// The cache store; unset means no cache.
+/// The runner's cache settings (JSON of [`crate::job_cache::CacheSettings`]), a secret:
+/// it may carry the S3 `SecretKey`. podci puts it in the per-job Secret.
+pub const ENV_CACHE: &str = "PODCI_HELPER_CACHE";
+/// A cache store given by hand (a directory or an `s3://` URL, credentials from the AWS
+/// variables), used when [`ENV_CACHE`] is unset; unset too means no cache.
 pub const ENV_CACHE_STORE: &str = "PODCI_HELPER_CACHE_STORE";
 
 #[derive(ClapArgs)]
@@ -102,7 +107,13 @@ fn client() -> Result<crate::gitlab::Client, HelperError> {
         .map_err(|e| HelperError::Client(e.to_string()))
 }
 
-fn cache() -> anyhow::Result<Option<crate::exec::transport::StoreCache>> {
+fn cache(project_id: u64) -> anyhow::Result<Option<crate::exec::transport::StoreCache>> {
+    if let Some(json) = std::env::var(ENV_CACHE).ok().filter(|s| !s.is_empty()) {
+        let settings = crate::job_cache::CacheSettings::from_json(&json)?;
+        return Ok(Some(crate::exec::transport::StoreCache {
+            cache: settings.open(project_id)?,
+        }));
+    }
     let Some(store) = std::env::var(ENV_CACHE_STORE).ok().filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
@@ -152,9 +163,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         HelperCommand::CachePull => {
-            let Some(cache) = cache()? else {
-                println!("No cache store configured (cache_dir or [runners.cache]): cache not restored");
-                return Ok(ExitCode::SUCCESS);
+            let cache = match cache(payload.job_info.project_id) {
+                Ok(Some(cache)) => cache,
+                Ok(None) => {
+                    println!("No cache store configured (cache_dir or [runners.cache]): cache not restored");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // A cache store that cannot be opened is a warning, as in GitLab Runner.
+                Err(e) => {
+                    println!("WARNING: Failed to extract cache: {e:#}");
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
             for c in &payload.cache {
                 let policy: podci_cache::Policy = c.policy.parse().unwrap_or_default();
@@ -174,9 +193,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         HelperCommand::CachePush { job_status } => {
-            let Some(cache) = cache()? else {
-                println!("No cache store configured (cache_dir or [runners.cache]): cache not saved");
-                return Ok(ExitCode::SUCCESS);
+            let cache = match cache(payload.job_info.project_id) {
+                Ok(Some(cache)) => cache,
+                Ok(None) => {
+                    println!("No cache store configured (cache_dir or [runners.cache]): cache not saved");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // A cache store that cannot be opened is a warning, as in GitLab Runner.
+                Err(e) => {
+                    println!("WARNING: Failed to create cache: {e:#}");
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
             for c in &payload.cache {
                 let policy: podci_cache::Policy = c.policy.parse().unwrap_or_default();

@@ -303,10 +303,11 @@ impl Executor for Kubernetes {
                 podci_k8s::HelperEnv::public(crate::cmd_helper::ENV_URL, &req.runner.url),
                 podci_k8s::HelperEnv::public(crate::cmd_helper::ENV_PROJECT_DIR, &project_dir),
             ];
-            if let Some(store) = cache_store(&req.runner) {
-                helper_env.push(podci_k8s::HelperEnv::public(
-                    crate::cmd_helper::ENV_CACHE_STORE,
-                    &store,
+            // The whole cache configuration, S3 keys included, through the per-job Secret.
+            if let Some(settings) = crate::job_cache::CacheSettings::of_runner(&req.runner) {
+                helper_env.push(podci_k8s::HelperEnv::secret(
+                    crate::cmd_helper::ENV_CACHE,
+                    &settings.to_json(),
                 ));
             }
             let (mut before_steps, after_steps) = helper_steps(&payload);
@@ -375,17 +376,6 @@ impl Executor for Kubernetes {
     }
 }
 
-/// The cache store of a runner's jobs (the shell executor's, and the helper's in a Pod):
-/// `[runners.cache]` with `Type = "local"` and a `Path` (a directory, e.g. a PVC mounted
-/// in the Pod), else `cache_dir`; none without either. `Type = "s3"` is not connected
-/// yet (the helper would need the keys through the job Secret).
-fn cache_store(runner: &RunnerConfig) -> Option<String> {
-    match &runner.cache {
-        Some(c) if c.kind == "local" && !c.path.is_empty() => Some(c.path.clone()),
-        _ => runner.cache_dir.clone().filter(|d| !d.is_empty()),
-    }
-}
-
 struct Sink(TraceWriter);
 
 impl TraceSink for Sink {
@@ -411,15 +401,15 @@ impl Executor for Shell {
                 req.payload.id
             ));
             let dirs = JobDirs::new(&root);
-            let cache: Option<Arc<dyn crate::executor::CacheTransport>> = match cache_store(&req.runner) {
+            // `[runners.cache]` (S3 or local) or `cache_dir`; this process talks to the store.
+            let settings = crate::job_cache::CacheSettings::of_runner(&req.runner);
+            let cache: Option<Arc<dyn crate::executor::CacheTransport>> = match settings {
                 None => None,
-                Some(dir) => match podci_cache::Store::dir(&dir) {
-                    Ok(store) => Some(Arc::new(crate::exec::transport::StoreCache {
-                        cache: podci_cache::Cache::new(store),
-                    })),
+                Some(s) => match s.open(req.payload.job_info.project_id) {
+                    Ok(cache) => Some(Arc::new(crate::exec::transport::StoreCache { cache })),
                     Err(e) => {
                         req.trace.write(
-                            format!("\x1b[0;33mWARNING: cache store {dir}: {e}; caches are off for this job\x1b[0;m\n")
+                            format!("\x1b[0;33mWARNING: {e}; caches are off for this job\x1b[0;m\n")
                                 .as_bytes(),
                         );
                         None

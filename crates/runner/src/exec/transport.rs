@@ -61,6 +61,11 @@ impl CacheTransport for StoreCache {
                     "Successfully extracted cache {k} ({} files)",
                     report.stats.entries
                 ),
+                // GitLab Runner's words when the store failed, as opposed to a plain miss.
+                None if report.failed => format!(
+                    "WARNING: Failed to extract cache ({})",
+                    report.warnings.join("; ")
+                ),
                 None => format!("WARNING: no cache restored ({})", report.warnings.join("; ")),
             }
         }
@@ -93,7 +98,7 @@ impl CacheTransport for StoreCache {
                     }
                     line
                 }
-                Err(e) => format!("WARNING: cache {key} not saved: {e}"),
+                Err(e) => format!("WARNING: Failed to create cache {key}: {e}"),
             }
         }
         .boxed()

@@ -1,0 +1,251 @@
+//! `[runners.cache]` with `Type = "s3"` end to end: the fake GitLab server (in this
+//! process) hands out jobs, the real `podci run` runs them with the shell executor, and
+//! the runner process keeps their caches in a real S3 server (moto, started per test on
+//! 127.0.0.1). Checked: a cache saved by one job is restored by a later one; object names
+//! are GitLab Runner's (`[Path/][runner/<token8>/]project/<id>/<key>`, `Shared` drops the
+//! runner part) and hold zip archives, so that GitLab Runner and podci share a bucket;
+//! store errors are GitLab Runner's warnings and do not fail jobs; the `SecretKey` never
+//! reaches a trace or the runner's output, even at debug level.
+
+#[path = "../../cache/tests/common/moto.rs"]
+mod moto;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use moto::{Moto, moto, request};
+use podci_fake_gitlab::{FakeGitlab, Options, Status};
+
+const TOKEN: &str = "glrt-t1_fake-runner-token";
+/// GitLab Runner's short token of [`TOKEN`]: the 8 characters after `glrt-t1_`.
+const SHORT: &str = "fake-run";
+const SECRET_KEY: &str = "s3-secret-9f4e2c7a1b-do-not-print";
+const BUCKET: &str = "runner-cache";
+
+/// config.toml for one shell runner whose cache is `cache` (TOML lines of
+/// `[runners.cache]`, then `[runners.cache.s3]` lines).
+fn write_config(dir: &Path, url: &str, cache: &str, s3: &str) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\ncheck_interval = 1\n[[runners]]\nname = \"s3\"\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\nexecutor = \"shell\"\nbuilds_dir = \"{}\"\n[runners.cache]\nType = \"s3\"\n{cache}\n[runners.cache.s3]\nAccessKey = \"podci-test-access\"\nSecretKey = \"{SECRET_KEY}\"\nBucketLocation = \"eu-central-1\"\n{s3}\n",
+            dir.join("builds").display()
+        ),
+    )
+    .expect("write config.toml");
+    config
+}
+
+/// Runs `podci run` until it has taken `jobs` jobs and finished them; debug logging so
+/// that a leaked secret would show.
+fn podci_run(config: &Path, jobs: usize) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_podci"))
+        .args(["run", "--config"])
+        .arg(config)
+        .arg(format!("--max-jobs={jobs}"))
+        .env("PODCI_TRACE_INTERVAL_MS", "100")
+        .env("RUST_LOG", "debug")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run podci")
+}
+
+async fn run(config: &Path, jobs: usize) -> std::process::Output {
+    let c = config.to_path_buf();
+    tokio::task::spawn_blocking(move || podci_run(&c, jobs))
+        .await
+        .expect("podci run task")
+}
+
+/// Neither the traces nor anything podci printed holds the secret key.
+fn assert_no_secret(fake: &FakeGitlab, out: &std::process::Output) {
+    for j in fake.jobs() {
+        let t = String::from_utf8_lossy(&j.trace);
+        assert!(
+            !t.contains(SECRET_KEY),
+            "secret key in the trace of {}:\n{t}",
+            j.name
+        );
+    }
+    for stream in [&out.stdout, &out.stderr] {
+        let s = String::from_utf8_lossy(stream);
+        assert!(!s.contains(SECRET_KEY), "secret key in podci's output:\n{s}");
+    }
+}
+
+fn trace(fake: &FakeGitlab, i: usize) -> String {
+    String::from_utf8_lossy(&fake.jobs()[i].trace).into_owned()
+}
+
+fn object(m: &Moto, name: &str) -> String {
+    let (status, body) = request(m.port, "GET", &format!("/{BUCKET}/{name}"), b"");
+    assert_eq!(status, 200, "GET {name}");
+    body
+}
+
+/// Job 1 saves the cache, job 2 (a later stage, `policy: pull`) restores it; the object
+/// is `Path/runner/<token8>/project/<id>/<key>` and a zip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_cache_moves_to_a_later_stage_under_gitlab_runner_names() {
+    let Some(m) = moto(BUCKET) else { return };
+    let fake = FakeGitlab::start(Options::default()).await.expect("fake gitlab");
+    let ci = r#"stages: [build, test]
+build:
+  stage: build
+  cache:
+    key: maven-deps
+    paths: [deps/]
+  script:
+    - mkdir -p deps/org
+    - echo v1 > deps/org/lib.jar
+test:
+  stage: test
+  cache:
+    key: maven-deps
+    paths: [deps/]
+    policy: pull
+  script:
+    - echo "restored $(cat deps/org/lib.jar)"
+"#;
+    fake.create_pipeline(ci, None, &[]).expect("pipeline");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        fake.url(),
+        "Path = \"ci/cache\"\nShared = false",
+        &format!(
+            "ServerAddress = \"{}\"\nBucketName = \"{BUCKET}\"\nInsecure = true",
+            m.address()
+        ),
+    );
+    let out = run(&config, 2).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jobs = fake.jobs();
+    assert_eq!(jobs.len(), 2);
+    for (i, j) in jobs.iter().enumerate() {
+        assert_eq!(j.status, Status::Success, "{}", trace(&fake, i));
+    }
+    assert!(trace(&fake, 0).contains("Created cache"), "{}", trace(&fake, 0));
+    let t1 = trace(&fake, 1);
+    assert!(t1.contains("Successfully extracted cache"), "{t1}");
+    assert!(t1.contains("\nrestored v1\n"), "{t1}");
+
+    let project = jobs[0].payload.job_info.project_id;
+    let key = &jobs[0].payload.cache[0].key;
+    let name = format!("ci/cache/runner/{SHORT}/project/{project}/{key}");
+    assert_eq!(m.keys(BUCKET), vec![name.clone()]);
+    assert!(object(&m, &name).starts_with("PK\u{3}\u{4}"), "not a zip");
+    assert_no_secret(&fake, &out);
+}
+
+/// `Shared = true`: `project/<id>/<key>` with no runner part; a zip that GitLab Runner
+/// put there (made here by the `zip` tool) is restored, and a later pipeline restores
+/// what podci saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_s3_cache_reads_gitlab_runner_zips_and_carries_between_pipelines() {
+    let Some(m) = moto(BUCKET) else { return };
+    if Command::new("zip").arg("-h").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "zip is required when CI is set");
+        eprintln!("\n\n*** SKIPPED: zip is not installed ***\n");
+        return;
+    }
+    let fake = FakeGitlab::start(Options::default()).await.expect("fake gitlab");
+    let ci = "deps:\n  cache:\n    key: shared-deps\n    paths: [deps/]\n  script:\n    - 'echo \"found $(cat deps/x)\"; mkdir -p deps; echo podci > deps/x'\n";
+    fake.create_pipeline(ci, None, &[]).expect("pipeline");
+    let payload = fake.jobs()[0].payload.clone();
+    let name = format!("project/{}/{}", payload.job_info.project_id, payload.cache[0].key);
+    // What GitLab Runner's cache-archiver would have uploaded: a zip of deps/.
+    let seed = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(seed.path().join("deps")).expect("mkdir");
+    std::fs::write(seed.path().join("deps/x"), "gitlab-runner\n").expect("write");
+    let ok = Command::new("zip")
+        .args(["-q", "-r", "cache.zip", "deps"])
+        .current_dir(seed.path())
+        .status()
+        .expect("zip")
+        .success();
+    assert!(ok, "zip failed");
+    let zip = std::fs::read(seed.path().join("cache.zip")).expect("read zip");
+    let (status, body) = request(m.port, "PUT", &format!("/{BUCKET}/{name}"), &zip);
+    assert_eq!(status, 200, "{body}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        fake.url(),
+        "Shared = true",
+        &format!(
+            "ServerAddress = \"{}\"\nBucketName = \"{BUCKET}\"\nInsecure = true",
+            m.address()
+        ),
+    );
+    let out = run(&config, 1).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fake.create_pipeline(ci, None, &[]).expect("second pipeline");
+    let out2 = run(&config, 1).await;
+    assert!(out2.status.success(), "{}", String::from_utf8_lossy(&out2.stderr));
+
+    let jobs = fake.jobs();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.status == Status::Success));
+    assert!(
+        trace(&fake, 0).contains("\nfound gitlab-runner\n"),
+        "{}",
+        trace(&fake, 0)
+    );
+    assert!(trace(&fake, 1).contains("\nfound podci\n"), "{}", trace(&fake, 1));
+    assert_eq!(m.keys(BUCKET), vec![name.clone()]);
+    // What podci saved is a zip GitLab Runner (and unzip) can read.
+    let obj = object(&m, &name);
+    assert!(obj.starts_with("PK\u{3}\u{4}"), "not a zip");
+    assert_no_secret(&fake, &out);
+    assert_no_secret(&fake, &out2);
+}
+
+/// A bucket that does not exist, and `Insecure = false` against a plain-HTTP server: the
+/// jobs succeed with GitLab Runner's warnings, and no message names the secret key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_errors_are_warnings_and_never_show_the_secret() {
+    let Some(m) = moto(BUCKET) else { return };
+    let ci = "deps:\n  cache:\n    key: k\n    paths: [deps/]\n  script:\n    - mkdir -p deps && echo x > deps/x\n";
+    // S3 answers a GET from a missing bucket with 404, which reads as a miss; a TLS
+    // handshake with a plain-HTTP server fails outright.
+    for (s3, restore_fails) in [
+        (
+            format!(
+                "ServerAddress = \"{}\"\nBucketName = \"no-such-bucket\"\nInsecure = true",
+                m.address()
+            ),
+            false,
+        ),
+        (
+            format!(
+                "ServerAddress = \"{}\"\nBucketName = \"{BUCKET}\"\nInsecure = false",
+                m.address()
+            ),
+            true,
+        ),
+    ] {
+        let fake = FakeGitlab::start(Options::default()).await.expect("fake gitlab");
+        fake.create_pipeline(ci, None, &[]).expect("pipeline");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(dir.path(), fake.url(), "", &s3);
+        let out = run(&config, 1).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let t = trace(&fake, 0);
+        assert_eq!(fake.jobs()[0].status, Status::Success, "{t}");
+        if restore_fails {
+            assert!(t.contains("WARNING: Failed to extract cache"), "{t}");
+        } else {
+            assert!(t.contains("WARNING: no cache restored"), "{t}");
+        }
+        assert!(t.contains("WARNING: Failed to create cache"), "{t}");
+        assert_no_secret(&fake, &out);
+    }
+    assert!(m.keys(BUCKET).is_empty(), "nothing may be stored");
+}
