@@ -63,7 +63,7 @@ pub enum Backend {
 }
 
 /// A runner's cache settings, enough to open the store of any project.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheSettings {
     /// The store.
     pub backend: Backend,
@@ -76,28 +76,28 @@ pub struct CacheSettings {
     pub runner: String,
 }
 
-impl std::fmt::Debug for CacheSettings {
+impl std::fmt::Debug for Backend {
+    /// Everything but the secret key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut d = f.debug_struct("CacheSettings");
-        match &self.backend {
-            Backend::Local { dir } => d.field("dir", dir),
+        match self {
+            Backend::Local { dir } => f.debug_struct("Local").field("dir", dir).finish(),
             Backend::S3 {
                 server_address,
+                access_key,
                 bucket,
                 region,
                 insecure,
                 ..
-            } => d
+            } => f
+                .debug_struct("S3")
                 .field("server_address", server_address)
+                .field("access_key", access_key)
+                .field("secret_key", &"[MASKED]")
                 .field("bucket", bucket)
                 .field("region", region)
                 .field("insecure", insecure)
-                .field("secret_key", &"[MASKED]"),
-        };
-        d.field("path", &self.path)
-            .field("shared", &self.shared)
-            .field("runner", &self.runner)
-            .finish()
+                .finish(),
+        }
     }
 }
 

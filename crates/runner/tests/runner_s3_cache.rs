@@ -249,3 +249,174 @@ async fn s3_errors_are_warnings_and_never_show_the_secret() {
     }
     assert!(m.keys(BUCKET).is_empty(), "nothing may be stored");
 }
+
+/// Whether the Kubernetes e2e can run here (root, `unshare`, as the fake kubelet's
+/// container roots need); under CI it must.
+fn can_run_pods() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && Command::new("unshare").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root with util-linux: the Kubernetes S3 cache test must run"
+    );
+    eprintln!("\n\n*** SKIPPED: the Kubernetes S3 cache test needs root and unshare ***\n");
+    false
+}
+
+/// The kubernetes executor: the helper container (`podci helper cache-pull/cache-push`)
+/// reaches S3 with settings that came through the per-job Secret: the cache moves from
+/// job 1 to job 2 under GitLab Runner's name, and the secret key is in no Pod spec,
+/// trace or output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_helper_uses_s3_with_keys_from_the_job_secret() {
+    if !can_run_pods() {
+        return;
+    }
+    let Some(m) = moto(BUCKET) else { return };
+    let fake = FakeGitlab::start(Options::default()).await.expect("fake gitlab");
+    let podci = Path::new(env!("CARGO_BIN_EXE_podci"));
+    let kube = podci_fake_kube::FakeKube::start(podci_fake_kube::Options {
+        container_roots: true,
+        path_prepend: vec![podci.parent().expect("bin dir").to_path_buf()],
+        ..Default::default()
+    })
+    .await
+    .expect("fake Kubernetes starts");
+    let ci = r#"stages: [build, test]
+build:
+  stage: build
+  cache:
+    key: pod-deps
+    paths: [deps/]
+  script:
+    - mkdir -p deps && echo from-pod > deps/x
+test:
+  stage: test
+  cache:
+    key: pod-deps
+    paths: [deps/]
+    policy: pull
+  script:
+    - echo "restored $(cat deps/x)"
+"#;
+    fake.create_pipeline(ci, None, &[]).expect("pipeline");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig, "ci-jobs").expect("kubeconfig");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\ncheck_interval = 1\n[[runners]]\nname = \"k8s\"\nurl = \"{}\"\ntoken = \"{TOKEN}\"\nexecutor = \"kubernetes\"\n[runners.kubernetes]\nnamespace = \"ci-jobs\"\nimage = \"debian:bookworm\"\nhelper_image = \"podci-helper:test\"\n[runners.cache]\nType = \"s3\"\nPath = \"k8s\"\n[runners.cache.s3]\nServerAddress = \"{}\"\nAccessKey = \"podci-test-access\"\nSecretKey = \"{SECRET_KEY}\"\nBucketName = \"{BUCKET}\"\nInsecure = true\n",
+            fake.url(),
+            m.address()
+        ),
+    )
+    .expect("config");
+
+    // Snapshot the Pods (named in the API requests) and their job Secrets
+    // (`<pod>-job`) while the jobs run: both are deleted afterwards.
+    let control = kube.control();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::sync::Mutex::new(std::collections::BTreeMap::<String, serde_json::Value>::new());
+    let poll = async {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            for r in control.requests() {
+                let Some(rest) = r.split("/namespaces/ci-jobs/pods/").nth(1) else {
+                    continue;
+                };
+                let pod = rest.split(['/', '?', ' ']).next().unwrap_or_default().to_owned();
+                let mut seen = seen.lock().expect("seen");
+                for (res, name) in [("pods", pod.clone()), ("secrets", format!("{pod}-job"))] {
+                    if let Some(obj) = control.get(res, "ci-jobs", &name) {
+                        seen.insert(format!("{res}/{name}"), obj);
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let job = async {
+        let out = run_k8s(&config, &kubeconfig, 2).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    };
+    let (out, ()) = tokio::join!(job, poll);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jobs = fake.jobs();
+    assert_eq!(jobs.len(), 2);
+    for (i, j) in jobs.iter().enumerate() {
+        assert_eq!(j.status, Status::Success, "{}", trace(&fake, i));
+    }
+    assert!(trace(&fake, 0).contains("Created cache"), "{}", trace(&fake, 0));
+    let t1 = trace(&fake, 1);
+    assert!(t1.contains("Successfully extracted cache"), "{t1}");
+    assert!(t1.contains("\nrestored from-pod\n"), "{t1}");
+    let name = format!(
+        "k8s/runner/{SHORT}/project/{}/{}",
+        jobs[0].payload.job_info.project_id, jobs[0].payload.cache[0].key
+    );
+    assert_eq!(m.keys(BUCKET), vec![name]);
+    assert_no_secret(&fake, &out);
+
+    // The helper got the settings through a secretKeyRef, never as plain env.
+    let seen = seen.into_inner().expect("seen");
+    let pods: Vec<_> = seen.iter().filter(|(k, _)| k.starts_with("pods/")).collect();
+    assert!(!pods.is_empty(), "no Pod seen");
+    for (name, p) in &pods {
+        let spec = p.to_string();
+        assert!(!spec.contains(SECRET_KEY), "secret key in Pod {name}: {spec}");
+        let helper = p["spec"]["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "helper"))
+            .expect("helper container");
+        let env = helper["env"].as_array().cloned().unwrap_or_default();
+        let cache = env
+            .iter()
+            .find(|e| e["name"] == "PODCI_HELPER_CACHE")
+            .expect("PODCI_HELPER_CACHE in the helper's env");
+        assert!(cache.get("value").is_none(), "{cache}");
+        assert!(cache["valueFrom"]["secretKeyRef"]["name"].is_string(), "{cache}");
+    }
+    assert!(
+        seen.iter()
+            .any(|(k, s)| k.starts_with("secrets/")
+                && s["data"].get("podci-helper.PODCI_HELPER_CACHE").is_some()),
+        "no job Secret carried the cache settings: {:?}",
+        seen.keys().collect::<Vec<_>>()
+    );
+}
+
+/// Runs `podci run` against the fake Kubernetes API until it finished `jobs` jobs.
+async fn run_k8s(config: &Path, kubeconfig: &Path, jobs: usize) -> std::process::Output {
+    let (config, kubeconfig) = (config.to_path_buf(), kubeconfig.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_podci"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg(format!("--max-jobs={jobs}"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PODCI_TRACE_INTERVAL_MS", "100")
+            .env("RUST_LOG", "debug")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podci starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.wait_with_output().expect("output")
+    })
+    .await
+    .expect("join")
+}
