@@ -54,6 +54,11 @@ impl Moto {
     }
 }
 
+/// An Authorization header moto accepts without checking it (signatures are only checked
+/// when moto's IAM enforcement is on): without one, moto applies object ACLs to an
+/// anonymous caller and refuses to read objects a signed client wrote.
+const AUTH: &str = "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+
 /// One plain HTTP/1.1 request; the status code (0 when nothing answered) and the body
 /// (bytes that are not UTF-8 replaced).
 pub fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
@@ -61,7 +66,7 @@ pub fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String
         return (0, String::new());
     };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n{AUTH}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     if s.write_all(head.as_bytes())
