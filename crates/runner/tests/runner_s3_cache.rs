@@ -39,9 +39,9 @@ fn write_config(dir: &Path, url: &str, cache: &str, s3: &str) -> std::path::Path
 
 /// Runs `podci run` until it has taken `jobs` jobs and finished them; debug logging so
 /// that a leaked secret would show.
-fn podci_run(config: &Path, jobs: usize) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_podci"))
-        .args(["run", "--config"])
+fn podci_run(config: &Path, jobs: usize, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podci"));
+    cmd.args(["run", "--config"])
         .arg(config)
         .arg(format!("--max-jobs={jobs}"))
         .env("PODCI_TRACE_INTERVAL_MS", "100")
@@ -49,15 +49,20 @@ fn podci_run(config: &Path, jobs: usize) -> std::process::Output {
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run podci")
+        .stderr(Stdio::piped());
+    cmd.output().expect("run podci")
 }
 
 async fn run(config: &Path, jobs: usize) -> std::process::Output {
+    run_with(config, jobs, &[]).await
+}
+
+async fn run_with(config: &Path, jobs: usize, env: &[(&'static str, &'static str)]) -> std::process::Output {
     let c = config.to_path_buf();
-    tokio::task::spawn_blocking(move || podci_run(&c, jobs))
+    let env = env.to_vec();
+    tokio::task::spawn_blocking(move || podci_run(&c, jobs, &env))
         .await
         .expect("podci run task")
 }
@@ -248,6 +253,55 @@ async fn s3_errors_are_warnings_and_never_show_the_secret() {
         assert_no_secret(&fake, &out);
     }
     assert!(m.keys(BUCKET).is_empty(), "nothing may be stored");
+}
+
+/// `AccessKey`/`SecretKey` left empty: the standard AWS variables of the runner process
+/// are the credentials (moto does not check them, but without any object_store would go
+/// to the instance metadata service instead and the save would fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_keys_use_the_aws_environment() {
+    let Some(m) = moto(BUCKET) else { return };
+    let fake = FakeGitlab::start(Options::default()).await.expect("fake gitlab");
+    let ci = "deps:\n  cache:\n    key: env-creds\n    paths: [deps/]\n  script:\n    - mkdir -p deps && echo x > deps/x\n";
+    fake.create_pipeline(ci, None, &[]).expect("pipeline");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        fake.url(),
+        "Shared = true",
+        &format!(
+            "ServerAddress = \"{}\"\nBucketName = \"{BUCKET}\"\nInsecure = true",
+            m.address()
+        ),
+    );
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("AccessKey") && !l.starts_with("SecretKey"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, text).expect("write config");
+    let out = run_with(
+        &config,
+        1,
+        &[
+            ("AWS_ACCESS_KEY_ID", "env-access"),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = trace(&fake, 0);
+    assert!(t.contains("Created cache"), "{t}");
+    let job = &fake.jobs()[0].payload;
+    assert_eq!(
+        m.keys(BUCKET),
+        vec![format!(
+            "project/{}/{}",
+            job.job_info.project_id, job.cache[0].key
+        )]
+    );
+    assert_no_secret(&fake, &out);
 }
 
 /// Whether the Kubernetes e2e can run here (root, `unshare`, as the fake kubelet's
