@@ -176,10 +176,15 @@ impl JobSession {
         self
     }
 
-    fn job_status(&self, status: Option<&str>) {
+    fn job_status(&mut self, status: Option<&str>) {
         match status {
             Some("canceling") => self.signals.canceling.cancel(),
-            Some("canceled") | Some("failed") => self.signals.abort.cancel(),
+            // The job already ended on GitLab's side: stop, and send no final state
+            // (GitLab Runner's abort), which GitLab would refuse anyway.
+            Some("canceled") | Some("failed") => {
+                self.gone = true;
+                self.signals.abort.cancel();
+            }
             _ => {}
         }
     }
