@@ -448,7 +448,14 @@ impl JobTask {
                         return Confirmed::Unknown;
                     }
                     tracing::warn!(runner = %name, job = id, "confirming the job failed, retrying: {e}");
-                    tokio::time::sleep(Backoff::DEFAULT.wait(rounds)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Backoff::DEFAULT.wait(rounds)) => {}
+                        // Forced shutdown: as GitLab Runner killed mid-request, leave it.
+                        _ = self.abort_jobs.cancelled() => {
+                            tracing::error!(runner = %name, job = id, "shutting down before GitLab confirmed the job: {e}");
+                            return Confirmed::Withdrawn;
+                        }
+                    }
                 }
             }
         }

@@ -317,6 +317,45 @@ async fn final_update_recorded_but_answer_lost_is_recorded_once() {
     assert!(h.contains("PUT state=failed -> 403"), "{h}");
 }
 
+/// The time a history line was noted (`+1234ms ...`).
+fn noted_ms(line: &str) -> u64 {
+    line.strip_prefix('+')
+        .and_then(|l| l.split_once("ms "))
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no time in history line {line:?}"))
+}
+
+/// A trace patch answered 429 with `Retry-After: 1` is not sent again before that second
+/// has passed (the patch interval here is 50 ms), and the trace still arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_patch_honours_retry_after() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    fake.create_pipeline("only:\n  script: [echo a, sleep 0.3, echo b]\n", None, &[])
+        .unwrap();
+    fake.script_faults(Endpoint::PatchTrace, &[Some(Fault::TooMany429)]);
+    let j = one_job(&fake, Duration::from_secs(30)).await;
+    let busy = j
+        .history
+        .iter()
+        .position(|l| l.contains("PATCH") && l.contains("-> 429 [TooMany429]"))
+        .unwrap_or_else(|| panic!("no 429: {}", j.describe()));
+    let next = j.history[busy + 1..]
+        .iter()
+        .find(|l| l.contains("PATCH"))
+        .unwrap_or_else(|| panic!("no patch after the 429: {}", j.describe()));
+    // A lower bound only (Retry-After is a minimum), so load cannot make it flaky.
+    assert!(
+        noted_ms(next) >= noted_ms(&j.history[busy]) + 950,
+        "{}",
+        j.describe()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&j.trace),
+        "$ echo a\na\n$ sleep 0.3\n$ echo b\nb\n"
+    );
+    assert_eq!(j.final_recorded, 1);
+}
+
 /// A job canceled in GitLab while it waited for its runner's confirmation is canceled at
 /// once (GitLab keeps it pending until then); the confirmation is refused and the runner
 /// drops the job without running it or sending a final state.

@@ -10,7 +10,12 @@
 //!
 //! Known differences from GitLab: no long poll (an empty queue answers 204 at once), a job
 //! handed out but never confirmed returns to the queue after [`Options::ack_timeout`]
-//! (GitLab waits minutes), one project and any number of pipelines.
+//! under a new job token (GitLab waits minutes, then retries it as a new job), one project
+//! and any number of pipelines.
+//!
+//! For diagnosis, faults can also be scripted per endpoint ([`FakeGitlab::script_faults`])
+//! and every job keeps its last calls ([`JobRecord::history`],
+//! [`FakeGitlab::unfinished_report`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -174,9 +179,13 @@ pub struct JobRecord {
     /// `state` of the recorded final update (`success` or `failed`; GitLab turns either
     /// into `canceled` for a job that was canceling).
     pub final_state: Option<String>,
-    /// The most recent calls about this job and what the server did, oldest first (for
-    /// failure messages: which call a job that never ended saw last).
+    /// The most recent calls about this job and what the server did, oldest first, each
+    /// with the milliseconds since the job was created (`+1234ms PATCH 0-9 -> 202 ...`):
+    /// for failure messages, which call a job that never ended saw last, and when.
     pub history: Vec<String>,
+    /// When the job was created, for the times in `history`.
+    #[serde(skip)]
+    created: Instant,
     /// The uploaded artifacts archive and its query parameters.
     #[serde(skip)]
     pub artifacts: Option<(Vec<u8>, String)>,
@@ -190,7 +199,8 @@ impl JobRecord {
         if self.history.len() >= HISTORY {
             self.history.remove(0);
         }
-        self.history.push(event);
+        let ms = self.created.elapsed().as_millis();
+        self.history.push(format!("+{ms}ms {event}"));
     }
 
     /// One line for a failure message: state, hand-outs, trace and the last calls seen.
@@ -541,6 +551,7 @@ impl FakeGitlab {
                 checksum_mismatches: 0,
                 final_state: None,
                 history: Vec::new(),
+                created: Instant::now(),
                 artifacts: None,
                 payload,
             });
