@@ -447,6 +447,56 @@ async fn cancel_runs_to_a_canceled_state() {
     );
 }
 
+/// A job canceled outright while it runs (GitLab's force cancel): the next call answers
+/// 403, the runner aborts the script at once and sends no final state (GitLab Runner's
+/// abort), and its slot is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_canceled_job_is_aborted_without_a_final_update() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    fake.create_pipeline(
+        "slow:\n  script: [echo start, sleep 60, echo never]\nnext:\n  script: [echo next]\n",
+        None,
+        &[],
+    )
+    .unwrap();
+    let manager = Manager::new(
+        Arc::new(Metrics::default()),
+        Arc::new(ScriptedFactory),
+        "s_test".into(),
+    )
+    .trace_interval(Duration::from_millis(50));
+    let stop = Stop::default();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    // One slot: `next` can only run once the canceled job gave its slot back.
+    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let start = std::time::Instant::now();
+    while !fake.jobs()[0].trace.starts_with(b"$ echo start") {
+        assert!(start.elapsed() < Duration::from_secs(10), "job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.force_cancel(fake.jobs()[0].id);
+    let done = fake.wait_all_final(Duration::from_secs(20)).await;
+    assert!(done, "{}", fake.unfinished_report());
+    stop.requests.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("manager stops")
+        .unwrap()
+        .unwrap();
+    let jobs = fake.jobs();
+    let j = &jobs[0];
+    assert_eq!(j.status, Status::Canceled, "{}", j.describe());
+    assert_eq!(j.final_recorded, 0, "{}", j.describe());
+    assert!(
+        !j.history
+            .iter()
+            .any(|l| l.contains("PUT state=failed") || l.contains("PUT state=success")),
+        "{}",
+        j.describe()
+    );
+    assert_eq!(jobs[1].status, Status::Success, "{}", jobs[1].describe());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_limit_and_timeout() {
     let fake = FakeGitlab::start(Options::default()).await.unwrap();

@@ -617,6 +617,22 @@ impl FakeGitlab {
         out
     }
 
+    /// Cancels a job outright, as GitLab's "force cancel" of a canceling job (or a cancel
+    /// for a runner without `cancel_gracefully`) does: it is `canceled` at once and every
+    /// later call for it answers 403, which tells its runner to stop without a final state.
+    pub fn force_cancel(&self, id: u64) {
+        let mut st = lock(&self.state);
+        let Some(j) = st.job_mut(id) else { return };
+        if j.status.is_final() {
+            return;
+        }
+        j.status = Status::Canceled;
+        j.note("force-canceled".into());
+        st.assigned_at.remove(&id);
+        st.finish(id, JobResult::Canceled);
+        st.last_update += 1;
+    }
+
     /// Whether every job has ended.
     pub fn all_final(&self) -> bool {
         lock(&self.state).jobs.iter().all(|j| j.status.is_final())
