@@ -497,6 +497,62 @@ async fn force_canceled_job_is_aborted_without_a_final_update() {
     assert_eq!(jobs[1].status, Status::Success, "{}", jobs[1].describe());
 }
 
+/// An executor that panics mid-job (a bug, not an input).
+struct Panicking;
+
+impl Executor for Panicking {
+    fn run(&self, req: ExecRequest) -> BoxFuture<Outcome> {
+        Box::pin(async move {
+            req.trace.write(b"before the bug\n");
+            panic!("executor bug");
+        })
+    }
+}
+
+struct PanickingFactory;
+
+impl ExecutorFactory for PanickingFactory {
+    fn executor(&self, _runner: &RunnerConfig) -> Result<Arc<dyn Executor>, String> {
+        Ok(Arc::new(Panicking))
+    }
+}
+
+/// A panicking executor does not lose its job silently: GitLab gets a final state
+/// (runner_system_failure) with the trace so far, and the slot comes back for the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_panic_still_ends_the_job() {
+    let fake = FakeGitlab::start(Options::default()).await.unwrap();
+    fake.create_pipeline("a:\n  script: [x]\nb:\n  script: [y]\n", None, &[])
+        .unwrap();
+    let manager = Manager::new(
+        Arc::new(Metrics::default()),
+        Arc::new(PanickingFactory),
+        "s_test".into(),
+    )
+    .trace_interval(Duration::from_millis(50));
+    let stop = Stop::default();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let done = fake.wait_all_final(Duration::from_secs(20)).await;
+    assert!(done, "{}", fake.unfinished_report());
+    stop.requests.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("manager stops")
+        .unwrap()
+        .unwrap();
+    for j in fake.jobs() {
+        assert_eq!(j.status, Status::Failed, "{}", j.describe());
+        assert_eq!(j.failure_reason.as_deref(), Some("runner_system_failure"));
+        assert_eq!(j.final_recorded, 1);
+        let t = String::from_utf8_lossy(&j.trace).into_owned();
+        assert!(
+            t.starts_with("before the bug\n") && t.contains("the executor panicked"),
+            "{t}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_limit_and_timeout() {
     let fake = FakeGitlab::start(Options::default()).await.unwrap();
