@@ -13,6 +13,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use podci_model::payload::JobPayload;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -320,8 +322,15 @@ impl Poller {
                         trace_interval: self.trace_interval,
                         concurrent_id: slot_id,
                     };
+                    let metrics = self.metrics.clone();
+                    let runner = name.clone();
                     tokio::spawn(async move {
-                        job.run(*payload).await;
+                        let id = payload.id;
+                        // A panic here would lose the job without a word; at least say so.
+                        if let Err(e) = tokio::spawn(job.run(*payload)).await {
+                            metrics.error("error");
+                            tracing::error!(runner = %runner, job = id, "job task ended abnormally: {e}");
+                        }
                         drop(guard);
                     });
                     continue;
@@ -364,7 +373,9 @@ struct JobTask {
 /// Maps a failure reason to one the server accepts (`features.failure_reasons`).
 fn supported_reason(payload: &JobPayload, reason: &str) -> String {
     let listed = &payload.features.failure_reasons;
-    if listed.is_empty() || listed.iter().any(|r| r == reason) {
+    // `job_canceled` is GitLab Runner's own reason for a canceled job and goes out as it
+    // is (GitLab accepts any string there and records the job canceled).
+    if reason == JOB_CANCELED || listed.is_empty() || listed.iter().any(|r| r == reason) {
         reason.to_string()
     } else if listed.iter().any(|r| r == "unknown_failure") {
         "unknown_failure".to_string()
@@ -373,33 +384,91 @@ fn supported_reason(payload: &JobPayload, reason: &str) -> String {
     }
 }
 
+/// The failure reason of a job GitLab canceled (GitLab Runner's `JobCanceled`).
+pub const JOB_CANCELED: &str = "job_canceled";
+
+/// How long a job's confirmation (`PUT running`) is retried while GitLab gives no
+/// definite answer. A confirmation whose answer was lost may have been applied, so giving
+/// up early would leave the job running on GitLab with nobody to end it.
+const CONFIRM_PATIENCE: Duration = Duration::from_secs(300);
+
+/// What the two-phase commit came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirmed {
+    /// GitLab accepted `running`: run the job.
+    Yes,
+    /// GitLab accepted, but the job is already being canceled: report it canceled.
+    Canceling,
+    /// GitLab refused (403/404/409, or the job is canceled): the job is not ours.
+    Withdrawn,
+    /// No definite answer within [`CONFIRM_PATIENCE`].
+    Unknown,
+}
+
 impl JobTask {
-    async fn run(self, payload: JobPayload) {
-        let name = short_token(&self.runner.token);
-        let id = payload.id;
-        let token = payload.token.clone();
-        // Two-phase commit: the job is ours only once GitLab accepts `running`.
+    /// The two-phase commit. Transient failures (no answer, a lost answer, 5xx, 429) are
+    /// retried until GitLab says yes or no: a job handed out but never confirmed returns to
+    /// GitLab's queue by itself, and after that the confirmation is refused, so retrying
+    /// cannot run a job twice.
+    async fn confirm(&self, id: u64, token: &str, name: &str) -> Confirmed {
         let running = JobState {
             state: "running",
             failure_reason: None,
             exit_code: None,
             output: None,
         };
-        match self
-            .client
-            .update_job(id, &token, &running, Backoff::DEFAULT)
-            .await
-        {
-            Ok(Update::Ok { .. }) | Ok(Update::NotYet { .. }) => {}
-            Ok(_) => {
-                tracing::warn!(runner = %name, job = id, "GitLab withdrew the job before it started");
-                return;
+        let started = std::time::Instant::now();
+        let mut rounds = 0u32;
+        loop {
+            match self
+                .client
+                .update_job(id, token, &running, Backoff::DEFAULT)
+                .await
+            {
+                Ok(Update::Ok { job_status }) => {
+                    return match job_status.as_deref() {
+                        Some("canceling") => Confirmed::Canceling,
+                        Some("canceled") | Some("failed") => {
+                            tracing::info!(runner = %name, job = id, "job canceled before it started");
+                            Confirmed::Withdrawn
+                        }
+                        _ => Confirmed::Yes,
+                    };
+                }
+                Ok(Update::NotYet { .. }) => return Confirmed::Yes,
+                Ok(Update::Gone) | Ok(Update::ResendTrace) => {
+                    tracing::warn!(runner = %name, job = id, "GitLab withdrew the job before it started");
+                    return Confirmed::Withdrawn;
+                }
+                Err(e) => {
+                    self.metrics.error("warning");
+                    rounds += 1;
+                    if started.elapsed() >= CONFIRM_PATIENCE {
+                        tracing::error!(runner = %name, job = id, "could not confirm the job: {e}");
+                        return Confirmed::Unknown;
+                    }
+                    tracing::warn!(runner = %name, job = id, "confirming the job failed, retrying: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Backoff::DEFAULT.wait(rounds)) => {}
+                        // Forced shutdown: as GitLab Runner killed mid-request, leave it.
+                        _ = self.abort_jobs.cancelled() => {
+                            tracing::error!(runner = %name, job = id, "shutting down before GitLab confirmed the job: {e}");
+                            return Confirmed::Withdrawn;
+                        }
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(runner = %name, job = id, "job dropped: could not confirm it: {e}");
-                self.metrics.error("warning");
-                return;
-            }
+        }
+    }
+
+    async fn run(self, payload: JobPayload) {
+        let name = short_token(&self.runner.token);
+        let id = payload.id;
+        let token = payload.token.clone();
+        // Two-phase commit: the job is ours only once GitLab accepts `running`.
+        let confirmed = self.confirm(id, &token, &name).await;
+        if confirmed == Confirmed::Withdrawn {
+            return;
         }
         let executor_name = self.runner.executor.as_str();
         self.metrics.job_running(&name, executor_name, 1);
@@ -414,14 +483,59 @@ impl JobTask {
         } else {
             payload.runner_info.timeout
         });
-        let run = self.executor.run(ExecRequest {
-            payload: payload.clone(),
-            trace: trace.clone(),
-            signals: signals.clone(),
-            runner: self.runner.clone(),
-            client: self.client.clone(),
-            concurrent_id: self.concurrent_id,
-        });
+        let run: BoxFuture<Outcome> = match confirmed {
+            // GitLab Runner does not start a job whose confirmation already says
+            // canceling: it reports it canceled at once.
+            Confirmed::Canceling => {
+                signals.canceling.cancel();
+                Box::pin(async {
+                    Outcome::Failed {
+                        reason: JOB_CANCELED.into(),
+                        exit_code: None,
+                    }
+                })
+            }
+            // Never confirmed (GitLab unreachable throughout): if the confirmation did land,
+            // only a final update ends the job on GitLab's side, so report it failed.
+            Confirmed::Unknown => {
+                trace.write(
+                    b"\x1b[31;1mERROR: Job failed (system failure): could not confirm the job with GitLab\x1b[0;m\n",
+                );
+                Box::pin(async {
+                    Outcome::Failed {
+                        reason: "runner_system_failure".into(),
+                        exit_code: None,
+                    }
+                })
+            }
+            Confirmed::Yes | Confirmed::Withdrawn => {
+                let run = self.executor.run(ExecRequest {
+                    payload: payload.clone(),
+                    trace: trace.clone(),
+                    signals: signals.clone(),
+                    runner: self.runner.clone(),
+                    client: self.client.clone(),
+                    concurrent_id: self.concurrent_id,
+                });
+                let trace = trace.clone();
+                // A panicking executor must still end its job on GitLab, not leave it
+                // running there until GitLab declares it stuck.
+                Box::pin(async move {
+                    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                        Ok(o) => o,
+                        Err(_) => {
+                            trace.write(
+                                b"\x1b[31;1mERROR: Job failed (system failure): the executor panicked\x1b[0;m\n",
+                            );
+                            Outcome::Failed {
+                                reason: "runner_system_failure".into(),
+                                exit_code: None,
+                            }
+                        }
+                    }
+                })
+            }
+        };
         let done = CancellationToken::new();
         let streaming = {
             let done = done.clone();
@@ -479,6 +593,16 @@ impl JobTask {
             },
             streaming
         );
+        // A job GitLab asked to cancel (`Job-Status: canceling`) ends as GitLab Runner
+        // ends it: `state: failed, failure_reason: job_canceled`, whatever the script's
+        // own result; GitLab then records it canceled.
+        let outcome = match outcome {
+            Outcome::Failed { .. } if signals.canceling.is_cancelled() => Outcome::Failed {
+                reason: JOB_CANCELED.into(),
+                exit_code: None,
+            },
+            o => o,
+        };
         let (state, reason, exit_code) = match &outcome {
             Outcome::Success => ("success", None, None),
             Outcome::Failed { reason, exit_code } => {

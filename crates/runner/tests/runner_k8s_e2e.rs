@@ -423,6 +423,9 @@ async fn job_canceled_by_gitlab_stops_its_pod() {
     let jobs = gitlab.jobs();
     let t = String::from_utf8_lossy(&jobs[0].trace).into_owned();
     assert_eq!(jobs[0].status, Status::Canceled, "{t}");
+    // GitLab Runner's final update after a graceful cancel.
+    assert_eq!(jobs[0].final_state.as_deref(), Some("failed"), "{t}");
+    assert_eq!(jobs[0].failure_reason.as_deref(), Some("job_canceled"), "{t}");
     assert!(t.contains("\nafter canceled\n"), "{t}");
     assert!(!t.contains("never printed"), "{t}");
 }

@@ -50,13 +50,15 @@ async fn thousand_jobs_with_twenty_percent_api_failures() {
         .spawn()
         .unwrap();
     let done = fake.wait_all_final(Duration::from_secs(600)).await;
+    // Taken before stopping: the server's view of every job that never ended.
+    let report = fake.unfinished_report();
     // SAFETY: kill has no memory effects; the pid is our child's.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(done, "not every job reached a final state");
+    assert!(done, "not every job reached a final state:\n{report}");
     assert!(status.success());
     let jobs = fake.jobs();
     assert_eq!(jobs.len(), 1000);
@@ -64,12 +66,12 @@ async fn thousand_jobs_with_twenty_percent_api_failures() {
     for j in &jobs {
         let i: usize = j.name.trim_start_matches("job").parse().unwrap();
         let trace = String::from_utf8_lossy(&j.trace).into_owned();
-        assert_eq!(j.final_recorded, 1, "{}", j.name);
+        assert_eq!(j.final_recorded, 1, "{}", j.describe());
         assert_eq!(
             j.checksum.as_deref(),
             Some(j.trace_checksum().as_str()),
             "{}",
-            j.name
+            j.describe()
         );
         assert!(trace.contains(&format!("\nout {i}\n")), "{}: {trace}", j.name);
         if i % 50 == 7 {

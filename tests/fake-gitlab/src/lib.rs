@@ -10,7 +10,12 @@
 //!
 //! Known differences from GitLab: no long poll (an empty queue answers 204 at once), a job
 //! handed out but never confirmed returns to the queue after [`Options::ack_timeout`]
-//! (GitLab waits minutes), one project and any number of pipelines.
+//! under a new job token (GitLab waits minutes, then retries it as a new job), one project
+//! and any number of pipelines.
+//!
+//! For diagnosis, faults can also be scripted per endpoint ([`FakeGitlab::script_faults`])
+//! and every job keeps its last calls ([`JobRecord::history`],
+//! [`FakeGitlab::unfinished_report`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,6 +55,20 @@ pub enum Fault {
     /// A final update: answered 202, come back later.
     Accepted202,
 }
+
+/// The runner-API calls a scripted fault can target ([`FakeGitlab::script_faults`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /jobs/request`.
+    RequestJob,
+    /// `PUT /jobs/:id` (the confirmation, keep-alives and the final update alike).
+    UpdateJob,
+    /// `PATCH /jobs/:id/trace`.
+    PatchTrace,
+}
+
+/// How many calls a job's history keeps (the most recent ones).
+const HISTORY: usize = 24;
 
 /// All faults.
 pub const ALL_FAULTS: &[Fault] = &[
@@ -157,6 +176,16 @@ pub struct JobRecord {
     pub checksum: Option<String>,
     /// Final updates refused because the checksum did not match the stored trace.
     pub checksum_mismatches: u32,
+    /// `state` of the recorded final update (`success` or `failed`; GitLab turns either
+    /// into `canceled` for a job that was canceling).
+    pub final_state: Option<String>,
+    /// The most recent calls about this job and what the server did, oldest first, each
+    /// with the milliseconds since the job was created (`+1234ms PATCH 0-9 -> 202 ...`):
+    /// for failure messages, which call a job that never ended saw last, and when.
+    pub history: Vec<String>,
+    /// When the job was created, for the times in `history`.
+    #[serde(skip)]
+    created: Instant,
     /// The uploaded artifacts archive and its query parameters.
     #[serde(skip)]
     pub artifacts: Option<(Vec<u8>, String)>,
@@ -166,6 +195,29 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    fn note(&mut self, event: String) {
+        if self.history.len() >= HISTORY {
+            self.history.remove(0);
+        }
+        let ms = self.created.elapsed().as_millis();
+        self.history.push(format!("+{ms}ms {event}"));
+    }
+
+    /// One line for a failure message: state, hand-outs, trace and the last calls seen.
+    pub fn describe(&self) -> String {
+        format!(
+            "job {} {:?}: {:?}, handed out {}x, {} trace bytes ({}), final recorded {}x, last calls: [{}]",
+            self.id,
+            self.name,
+            self.status,
+            self.handed_out,
+            self.trace.len(),
+            self.trace_checksum(),
+            self.final_recorded,
+            self.history.join("; ")
+        )
+    }
+
     /// CRC32 of the stored trace, as `crc32:%08x`.
     pub fn trace_checksum(&self) -> String {
         format!("crc32:{:08x}", crc32fast::hash(&self.trace))
@@ -191,6 +243,9 @@ struct State {
     injected: HashMap<String, u64>,
     calls: u64,
     last_update: u64,
+    /// Faults scripted by a test, per endpoint, consumed one per call before any random
+    /// draw (`None`: this call goes through untouched).
+    script: HashMap<Endpoint, std::collections::VecDeque<Option<Fault>>>,
 }
 
 impl State {
@@ -238,10 +293,18 @@ impl State {
             .collect();
         for id in stale {
             self.assigned_at.remove(&id);
+            // GitLab retries a job its runner never acknowledged as a new job with a new
+            // token, so a confirmation arriving late is refused (403) instead of letting
+            // two runners run the same job; a fresh token does the same here.
+            let token = format!("glcbt-fake-{id}-{:x}", (self.rand() * 1e15) as u64);
             if let Some(j) = self.job_mut(id)
                 && j.status == Status::Assigned
             {
                 j.status = Status::Pending;
+                j.payload.token = token;
+                j.note(format!(
+                    "not confirmed within {timeout:?}: back in the queue with a new token"
+                ));
                 self.queue.push_front(id);
             }
         }
@@ -265,11 +328,11 @@ impl State {
             };
             let Some(j) = self.job_mut(id) else { continue };
             match a {
-                Action::Enqueue { .. } => {
+                Action::Enqueue { .. } if !j.status.is_final() => {
                     j.status = Status::Pending;
                     self.queue.push_back(id);
                 }
-                Action::Skip { .. } => j.status = Status::Skipped,
+                Action::Skip { .. } if !j.status.is_final() => j.status = Status::Skipped,
                 Action::Cancel { .. } if !j.status.is_final() => j.status = Status::Canceled,
                 _ => {}
             }
@@ -341,6 +404,7 @@ impl FakeGitlab {
             injected: HashMap::new(),
             calls: 0,
             last_update: 1,
+            script: HashMap::new(),
         }));
         let api = axum::Router::new()
             .route("/api/v4/runners", post(register).delete(unregister))
@@ -485,6 +549,9 @@ impl FakeGitlab {
                 exit_code: None,
                 checksum: None,
                 checksum_mismatches: 0,
+                final_state: None,
+                history: Vec::new(),
+                created: Instant::now(),
                 artifacts: None,
                 payload,
             });
@@ -516,6 +583,56 @@ impl FakeGitlab {
         cancel(&mut lock(&self.state), id);
     }
 
+    /// Scripts the faults of the next calls to `endpoint`, one per call in order (`None`:
+    /// that call goes through untouched), ahead of any random fault: a test replays an
+    /// exact sequence, e.g. a confirmation applied but its answer lost, then five 500s.
+    pub fn script_faults(&self, endpoint: Endpoint, faults: &[Option<Fault>]) {
+        lock(&self.state)
+            .script
+            .entry(endpoint)
+            .or_default()
+            .extend(faults.iter().copied());
+    }
+
+    /// Every job that has not ended, one line each with its state on this server and the
+    /// last calls it saw, plus the server's totals: what a failed test prints so that a
+    /// hang can be diagnosed from a CI log alone.
+    pub fn unfinished_report(&self) -> String {
+        let st = lock(&self.state);
+        let mut by_status: std::collections::BTreeMap<String, u64> = Default::default();
+        for j in &st.jobs {
+            *by_status.entry(format!("{:?}", j.status)).or_default() += 1;
+        }
+        let mut out = format!(
+            "{} jobs by state {by_status:?}; {} API calls, injected {:?}; queue {:?}\n",
+            st.jobs.len(),
+            st.calls,
+            st.injected,
+            st.queue
+        );
+        for j in st.jobs.iter().filter(|j| !j.status.is_final()) {
+            out.push_str(&j.describe());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Cancels a job outright, as GitLab's "force cancel" of a canceling job (or a cancel
+    /// for a runner without `cancel_gracefully`) does: it is `canceled` at once and every
+    /// later call for it answers 403, which tells its runner to stop without a final state.
+    pub fn force_cancel(&self, id: u64) {
+        let mut st = lock(&self.state);
+        let Some(j) = st.job_mut(id) else { return };
+        if j.status.is_final() {
+            return;
+        }
+        j.status = Status::Canceled;
+        j.note("force-canceled".into());
+        st.assigned_at.remove(&id);
+        st.finish(id, JobResult::Canceled);
+        st.last_update += 1;
+    }
+
     /// Whether every job has ended.
     pub fn all_final(&self) -> bool {
         lock(&self.state).jobs.iter().all(|j| j.status.is_final())
@@ -539,13 +656,30 @@ impl FakeGitlab {
     }
 }
 
+/// GitLab's `cancel` event: a running job of a runner that announced `cancel_gracefully`
+/// goes to `canceling` (the runner runs after_script and sends its final update); a job
+/// not yet running, including one handed out but not yet acknowledged (GitLab keeps it
+/// pending until the runner's `PUT running`), is canceled at once, and its runner's
+/// confirmation is then refused.
 fn cancel(st: &mut State, id: u64) {
-    if let Some(j) = st.job_mut(id) {
-        match j.status {
-            Status::Running | Status::Assigned => j.status = Status::Canceling,
-            Status::Created | Status::Pending => j.status = Status::Canceled,
-            _ => {}
+    let Some(j) = st.job_mut(id) else { return };
+    match j.status {
+        Status::Running => {
+            j.status = Status::Canceling;
+            j.note("cancel requested: canceling".into());
         }
+        Status::Created => {
+            j.status = Status::Canceled;
+            j.note("canceled before it was queued".into());
+        }
+        Status::Pending | Status::Assigned => {
+            j.status = Status::Canceled;
+            j.note("canceled before it ran".into());
+            st.assigned_at.remove(&id);
+            st.finish(id, JobResult::Canceled);
+            st.last_update += 1;
+        }
+        _ => {}
     }
 }
 
@@ -569,12 +703,53 @@ fn broken_body(parts: axum::http::response::Parts) -> Response {
 
 /// Generic faults, before or after the handler; endpoint-specific ones are left to the
 /// handlers through a request extension.
-async fn inject(AxState(state): Shared, mut req: Request, next: Next) -> Response {
+async fn inject(AxState(state): Shared, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let endpoint = if path.ends_with("/jobs/request") {
+        Some(Endpoint::RequestJob)
+    } else if path.ends_with("/trace") {
+        Some(Endpoint::PatchTrace)
+    } else if method == axum::http::Method::PUT {
+        Some(Endpoint::UpdateJob)
+    } else {
+        None
+    };
+    let job = path
+        .strip_prefix("/api/v4/jobs/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|id| id.parse::<u64>().ok());
+    // The state a PUT carries, for the job's history (bodies are small JSON).
+    let (req, what) = if endpoint == Some(Endpoint::UpdateJob) {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+        let state = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["state"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        (
+            Request::from_parts(parts, Body::from(bytes)),
+            format!("PUT state={state}"),
+        )
+    } else if endpoint == Some(Endpoint::PatchTrace) {
+        let range = req
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        (req, format!("PATCH {range}"))
+    } else {
+        let w = format!("{method} {path}");
+        (req, w)
+    };
     let fault = {
         let mut st = lock(&state);
         st.calls += 1;
         st.requeue_stale();
-        let path = req.uri().path();
+        let scripted = endpoint
+            .and_then(|e| st.script.get_mut(&e))
+            .and_then(|q| q.pop_front());
         let mut allowed = vec![
             Fault::Status500,
             Fault::Unavailable503,
@@ -585,12 +760,36 @@ async fn inject(AxState(state): Shared, mut req: Request, next: Next) -> Respons
         ];
         if path.ends_with("/trace") {
             allowed.push(Fault::Rewind416);
-        } else if req.method() == axum::http::Method::PUT {
+        } else if method == axum::http::Method::PUT {
             allowed.push(Fault::Precondition412);
             allowed.push(Fault::Accepted202);
         }
-        st.draw(&allowed)
+        match scripted {
+            Some(Some(f)) => {
+                *st.injected.entry(format!("{f:?}")).or_default() += 1;
+                Some(f)
+            }
+            Some(None) => None,
+            None => st.draw(&allowed),
+        }
     };
+    let response = respond(fault, req, next).await;
+    if let Some(id) = job {
+        let mut st = lock(&state);
+        if let Some(j) = st.job_mut(id) {
+            let fault = fault.map(|f| format!(" [{f:?}]")).unwrap_or_default();
+            j.note(format!(
+                "{what} -> {}{fault} => {:?}",
+                response.status().as_u16(),
+                j.status
+            ));
+        }
+    }
+    response
+}
+
+/// The answer to one call, with `fault` applied.
+async fn respond(fault: Option<Fault>, mut req: Request, next: Next) -> Response {
     match fault {
         Some(Fault::Status500) => message(StatusCode::INTERNAL_SERVER_ERROR, "500 Internal Server Error"),
         Some(f @ (Fault::Unavailable503 | Fault::TooMany429)) => {
@@ -609,6 +808,8 @@ async fn inject(AxState(state): Shared, mut req: Request, next: Next) -> Respons
             broken_body(parts)
         }
         Some(Fault::DropAfter) => {
+            // Handlers see it too, to note that their answer never arrived.
+            req.extensions_mut().insert(Fault::DropAfter);
             let r = next.run(req).await;
             let (parts, _) = r.into_parts();
             broken_body(parts)
@@ -669,7 +870,11 @@ async fn forget_runners(AxState(state): Shared) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn request_job(AxState(state): Shared, axum::Json(body): axum::Json<Value>) -> Response {
+async fn request_job(
+    AxState(state): Shared,
+    fault: Option<axum::Extension<Fault>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     let mut st = lock(&state);
     let token = body["token"].as_str().unwrap_or_default();
     if !st.runner_tokens.iter().any(|t| t == token) {
@@ -688,6 +893,12 @@ async fn request_job(AxState(state): Shared, axum::Json(body): axum::Json<Value>
         }
         j.status = Status::Assigned;
         j.handed_out += 1;
+        let lost = if fault.map(|f| f.0) == Some(Fault::DropAfter) {
+            ", answer dropped [DropAfter]"
+        } else {
+            ""
+        };
+        j.note(format!("handed out (#{}){lost}", j.handed_out));
         let mut payload = j.payload.clone();
         let pipeline = j.pipeline;
         st.assigned_at.insert(id, Instant::now());
@@ -815,6 +1026,7 @@ async fn update_job(
         _ => return message(StatusCode::BAD_REQUEST, "400 Bad request - state is invalid"),
     };
     j.final_recorded += 1;
+    j.final_state = Some(state_name.to_string());
     j.checksum = checksum;
     j.failure_reason = body["failure_reason"].as_str().map(str::to_string);
     j.exit_code = body["exit_code"].as_i64();

@@ -221,6 +221,15 @@ pub enum Patch {
     },
     /// 403/404: the job is no longer this runner's.
     Gone,
+    /// 408/429/5xx: GitLab is busy; send again, not before `retry_after` when it named one.
+    Busy {
+        /// HTTP status.
+        status: u16,
+        /// `Retry-After`.
+        retry_after: Option<Duration>,
+        /// The start of the answer's body.
+        body: String,
+    },
 }
 
 /// What a job state update gave.
@@ -569,6 +578,11 @@ impl Client {
                 None => Err(status_error("patch_trace", &a)),
             },
             403 | 404 => Ok(Patch::Gone),
+            408 | 429 | 500 | 502 | 503 | 504 => Ok(Patch::Busy {
+                status: a.status,
+                retry_after: a.retry_after(),
+                body: a.body_text(),
+            }),
             _ => Err(status_error("patch_trace", &a)),
         }
     }

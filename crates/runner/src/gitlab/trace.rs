@@ -142,6 +142,8 @@ pub struct JobSession {
     keepalive: Duration,
     /// GitLab said the job is no longer ours (403/404): nothing more is sent.
     gone: bool,
+    /// A busy answer's `Retry-After`: no patch before this.
+    not_before: Option<Instant>,
 }
 
 impl JobSession {
@@ -164,6 +166,7 @@ impl JobSession {
             signals,
             keepalive: KEEPALIVE,
             gone: false,
+            not_before: None,
         }
     }
 
@@ -176,10 +179,15 @@ impl JobSession {
         self
     }
 
-    fn job_status(&self, status: Option<&str>) {
+    fn job_status(&mut self, status: Option<&str>) {
         match status {
             Some("canceling") => self.signals.canceling.cancel(),
-            Some("canceled") | Some("failed") => self.signals.abort.cancel(),
+            // The job already ended on GitLab's side: stop, and send no final state
+            // (GitLab Runner's abort), which GitLab would refuse anyway.
+            Some("canceled") | Some("failed") => {
+                self.gone = true;
+                self.signals.abort.cancel();
+            }
             _ => {}
         }
     }
@@ -222,8 +230,27 @@ impl JobSession {
                     self.signals.abort.cancel();
                     return Ok(());
                 }
+                Patch::Busy {
+                    status,
+                    retry_after,
+                    body,
+                } => {
+                    self.not_before = retry_after.map(|d| Instant::now() + d);
+                    return Err(ApiError::Status {
+                        endpoint: "patch_trace",
+                        status,
+                        body,
+                    });
+                }
             }
         }
+    }
+
+    /// How long a busy GitLab asked to be left alone (`Retry-After`), from now.
+    fn retry_after(&self) -> Duration {
+        self.not_before
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
     }
 
     /// Streams the trace every interval and keeps the job alive until `done` fires.
@@ -234,7 +261,9 @@ impl JobSession {
                 _ = self.signals.abort.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
             }
-            if let Err(e) = self.flush().await {
+            if self.retry_after().is_zero()
+                && let Err(e) = self.flush().await
+            {
                 tracing::warn!(job = self.id, "trace update failed, will retry: {e}");
             }
             if self.last_contact.elapsed() >= self.keepalive {
@@ -282,6 +311,11 @@ impl JobSession {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            // A busy GitLab's Retry-After holds for the last patches too.
+            let busy = self.retry_after();
+            if !busy.is_zero() {
+                tokio::time::sleep(busy).await;
+            }
             let step = async {
                 self.flush().await?;
                 // A local abort (timeout, shutdown) still reports; only GitLab's "not
@@ -322,7 +356,7 @@ impl JobSession {
                 Err(e) if started.elapsed() >= deadline => return Err(e),
                 Err(e) => {
                     tracing::warn!(job = self.id, "final update failed, retrying: {e}");
-                    backoff.wait(attempt)
+                    backoff.wait(attempt).max(self.retry_after())
                 }
             };
             if started.elapsed() >= deadline {
