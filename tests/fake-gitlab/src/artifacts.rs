@@ -38,13 +38,35 @@ pub fn format_for_type(artifact_type: &str) -> Option<&'static str> {
     Some(match artifact_type {
         "archive" | "lsif" => "zip",
         "trace" => "raw",
-        "metadata" | "junit" | "metrics" | "metrics_referee" | "network_referee" | "dotenv"
-        | "cobertura" | "jacoco" | "cluster_applications" | "cyclonedx" | "annotations"
+        "metadata"
+        | "junit"
+        | "metrics"
+        | "metrics_referee"
+        | "network_referee"
+        | "dotenv"
+        | "cobertura"
+        | "jacoco"
+        | "cluster_applications"
+        | "cyclonedx"
+        | "annotations"
         | "repository_xray" => "gzip",
-        "sast" | "secret_detection" | "dependency_scanning" | "container_scanning"
-        | "cluster_image_scanning" | "dast" | "license_scanning" | "accessibility" | "codequality"
-        | "performance" | "browser_performance" | "load_performance" | "terraform" | "requirements"
-        | "requirements_v2" | "coverage_fuzzing" | "api_fuzzing" => "raw",
+        "sast"
+        | "secret_detection"
+        | "dependency_scanning"
+        | "container_scanning"
+        | "cluster_image_scanning"
+        | "dast"
+        | "license_scanning"
+        | "accessibility"
+        | "codequality"
+        | "performance"
+        | "browser_performance"
+        | "load_performance"
+        | "terraform"
+        | "requirements"
+        | "requirements_v2"
+        | "coverage_fuzzing"
+        | "api_fuzzing" => "raw",
         _ => return None,
     })
 }
@@ -151,10 +173,7 @@ pub fn parse_dotenv(gzip: &[u8]) -> Result<Vec<(String, String)>, Refusal> {
             errors.push("Key can contain only letters, digits and '_'.".to_string());
         }
         if !errors.is_empty() {
-            return Err(bad_request(format!(
-                "Validation failed: {}",
-                errors.join(", ")
-            )));
+            return Err(bad_request(format!("Validation failed: {}", errors.join(", "))));
         }
     }
     Ok(vars)

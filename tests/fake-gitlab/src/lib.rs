@@ -721,12 +721,14 @@ async fn request_job(AxState(state): Shared, axum::Json(body): axum::Json<Value>
                 && dep.pipeline == pipeline
             {
                 d.token = dep.payload.token.clone();
-                d.artifacts_file = dep.uploads.iter().find(|u| u.artifact_type == "archive").map(|u| {
-                    ArtifactsFile {
+                d.artifacts_file = dep
+                    .uploads
+                    .iter()
+                    .find(|u| u.artifact_type == "archive")
+                    .map(|u| ArtifactsFile {
                         filename: u.filename.clone(),
                         size: u.size as u64,
-                    }
-                });
+                    });
                 dotenv.extend(dep.dotenv.iter().cloned());
             }
         }
