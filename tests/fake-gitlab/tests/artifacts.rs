@@ -70,9 +70,12 @@ async fn finish(c: &reqwest::Client, url: &str, job: &Value) {
 
 #[tokio::test]
 async fn uploads_by_type_and_dotenv_variables_for_dependents() {
-    let mut opts = Options::default();
-    opts.max_artifacts_size = 1000;
-    let fake = FakeGitlab::start(opts).await.unwrap();
+    let fake = FakeGitlab::start(Options {
+        max_artifacts_size: 1000,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     let ci = "stages: [a, b]\nvariables: {FROM_YAML: yaml}\nfirst:\n  stage: a\n  script: [x]\n  artifacts: {reports: {dotenv: a.env}}\nsecond:\n  stage: b\n  script: [y]\nthird:\n  stage: b\n  dependencies: []\n  script: [z]\n";
     fake.create_pipeline(ci, None, &[("PROJECT_WINS", "project", false)])
         .unwrap();
