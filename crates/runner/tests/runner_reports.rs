@@ -124,6 +124,9 @@ test:
     assert!(out.status.success(), "podci run failed: {stderr}");
     let jobs = fake.jobs();
     let trace = |i: usize| String::from_utf8_lossy(&jobs[i].trace).into_owned();
+    if std::env::var_os("PODCI_E2E_SHOW").is_some() {
+        (0..jobs.len()).for_each(|i| eprintln!("--- {}\n{}", jobs[i].name, trace(i)));
+    }
     for (i, j) in jobs.iter().enumerate() {
         assert_eq!(j.status, Status::Success, "{}:\n{}", j.name, trace(i));
         assert_eq!(j.checksum.as_deref(), Some(j.trace_checksum().as_str()));
@@ -217,6 +220,9 @@ test:
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let jobs = fake.jobs();
     let t = String::from_utf8_lossy(&jobs[0].trace).into_owned();
+    if std::env::var_os("PODCI_E2E_SHOW").is_some() {
+        eprintln!("--- {}\n{t}", jobs[0].name);
+    }
     // The archive went up; GitLab's answer to the dotenv is in the trace, and fails the job.
     assert!(
         t.contains("Uploading artifacts as \"archive\" to coordinator... 201 Created"),
