@@ -159,7 +159,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let arts = crate::executors::GitlabArtifacts { client: client()? };
             match rt.block_on(arts.upload(&payload, &dirs.project, job_status == JobResult::Success)) {
                 Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
-                Err(e) => return fail(&e.message),
+                Err(e) => {
+                    // Lines of the uploads done before the failure, then the failure.
+                    let mut lines: Vec<&str> = e.message.lines().collect();
+                    let last = lines.pop().unwrap_or_default();
+                    lines.iter().for_each(|l| println!("{l}"));
+                    return fail(last);
+                }
             }
         }
         HelperCommand::CachePull => {

@@ -535,8 +535,11 @@ impl Sources for GitSources {
     }
 }
 
-/// Artifacts through GitLab: `POST /jobs/:id/artifacts` (a zip of the `archive` entry)
-/// and `GET /jobs/:dep/artifacts` with each dependency's token.
+/// Artifacts through GitLab: `POST /jobs/:id/artifacts`, one upload per entry of the
+/// payload's `artifacts` (the `archive` and each `reports:` type, in GitLab's format for
+/// it), and `GET /jobs/:dep/artifacts` with each dependency's token. `reports:dotenv`
+/// variables need no download: GitLab parses them on upload and puts them into the
+/// payloads of the jobs that depend on this one.
 pub(crate) struct GitlabArtifacts {
     pub(crate) client: Client,
 }
@@ -546,6 +549,114 @@ fn when_matches(when: &str, succeeded: bool) -> bool {
         "always" => true,
         "on_failure" => !succeeded,
         _ => succeeded,
+    }
+}
+
+/// The file name of an upload, as GitLab Runner's `artifactFilename`: the base name of
+/// the entry's `name` (`artifacts` when unset, `default` when empty) plus the format's
+/// extension.
+fn artifact_filename(name: Option<&str>, format: &str) -> String {
+    let name = name.unwrap_or("artifacts");
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let base = if base.is_empty() || base == "." {
+        "default"
+    } else {
+        base
+    };
+    match format {
+        "zip" | "zipzstd" => format!("{base}.zip"),
+        "gzip" => format!("{base}.gz"),
+        "tarzstd" => format!("{base}.tar.zst"),
+        _ => base.to_string(),
+    }
+}
+
+/// Why an artifacts entry could not be packed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PackError {
+    /// `artifact_format` is none GitLab Runner writes.
+    #[error("artifact_format {0:?} is not supported (zip, gzip or raw)")]
+    Format(String),
+    /// `raw` sends one file as it is.
+    #[error("only one file can be sent as raw; {0} files match")]
+    TooManyForRaw(usize),
+    /// The paths or the archive.
+    #[error("{0}")]
+    Archive(String),
+}
+
+/// Packs `entries` of `dir` into `out` in `format`; returns how many files went in.
+/// `gzip` is GitLab Runner's: one gzip member per regular file (name and mtime in the
+/// member header), which GitLab reads member by member; `raw` is the single file as is.
+pub(crate) fn pack(
+    dir: &Path,
+    entries: &[podci_cache::paths::Entry],
+    format: &str,
+    out: &Path,
+) -> Result<usize, PackError> {
+    use podci_cache::paths::EntryKind;
+    let io = |e: std::io::Error| PackError::Archive(format!("{}: {e}", out.display()));
+    let files: Vec<&podci_cache::paths::Entry> =
+        entries.iter().filter(|e| e.kind == EntryKind::File).collect();
+    match format {
+        "zip" | "" => {
+            let f = std::fs::File::create(out).map_err(io)?;
+            podci_cache::archive::write_zip(dir, entries, f)
+                .map_err(|e| PackError::Archive(e.to_string()))?;
+            Ok(files.len())
+        }
+        "gzip" => {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(out).map_err(io)?);
+            for e in &files {
+                let path = dir.join(&e.rel);
+                let mut src = std::fs::File::open(&path)
+                    .map_err(|err| PackError::Archive(format!("{}: {err}", path.display())))?;
+                let mtime = e
+                    .meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(0));
+                let base = e.rel.rsplit('/').next().unwrap_or(&e.rel);
+                let mut gz = flate2::GzBuilder::new()
+                    .filename(base.as_bytes())
+                    .comment(e.rel.as_bytes())
+                    .mtime(mtime)
+                    .write(&mut f, flate2::Compression::default());
+                std::io::copy(&mut src, &mut gz).map_err(io)?;
+                gz.finish().map_err(io)?;
+            }
+            std::io::Write::flush(&mut f).map_err(io)?;
+            Ok(files.len())
+        }
+        "raw" => match files.as_slice() {
+            [] => Ok(0),
+            [one] => {
+                std::fs::copy(dir.join(&one.rel), out).map_err(io)?;
+                Ok(1)
+            }
+            many => Err(PackError::TooManyForRaw(many.len())),
+        },
+        other => Err(PackError::Format(other.to_string())),
+    }
+}
+
+/// GitLab's `{"message": ...}` of a refused upload, else the body as it came.
+fn gitlab_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| match &v["message"] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => v["error"].as_str().map(str::to_string),
+            other => Some(other.to_string()),
+        })
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+fn status_text(code: u16) -> String {
+    match reqwest::StatusCode::from_u16(code) {
+        Ok(s) => format!("{code} {}", s.canonical_reason().unwrap_or_default()),
+        Err(_) => code.to_string(),
     }
 }
 
@@ -582,6 +693,9 @@ impl ArtifactTransport for GitlabArtifacts {
         .boxed()
     }
 
+    /// One upload per matching entry, in payload order, as GitLab Runner's
+    /// `artifacts-uploader` calls; the first failure stops the rest. A failure's message
+    /// starts with the trace lines of the uploads done before it (one per line).
     fn upload<'a>(
         &'a self,
         payload: &'a JobPayload,
@@ -589,50 +703,90 @@ impl ArtifactTransport for GitlabArtifacts {
         succeeded: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, StageError>> {
         async move {
-            let mut lines = Vec::new();
-            for a in payload
-                .artifacts
-                .iter()
-                .filter(|a| a.artifact_type == "archive" || a.artifact_type.is_empty())
-            {
+            let mut lines: Vec<String> = Vec::new();
+            let fail = |lines: &mut Vec<String>, m: String| {
+                lines.push(m);
+                StageError::system(lines.join("\n"))
+            };
+            for (i, a) in payload.artifacts.iter().enumerate() {
                 if !when_matches(&a.when, succeeded) {
                     continue;
                 }
-                let (paths, exclude, dir) = (a.paths.clone(), a.exclude.clone(), project_dir.to_path_buf());
-                let zip = project_dir.with_extension("artifacts.zip");
-                let out = zip.clone();
-                let built = tokio::task::spawn_blocking(move || -> Result<(usize, Vec<String>), String> {
-                    let set =
-                        podci_cache::paths::PathSet::new(&paths, &exclude).map_err(|e| e.to_string())?;
-                    let collected = set.collect(&dir).map_err(|e| e.to_string())?;
-                    if collected.files.is_empty() {
-                        return Ok((0, collected.warnings));
+                let kind = if a.artifact_type.is_empty() {
+                    "archive"
+                } else {
+                    a.artifact_type.as_str()
+                };
+                let format = if a.artifact_format.is_empty() {
+                    "zip"
+                } else {
+                    a.artifact_format.as_str()
+                };
+                let (paths, exclude, untracked, dir) = (
+                    a.paths.clone(),
+                    a.exclude.clone(),
+                    a.untracked,
+                    project_dir.to_path_buf(),
+                );
+                let file = project_dir.with_extension(format!("artifacts-{i}"));
+                let out = file.clone();
+                let fmt = format.to_string();
+                let built =
+                    tokio::task::spawn_blocking(move || -> Result<(usize, usize, Vec<String>), PackError> {
+                        let set =
+                            podci_cache::paths::PathSet::with_untracked(&paths, &exclude, untracked, &dir)
+                                .map_err(|e| PackError::Archive(e.to_string()))?;
+                        let collected = set.collect(&dir).map_err(|e| PackError::Archive(e.to_string()))?;
+                        if collected.files.is_empty() {
+                            return Ok((0, 0, collected.warnings));
+                        }
+                        let n = pack(&dir, &collected.files, &fmt, &out)?;
+                        Ok((collected.files.len(), n, collected.warnings))
+                    })
+                    .await
+                    .map_err(|e| StageError::system(e.to_string()))?;
+                let (found, packed, warnings) = match built {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&file).await;
+                        return Err(fail(
+                            &mut lines,
+                            format!("cannot pack artifacts as {kind:?}: {e}"),
+                        ));
                     }
-                    let f = std::fs::File::create(&out).map_err(|e| e.to_string())?;
-                    podci_cache::archive::write_zip(&dir, &collected.files, f).map_err(|e| e.to_string())?;
-                    Ok((collected.files.len(), collected.warnings))
-                })
-                .await
-                .map_err(|e| StageError::system(e.to_string()))?
-                .map_err(|e| StageError::system(format!("cannot archive artifacts: {e}")))?;
-                lines.extend(built.1.into_iter().map(|w| format!("WARNING: {w}")));
-                if built.0 == 0 {
-                    lines.push("WARNING: no files to upload".into());
+                };
+                lines.extend(warnings.into_iter().map(|w| format!("WARNING: {w}")));
+                lines.push(format!(
+                    "{}: found {found} matching artifact files and directories",
+                    a.paths.join(", ")
+                ));
+                if found == 0 || packed == 0 {
+                    let _ = tokio::fs::remove_file(&file).await;
+                    lines.push("WARNING: No files to upload".into());
                     continue;
                 }
                 let opts = UploadOptions {
-                    filename: "artifacts.zip".into(),
-                    format: "zip".into(),
-                    kind: "archive".into(),
-                    expire_in: a.expire_in.clone(),
+                    filename: artifact_filename(a.name.as_deref(), format),
+                    format: format.into(),
+                    kind: kind.into(),
+                    expire_in: a.expire_in.clone().filter(|e| !e.is_empty()),
                 };
                 let r = self
                     .client
-                    .upload_artifacts(payload.id, &payload.token, &zip, &opts)
+                    .upload_artifacts(payload.id, &payload.token, &file, &opts)
                     .await;
-                let _ = tokio::fs::remove_file(&zip).await;
-                r.map_err(|e| StageError::system(e.to_string()))?;
-                lines.push(format!("Uploading artifacts... {} file(s): 201 Created", built.0));
+                let _ = tokio::fs::remove_file(&file).await;
+                let head = format!("Uploading artifacts as {kind:?} to coordinator...");
+                match r {
+                    Ok(()) => lines.push(format!("{head} 201 Created")),
+                    Err(crate::gitlab::ApiError::Status { status, body, .. }) => {
+                        return Err(fail(
+                            &mut lines,
+                            format!("{head} {} ({})", status_text(status), gitlab_message(&body)),
+                        ));
+                    }
+                    Err(e) => return Err(fail(&mut lines, format!("{head} failed: {e}"))),
+                }
             }
             Ok(lines)
         }
@@ -712,6 +866,81 @@ mod tests {
                 .iter()
                 .all(|s| !s.script.contains(&p.token) || p.token.is_empty())
         );
+    }
+
+    #[test]
+    fn upload_file_names_as_gitlab_runner() {
+        assert_eq!(artifact_filename(None, "zip"), "artifacts.zip");
+        assert_eq!(artifact_filename(Some("my build"), "zip"), "my build.zip");
+        assert_eq!(artifact_filename(Some("dir/junit.xml"), "gzip"), "junit.xml.gz");
+        assert_eq!(artifact_filename(Some(""), "gzip"), "default.gz");
+        assert_eq!(
+            artifact_filename(Some("gl-sast-report.json"), "raw"),
+            "gl-sast-report.json"
+        );
+    }
+
+    #[test]
+    fn gzip_has_one_member_per_file_and_raw_takes_one_file() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("r")).unwrap();
+        std::fs::write(dir.path().join("r/a.xml"), "<a/>").unwrap();
+        std::fs::write(dir.path().join("r/b.xml"), "<b/>").unwrap();
+        let set = podci_cache::paths::PathSet::new(&["r/".to_string()], &[]).unwrap();
+        let entries = set.collect(dir.path()).unwrap().files;
+        let out = dir.path().join("out.gz");
+        assert_eq!(pack(dir.path(), &entries, "gzip", &out).unwrap(), 2);
+        let data = std::fs::read(&out).unwrap();
+        let mut rest = &data[..];
+        let mut members = Vec::new();
+        while !rest.is_empty() {
+            let mut d = flate2::bufread::GzDecoder::new(rest);
+            let mut body = String::new();
+            d.read_to_string(&mut body).unwrap();
+            let name = d
+                .header()
+                .and_then(|h| h.filename())
+                .map(|n| String::from_utf8_lossy(n).into_owned());
+            members.push((name.unwrap_or_default(), body));
+            rest = d.into_inner();
+        }
+        assert_eq!(
+            members,
+            [
+                ("a.xml".to_string(), "<a/>".to_string()),
+                ("b.xml".to_string(), "<b/>".to_string())
+            ]
+        );
+        assert!(matches!(
+            pack(dir.path(), &entries, "raw", &out),
+            Err(PackError::TooManyForRaw(2))
+        ));
+        let one = podci_cache::paths::PathSet::new(&["r/a.xml".to_string()], &[])
+            .unwrap()
+            .collect(dir.path())
+            .unwrap()
+            .files;
+        assert_eq!(pack(dir.path(), &one, "raw", &out).unwrap(), 1);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "<a/>");
+        assert!(matches!(
+            pack(dir.path(), &one, "tar", &out),
+            Err(PackError::Format(_))
+        ));
+    }
+
+    #[test]
+    fn gitlab_messages_from_answers() {
+        assert_eq!(
+            gitlab_message(r#"{"message":"Invalid Format"}"#),
+            "Invalid Format"
+        );
+        assert_eq!(
+            gitlab_message(r#"{"error":"artifact_type does not have a valid value"}"#),
+            "artifact_type does not have a valid value"
+        );
+        assert_eq!(gitlab_message("plain text "), "plain text");
+        assert_eq!(status_text(400), "400 Bad Request");
     }
 
     #[test]

@@ -33,6 +33,9 @@ use podci_model::payload::{ArtifactsFile, JobPayload};
 use podci_model::schedule::{Action, Event, JobResult, Scheduler, job_specs};
 use serde_json::{Value, json};
 
+pub mod artifacts;
+pub use artifacts::Upload;
+
 /// Faults the server can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Fault {
@@ -100,6 +103,9 @@ pub struct Options {
     pub trace_interval: u64,
     /// A job handed out but not confirmed (`PUT running`) returns to the queue after this.
     pub ack_timeout: Duration,
+    /// The largest artifacts file accepted; larger uploads get 413 (GitLab's
+    /// `max_artifacts_size`, 100 MiB by default).
+    pub max_artifacts_size: usize,
 }
 
 impl Default for Options {
@@ -112,6 +118,7 @@ impl Default for Options {
             seed: 1,
             trace_interval: 3,
             ack_timeout: Duration::from_secs(2),
+            max_artifacts_size: 100 << 20,
         }
     }
 }
@@ -186,9 +193,13 @@ pub struct JobRecord {
     /// When the job was created, for the times in `history`.
     #[serde(skip)]
     created: Instant,
-    /// The uploaded artifacts archive and its query parameters.
+    /// The uploaded `archive` artifact and its query parameters.
     #[serde(skip)]
     pub artifacts: Option<(Vec<u8>, String)>,
+    /// Every accepted upload, one per `artifact_type` (as GitLab keeps them).
+    pub uploads: Vec<Upload>,
+    /// Variables of the accepted `reports:dotenv` upload, passed to dependent jobs.
+    pub dotenv: Vec<(String, String)>,
     /// The payload handed out.
     #[serde(skip)]
     pub payload: JobPayload,
@@ -228,6 +239,8 @@ struct Pipe {
     scheduler: Scheduler,
     /// Instance name -> job id.
     ids: HashMap<String, u64>,
+    /// Keys of the project variables: they win over dotenv variables, as in GitLab.
+    project_keys: Vec<String>,
 }
 
 struct State {
@@ -553,11 +566,21 @@ impl FakeGitlab {
                 history: Vec::new(),
                 created: Instant::now(),
                 artifacts: None,
+                uploads: Vec::new(),
+                dotenv: Vec::new(),
                 payload,
             });
         }
         let actions = scheduler.start();
-        st.pipelines.insert(pipeline_id, Pipe { scheduler, ids });
+        let project_keys = variables.iter().map(|(k, _, _)| k.to_string()).collect();
+        st.pipelines.insert(
+            pipeline_id,
+            Pipe {
+                scheduler,
+                ids,
+                project_keys,
+            },
+        );
         st.apply_actions(pipeline_id, actions);
         st.last_update += 1;
         Ok(pipeline_id)
@@ -903,16 +926,40 @@ async fn request_job(
         let pipeline = j.pipeline;
         st.assigned_at.insert(id, Instant::now());
         // Dependencies carry their tokens and artifacts as of now.
+        let mut dotenv: Vec<(String, String)> = Vec::new();
         for d in &mut payload.dependencies {
             if let Some(dep) = st.by_id.get(&d.id).and_then(|&i| st.jobs.get(i))
                 && dep.pipeline == pipeline
             {
                 d.token = dep.payload.token.clone();
-                d.artifacts_file = dep.artifacts.as_ref().map(|(a, _)| ArtifactsFile {
-                    filename: "artifacts.zip".into(),
-                    size: a.len() as u64,
-                });
+                d.artifacts_file = dep
+                    .uploads
+                    .iter()
+                    .find(|u| u.artifact_type == "archive")
+                    .map(|u| ArtifactsFile {
+                        filename: u.filename.clone(),
+                        size: u.size as u64,
+                    });
+                dotenv.extend(dep.dotenv.iter().cloned());
             }
+        }
+        // Dotenv variables of the dependencies (GitLab's `dependency_variables`): after the
+        // job's own `variables:`, under the project's variables.
+        let project_keys = st
+            .pipelines
+            .get(&pipeline)
+            .map(|p| p.project_keys.clone())
+            .unwrap_or_default();
+        for (key, value) in dotenv {
+            if project_keys.contains(&key) {
+                continue;
+            }
+            payload.variables.push(podci_model::payload::JobVariable {
+                key,
+                value,
+                public: false,
+                ..Default::default()
+            });
         }
         return match serde_json::to_value(&payload) {
             Ok(v) => reply(StatusCode::CREATED, v),
@@ -1096,8 +1143,8 @@ async fn patch_trace(
     r
 }
 
-/// The first part of a multipart/form-data body named `file`.
-fn multipart_file(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+/// The first part of a multipart/form-data body named `file`: its file name and bytes.
+fn multipart_file(headers: &HeaderMap, body: &[u8]) -> Option<(String, Vec<u8>)> {
     let ct = headers.get("content-type")?.to_str().ok()?;
     let boundary = ct.split("boundary=").nth(1)?.trim_matches('"');
     let open = format!("--{boundary}\r\n");
@@ -1109,7 +1156,13 @@ fn multipart_file(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
     }
     let close = format!("\r\n--{boundary}");
     let end = head_end + find(&body[head_end..], close.as_bytes())?;
-    Some(body[head_end..end].to_vec())
+    let filename = head
+        .split("filename=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    Some((filename, body[head_end..end].to_vec()))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -1124,6 +1177,7 @@ async fn upload_artifacts(
     body: Bytes,
 ) -> Response {
     let mut st = lock(&state);
+    let max_size = st.opts.max_artifacts_size;
     let Some(j) = st.job_mut(id) else {
         return message(StatusCode::NOT_FOUND, "404 Not Found");
     };
@@ -1133,11 +1187,86 @@ async fn upload_artifacts(
     if !matches!(j.status, Status::Running | Status::Canceling) {
         return message(StatusCode::FORBIDDEN, "403 Forbidden - Job is not running");
     }
-    let Some(file) = multipart_file(&headers, &body) else {
+    let query = uri.query().unwrap_or_default().to_string();
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| percent_decode(v))
+        })
+    };
+    // GitLab's defaults for both parameters.
+    let artifact_type = param("artifact_type").unwrap_or_else(|| "archive".into());
+    let artifact_format = param("artifact_format").unwrap_or_else(|| "zip".into());
+    let expire_in = param("expire_in");
+    let Some((filename, file)) = multipart_file(&headers, &body) else {
         return message(StatusCode::BAD_REQUEST, "400 Bad request - file is missing");
     };
-    j.artifacts = Some((file, uri.query().unwrap_or_default().to_string()));
+    if file.len() > max_size {
+        return message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file size has reached maximum size limit",
+        );
+    }
+    let refuse = |r: artifacts::Refusal| {
+        message(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+            &r.message,
+        )
+    };
+    if let Err(r) = artifacts::check_type_and_format(&artifact_type, &artifact_format) {
+        return refuse(r);
+    }
+    // One artifact per type: the same file again is a no-op, another one a conflict.
+    if let Some(existing) = j.uploads.iter().find(|u| u.artifact_type == artifact_type) {
+        if existing.data == file {
+            return reply(StatusCode::CREATED, json!({}));
+        }
+        return message(
+            StatusCode::BAD_REQUEST,
+            "another artifact of the same type already exists",
+        );
+    }
+    if artifact_type == "dotenv" {
+        match artifacts::parse_dotenv(&file) {
+            Ok(vars) => j.dotenv = vars,
+            Err(r) => return refuse(r),
+        }
+    }
+    if artifact_type == "archive" {
+        j.artifacts = Some((file.clone(), query.clone()));
+    }
+    j.uploads.push(Upload {
+        artifact_type,
+        artifact_format,
+        expire_in,
+        filename,
+        size: file.len(),
+        data: file,
+    });
     reply(StatusCode::CREATED, json!({}))
+}
+
+/// `%XX` and `+` of a query value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(x)) => {
+                out.push(x);
+                i += 2;
+            }
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn download_artifacts(

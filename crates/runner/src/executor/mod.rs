@@ -161,7 +161,9 @@ pub trait ArtifactTransport: Send + Sync {
         payload: &'a JobPayload,
         project_dir: &'a Path,
     ) -> BoxFuture<'a, Result<Vec<(String, String)>, StageError>>;
-    /// Stores the job's `artifacts` (those whose `when` matches); returns trace lines.
+    /// Stores the job's `artifacts` (those whose `when` matches); returns trace lines. A
+    /// failure's message may start with trace lines of what was stored before it: all
+    /// lines but the last are shown as they are, the last as the error.
     fn upload<'a>(
         &'a self,
         payload: &'a JobPayload,
@@ -592,7 +594,13 @@ async fn run_in_session(
                 }
             }
             Err(e) => {
-                trace.error(&e.message);
+                // Lines of the uploads done before the failure come first.
+                let mut lines: Vec<&str> = e.message.lines().collect();
+                let last = lines.pop().unwrap_or_default();
+                for l in lines {
+                    trace.line(l);
+                }
+                trace.error(last);
                 if succeeded {
                     return failed(e.reason, None);
                 }
