@@ -24,5 +24,6 @@ pub mod executor;
 pub mod executors;
 pub mod files;
 pub mod gitlab;
+pub mod idle;
 pub mod manager;
 pub mod metrics;
