@@ -137,6 +137,19 @@ impl IdleState {
 /// Watches `activity` (running jobs, jobs started so far) every `quiet / 2` and calls
 /// [`release_memory`] once each time the runner has been idle for `quiet`, until
 /// `stop` fires.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use std::sync::Arc;
+/// let metrics = Arc::new(podci::metrics::Metrics::default());
+/// let stop = tokio_util::sync::CancellationToken::new();
+/// let activity = {
+///     let metrics = metrics.clone();
+///     move || metrics.jobs_activity()
+/// };
+/// tokio::spawn(podci::idle::watch(podci::idle::DEFAULT_QUIET, activity, stop.clone()));
+/// # }
+/// ```
 pub async fn watch(
     quiet: Duration,
     activity: impl Fn() -> (u64, u64),
@@ -182,10 +195,12 @@ mod tests {
         assert!(!s.observe(0, 1, at(42)));
         assert!(s.observe(0, 1, at(43)));
         assert!(!s.observe(0, 1, at(44)));
-        // A job that started and ended between two observations still resets the wait.
+        // A job that started and ended between two observations still resets the wait:
+        // the quiet period starts at the next observation that sees no new job.
         assert!(!s.observe(0, 2, at(45)));
         assert!(!s.observe(0, 2, at(46)));
-        assert!(s.observe(0, 2, at(47)));
+        assert!(!s.observe(0, 2, at(47)));
+        assert!(s.observe(0, 2, at(48)));
     }
 
     #[test]

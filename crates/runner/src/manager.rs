@@ -510,3 +510,7 @@ impl JobTask {
 #[cfg(test)]
 #[path = "manager_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "manager_idle_tests.rs"]
+mod idle_tests;
