@@ -26,9 +26,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# PODCI=/path/to/podci compares another build (e.g. before a change) on the same server.
 echo "building podci and fake-gitlab (release)..." >&2
-(cd "$root" && cargo build --release -q -p podci -p podci-fake-gitlab)
-podci="$target/release/podci"
+(cd "$root" && cargo build --release -q -p podci-fake-gitlab && { [ -n "${PODCI:-}" ] || cargo build --release -q -p podci; })
+podci="${PODCI:-$target/release/podci}"
 fake="$target/release/fake-gitlab"
 
 now() { python3 -c 'import time; print(time.monotonic())'; }
