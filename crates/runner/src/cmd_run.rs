@@ -104,11 +104,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let system_id = system_id(&args.config)?;
+    // Before the runtime starts, so that no thread faults in a huge page (see crate::idle).
+    if let Err(e) = crate::idle::disable_transparent_huge_pages() {
+        tracing::debug!("transparent huge pages stay on: {e}");
+    }
     // Blocking threads (file I/O, archives) exit 1 s after their last task rather than
-    // tokio's 10 s: an idle runner should give their stacks back promptly.
+    // tokio's 10 s: an idle runner should give their stacks back promptly. Each worker
+    // returns its own freed allocator pages when it parks after an idle release.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_keep_alive(Duration::from_secs(1))
+        .on_thread_park(crate::idle::on_worker_park)
         .enable_all()
         .build()?;
     rt.block_on(serve(args, config, system_id))?;
@@ -193,6 +199,13 @@ async fn serve(args: Args, config: Config, system_id: String) -> anyhow::Result<
         .trace_interval_ms
         .map(Duration::from_millis)
         .unwrap_or(crate::gitlab::trace::DEFAULT_INTERVAL);
+    // Once no job has run for a while, give the memory the jobs freed back to the OS.
+    {
+        let metrics = metrics.clone();
+        let stop = server_stop.clone();
+        let quiet = crate::idle::DEFAULT_QUIET;
+        tokio::spawn(async move { crate::idle::watch(quiet, move || metrics.jobs_activity(), stop).await });
+    }
     let manager = Manager::new(metrics, crate::executors::factory(), system_id)
         .trace_interval(interval)
         .max_jobs(args.max_jobs);

@@ -24,6 +24,7 @@ pub mod executor;
 pub mod executors;
 pub mod files;
 pub mod gitlab;
+pub mod idle;
 pub mod job_cache;
 pub mod manager;
 pub mod metrics;

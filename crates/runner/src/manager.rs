@@ -634,3 +634,7 @@ impl JobTask {
 #[cfg(test)]
 #[path = "manager_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "manager_idle_tests.rs"]
+mod idle_tests;

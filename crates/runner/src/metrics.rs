@@ -70,6 +70,14 @@ impl Metrics {
         }
     }
 
+    /// Jobs running now and jobs started since the runner started, over all runners:
+    /// what the idle watcher ([`crate::idle`]) needs to tell a quiet runner from a busy one.
+    pub fn jobs_activity(&self) -> (u64, u64) {
+        let running: i64 = lock(&self.jobs_running).values().sum();
+        let started: u64 = lock(&self.jobs_total).values().sum();
+        (u64::try_from(running).unwrap_or(0), started)
+    }
+
     /// A job ended with a failure.
     pub fn job_failed(&self, runner: &str, reason: &str) {
         *lock(&self.failed_jobs)
@@ -222,5 +230,17 @@ mod tests {
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line} in\n{t}");
         }
+    }
+
+    #[test]
+    fn activity_counts_running_and_started_jobs_over_all_runners() {
+        let m = Metrics::default();
+        assert_eq!(m.jobs_activity(), (0, 0));
+        m.job_running("aaaa", "shell", 1);
+        m.job_running("bbbb", "kubernetes", 1);
+        assert_eq!(m.jobs_activity(), (2, 2));
+        m.job_running("aaaa", "shell", -1);
+        m.job_running("bbbb", "kubernetes", -1);
+        assert_eq!(m.jobs_activity(), (0, 2));
     }
 }
