@@ -54,7 +54,9 @@ fn can_run() -> bool {
         std::env::var_os("CI").is_none(),
         "CI runs as root with util-linux: container roots must work"
     );
-    eprintln!("SKIPPING executor robustness test: needs root and unshare for the fake server's container roots");
+    eprintln!(
+        "SKIPPING executor robustness test: needs root and unshare for the fake server's container roots"
+    );
     false
 }
 
@@ -142,7 +144,8 @@ async fn run_job_into(
 /// otherwise (`sh -c ...` of the log reader and helper steps). It stands for a build
 /// image whose shell ends before it reads its stdin.
 fn early_exit_sh() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("early-exit-sh-{}", std::process::id()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("early-exit-sh-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     let sh = dir.join("sh");
     std::fs::write(&sh, "#!/bin/sh\n[ $# -eq 0 ] && exit 0\nexec /bin/sh \"$@\"\n").expect("write sh");
@@ -199,7 +202,10 @@ async fn exec_strategy_runs_a_script_larger_than_every_buffer() {
     let mut script = big_script(1200);
     // Output while the launcher is still being written would stall a start that does
     // not read; and a second step after the big one.
-    script.insert(0, "i=1; while [ $i -le 300 ]; do echo \"out $i $(printf '%0100d' $i)\"; i=$((i+1)); done".into());
+    script.insert(
+        0,
+        "i=1; while [ $i -le 300 ]; do echo \"out $i $(printf '%0100d' $i)\"; i=$((i+1)); done".into(),
+    );
     let mut p = payload(22, script);
     p.steps.push(Step {
         name: "after_script".into(),
@@ -281,9 +287,15 @@ async fn helper_steps_survive_cut_streams_without_losing_or_repeating_a_byte() {
     assert_eq!(cuts, 3, "the streams were cut mid-step\n{trace}");
     assert_eq!(outcome, Outcome::Success, "{trace}");
     for prefix in ["src", "up"] {
-        let lines: Vec<&str> = trace.lines().filter(|l| l.starts_with(&format!("{prefix} "))).collect();
+        let lines: Vec<&str> = trace
+            .lines()
+            .filter(|l| l.starts_with(&format!("{prefix} ")))
+            .collect();
         let expected: Vec<String> = (1..=40).map(|i| format!("{prefix} {i} {i:0150}")).collect();
-        assert_eq!(lines, expected, "{prefix}: every line exactly once, in order\n{trace}");
+        assert_eq!(
+            lines, expected,
+            "{prefix}: every line exactly once, in order\n{trace}"
+        );
     }
     assert!(trace.contains("build step ran\n"), "{trace}");
 }
@@ -305,7 +317,11 @@ async fn helper_step_exit_code_is_known_after_a_cut_stream() {
     let sink = Shared::default();
     let cutter = cut_when_seen(fake.control(), sink.clone(), &["dl 10 "]);
     let (outcome, trace) = run_job_into(&ex, &job, Duration::from_secs(90), sink).await;
-    assert_eq!(cutter.await.expect("cutter"), 1, "the stream was cut mid-step\n{trace}");
+    assert_eq!(
+        cutter.await.expect("cutter"),
+        1,
+        "the stream was cut mid-step\n{trace}"
+    );
     match &outcome {
         Outcome::Failed { reason, message, .. } => {
             assert_eq!(*reason, FailureReason::RunnerSystemFailure, "{trace}");
