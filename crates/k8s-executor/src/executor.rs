@@ -2236,3 +2236,105 @@ impl LogReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job Pod whose scripts, logs and build directories are under `root`.
+    fn job_pod(root: &std::path::Path) -> JobPod {
+        let config =
+            KubernetesConfig::from_toml_str("namespace = \"ci\"\nimage = \"alpine:3\"").expect("config");
+        let payload = JobPayload::default();
+        let params = PodParams {
+            runner_short_token: "glrt1234".into(),
+            concurrent_id: 0,
+            suffix: "abc".into(),
+            now_unix: 1_700_000_000,
+            job_url: String::new(),
+        };
+        let mut jp = build_pod(&config, &payload, &params).expect("pod");
+        for (dir, name) in [
+            (&mut jp.scripts_dir, "scripts"),
+            (&mut jp.logs_dir, "logs"),
+            (&mut jp.build_dir, "builds/p"),
+        ] {
+            *dir = root.join(name).display().to_string();
+        }
+        std::fs::create_dir_all(&jp.scripts_dir).expect("mkdir");
+        std::fs::create_dir_all(&jp.logs_dir).expect("mkdir");
+        jp
+    }
+
+    /// Feeds `text` to a local `sh` as the exec's stdin and returns its stdout.
+    fn run_sh(text: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("sh ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(path: &str, what: &str) -> String {
+        for _ in 0..500 {
+            if let Ok(s) = std::fs::read_to_string(path)
+                && s.contains(what)
+            {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{what:?} never appeared in {path}");
+    }
+
+    #[test]
+    fn detached_launcher_starts_once_however_often_it_is_sent() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let jp = job_pod(tmp.path());
+        let nonce = "n0nce-abc";
+        // The script: a file of its own, run by the launch file, whose output and exit
+        // code (through the end marker) land in the log.
+        let script_file = format!("{}/helper_0.sh", jp.scripts_dir);
+        let body = format!(
+            "sh {}\nprintf '\\n%s\\n' \"end:$?\"\n",
+            podci_model::script::quote(&script_file)
+        );
+        let script = "echo 'quoted $HOME stays literal'\necho to-stderr >&2\nexit 3";
+        let files = [(script_file.clone(), script)];
+        let first = run_sh(&detached_launcher(&jp, "helper_0", 0, &body, nonce, &files));
+        assert!(
+            first.contains(&launch_marker("start", nonce, "helper_0")),
+            "{first:?}"
+        );
+        let log = wait_for(&jp.log_file(), "end:3");
+        assert_eq!(log, "quoted $HOME stays literal\nto-stderr\n\nend:3\n");
+        // A second send (the first one's connection dropped) skips the step.
+        let second = run_sh(&detached_launcher(&jp, "helper_0", 1, &body, nonce, &files));
+        assert!(
+            second.contains(&launch_marker("skip", nonce, "helper_0")),
+            "{second:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            std::fs::read_to_string(jp.log_file()).expect("log"),
+            log,
+            "ran once"
+        );
+        // The script file is the owner's only.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&script_file)
+            .expect("script")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+}
