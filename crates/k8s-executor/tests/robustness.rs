@@ -375,3 +375,68 @@ async fn job_runs_when_spawned_on_a_multi_thread_runtime() {
     assert_eq!(outcome, Outcome::Success, "{trace}");
     assert!(trace.contains("spawned job ran\n"), "{trace}");
 }
+
+/// The `pods/exec` requests that sent stdin (the launchers).
+fn stdin_execs(fake: &FakeKube) -> usize {
+    fake.control()
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/exec?") && r.contains("stdin=true"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_strategy_launcher_cut_mid_write_is_sent_again_and_runs_once() {
+    if !can_run() {
+        return;
+    }
+    let fake = start(Options::default()).await;
+    let ex = executor(&fake, Strategy::Exec).await;
+    let mut script = big_script(600);
+    script.insert(
+        0,
+        "i=1; while [ $i -le 50 ]; do echo \"once $i\"; i=$((i+1)); done".into(),
+    );
+    let p = payload(26, script);
+    // The first launcher's connection drops after 4 KiB of its ~130 KB.
+    fake.control().cut_next_exec_stdin(4096);
+    let (outcome, trace) = run_job(&ex, &Job::new(&p), Duration::from_secs(90)).await;
+    assert_eq!(outcome, Outcome::Success, "{trace}");
+    let lines: Vec<&str> = trace.lines().filter(|l| l.starts_with("once ")).collect();
+    let expected: Vec<String> = (1..=50).map(|i| format!("once {i}")).collect();
+    assert_eq!(lines, expected, "the step ran exactly once\n{trace}");
+    assert!(
+        stdin_execs(&fake) >= 2,
+        "the launcher was sent again: {:#?}",
+        fake.control().requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helper_launcher_cut_after_it_arrived_does_not_run_the_step_twice() {
+    if !can_run() {
+        return;
+    }
+    let fake = start(Options::default()).await;
+    let ex = executor(&fake, Strategy::Attach).await;
+    let p = payload(27, vec!["echo build ran".into()]);
+    let mut job = Job::new(&p);
+    job.before_steps = vec![helper(
+        "get_sources",
+        "echo \"fetch run $$\" >> /builds/fetch-runs; cat /builds/fetch-runs | wc -l | sed 's/^ */runs: /'",
+        Some(FailureReason::RunnerSystemFailure),
+    )];
+    // The helper launcher's first frame reaches the shell, then the connection drops
+    // before the shell's confirmation comes back.
+    fake.control().cut_next_exec_stdin(1);
+    let (outcome, trace) = run_job(&ex, &job, Duration::from_secs(90)).await;
+    assert_eq!(outcome, Outcome::Success, "{trace}");
+    assert!(trace.contains("\nruns: 1\n"), "the helper step ran once\n{trace}");
+    assert_eq!(trace.matches("runs: ").count(), 1, "{trace}");
+    assert!(trace.contains("build ran\n"), "{trace}");
+    assert!(
+        stdin_execs(&fake) >= 2,
+        "the launcher was sent again: {:#?}",
+        fake.control().requests()
+    );
+}
