@@ -9,13 +9,21 @@
 //! How a step runs. Its script (from [`podci_model::script::render_step`]) is written to
 //! the scripts volume by a here-document and started, both through the build shell's
 //! stdin: with [`Strategy::Attach`] over a `pods/attach` kept open for the whole job,
-//! with [`Strategy::Exec`] through a `pods/exec` of `sh` that starts it detached. Either
+//! with [`Strategy::Exec`] through a `pods/exec` of `sh` that starts it detached
+//! (`detached_launcher`; the write runs alongside the log reading and ends when the
+//! shell does, so a shell that exits without reading cannot hang the job). Either
 //! way its output is appended to `output.log` on the logs volume, which one long-lived
 //! `pods/exec` of `tail -c +OFFSET -f` in the helper streams back. The executor counts
 //! the bytes it received; after a dropped connection it starts `tail` again at that
 //! offset, so nothing is lost or repeated. The step's exit code arrives in the end
 //! marker the script prints last ([`podci_model::script::StepEndScanner`]), since attach
-//! reports Success whatever the exit code.
+//! reports Success whatever the exit code. Helper steps (sources, caches, artifacts) run
+//! the same way in the helper container: detached, logged to `output.log`, ended by a
+//! marker, so a dropped connection loses neither their output nor their exit code.
+//!
+//! The job future ([`KubernetesExecutor::run`]) is `Send`: no `&self` of the job's state
+//! (which holds `Send`-only connection futures) lives across an await, so a runner can
+//! `tokio::spawn` a job.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -339,36 +347,244 @@ fn start_failure(pod: &Pod) -> Option<(FailureReason, String)> {
     None
 }
 
-/// Text for the build shell's stdin that writes the step script to the scripts volume
-/// and runs it with its output appended to the log file. The here-document delimiter
-/// carries the job's random nonce, so no script line can end it early.
-fn launcher(jp: &JobPod, index: usize, script: &str, nonce: &str, strategy: Strategy) -> String {
-    let file = format!("{}/step_{index}", jp.scripts_dir);
-    let log = jp.log_file();
-    let delim = format!("PODCI_EOF_{}", nonce.replace('-', "_"));
-    // `$$` of the step shell goes to a pid file so that a cancel can signal it.
-    let run = format!(
-        "sh {file} </dev/null 2>&1 | tee -a {log} >/dev/null",
-        file = podci_model::script::quote(&file),
-        log = podci_model::script::quote(&log)
-    );
-    let start = match strategy {
-        Strategy::Attach => format!("{run}\n"),
-        // The exec's process group ends with the exec: start the step in its own session.
-        // Wait until the step shell has written its pid (it then runs in its own session)
-        // before the exec ends and its process group is killed.
-        Strategy::Exec => format!(
-            "setsid sh -c {} </dev/null >/dev/null 2>&1 &\ni=0; while [ ! -s {pid} ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done\nexit 0\n",
-            podci_model::script::quote(&run),
-            pid = podci_model::script::quote(&format!("{file}.pid")),
-        ),
+/// How long one send of a detached launcher may take (exec, write, the shell's
+/// confirmation) before the connection counts as stalled and the launcher is sent again.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many times a detached launcher is sent when its connection keeps dropping.
+const LAUNCH_SENDS: u32 = 3;
+
+/// Marker an exec'd launcher prints on its stdout when the script `name` starts
+/// (`start`) or when a repeated send finds it already started (`skip`).
+fn launch_marker(kind: &str, nonce: &str, name: &str) -> String {
+    format!("podci-launch-{kind}:{nonce}:{name}")
+}
+
+/// Text for the stdin of an exec'd `sh` (the exec strategy's build steps, and helper
+/// steps) that starts `body` detached from the exec, exactly once however often it is
+/// sent, with its output appended to the job's log file.
+///
+/// Why detached: the exec's process group ends with its connection, and a connection
+/// may drop mid-step; the script must outlive it, its output must land in the log file
+/// (read back with offsets by [`LogReader`]) and its exit code in an end marker there.
+/// So, as in [`attach_launcher`]:
+/// - `extra_files` and the launch file `<scripts>/<name>.<send>` are written by
+///   here-documents whose delimiter carries the job's random nonce, so no line of a
+///   script can end them early; the file name differs per send, so a connection cut
+///   half-way through one send never leaves a truncated file that a later send runs;
+/// - the launch file claims the step with a noclobber-created `<name>.started` file and
+///   prints the start marker on the exec's stdout, or the skip marker when an earlier
+///   send already started it: the executor learns that the launcher ran, and a resend
+///   after a dropped connection never runs the script twice;
+/// - the script runs under `setsid` (its own session, so it survives the exec), its pid
+///   in `<name>.pid` (for cancel), and the exec's shell waits for that pid file and
+///   exits: nothing keeps the exec open, and nothing depends on closing its stdin.
+fn detached_launcher(
+    jp: &JobPod,
+    name: &str,
+    send: u32,
+    body: &str,
+    nonce: &str,
+    extra_files: &[(String, &str)],
+) -> String {
+    let q = podci_model::script::quote;
+    let base = format!("{}/{name}", jp.scripts_dir);
+    let launch = q(&format!("{base}.{send}"));
+    let pid = q(&format!("{base}.pid"));
+    let delim = format!("PODCI_D_{}_{send}", nonce.replace('-', "_"));
+    let mut text = String::new();
+    // Scripts may hold commands worth hiding from other users of the node: owner only.
+    text.push_str("[ -n \"$podci_um\" ] || podci_um=$(umask); umask 077\n");
+    for (path, content) in extra_files {
+        text.push_str(&format!("cat > {} <<'{delim}'\n{content}", q(path)));
+        if !content.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&delim);
+        text.push('\n');
+    }
+    text.push_str(&format!("cat > {launch} <<'{delim}'\n"));
+    text.push_str(&format!(
+        "set -C; if true 2>/dev/null > {started}; then set +C; echo {start}; else echo {skip}; exit 0; fi\n",
+        started = q(&format!("{base}.started")),
+        start = launch_marker("start", nonce, name),
+        skip = launch_marker("skip", nonce, name),
+    ));
+    text.push_str(&format!(
+        "[ -d {bd} ] || mkdir -p {bd} 2>/dev/null; exec </dev/null >> {log} 2>&1\necho $$ > {pid}\n",
+        bd = q(&jp.build_dir),
+        log = q(&jp.log_file()),
+    ));
+    text.push_str(body);
+    if !body.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&delim);
+    text.push('\n');
+    text.push_str(&format!(
+        "umask $podci_um\nif command -v setsid >/dev/null 2>&1; then setsid sh {launch} </dev/null & else sh {launch} </dev/null & fi\n"
+    ));
+    // `sleep 0.01` is not POSIX; where it fails, `sleep 1` paces the loop.
+    text.push_str(&format!(
+        "i=0; while [ ! -s {pid} ] && [ $i -lt 3000 ]; do sleep 0.01 2>/dev/null || sleep 1; i=$((i+1)); done\nexit 0\n"
+    ));
+    text
+}
+
+/// What one send of a detached launcher came to.
+enum Launch {
+    /// The start or skip marker arrived: the script runs (or ran).
+    Started,
+    /// The connection dropped or stalled before the marker: send again.
+    Dropped(String),
+    /// The shell ended by itself without starting the script: sending again would not help.
+    Ended(String),
+}
+
+/// Sends a detached launcher (one text per send, see [`detached_launcher`]) through an
+/// exec of `sh` in `container`, again after a dropped connection, until the shell
+/// confirms the start. Owns everything it uses, so it runs alongside the log reader.
+async fn launch_detached(
+    pods: Api<Pod>,
+    pod: String,
+    container: &'static str,
+    texts: Vec<String>,
+    markers: [String; 2],
+    what: String,
+    base: Duration,
+) -> Result<(), Stop> {
+    let mut last = String::new();
+    for (send, text) in texts.iter().enumerate() {
+        if send > 0 {
+            tokio::time::sleep(base * send as u32).await;
+        }
+        match launch_once(&pods, &pod, container, text, &markers, base).await {
+            Launch::Started => return Ok(()),
+            Launch::Dropped(why) => {
+                tracing::debug!(send, %why, "the launcher's connection dropped; sending it again");
+                last = why;
+            }
+            Launch::Ended(why) => {
+                return Err(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    format!("cannot start {what}: {why}"),
+                ));
+            }
+        }
+    }
+    Err(Stop::Failed(
+        FailureReason::RunnerSystemFailure,
+        format!("cannot start {what}: the connection to the {container} container keeps dropping ({last})"),
+    ))
+}
+
+/// One send: writes `text` to the exec's stdin while reading its stdout for the markers
+/// and waiting for its status, all at once. The write never blocks the rest: kube's stdin
+/// is a bounded in-memory pipe that stays open when its connection task ends, so a
+/// write to a shell that exited without reading would otherwise wait forever.
+async fn launch_once(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &'static str,
+    text: &str,
+    markers: &[String; 2],
+    base: Duration,
+) -> Launch {
+    let ap = AttachParams::default()
+        .container(container)
+        .stdin(true)
+        .stdout(true)
+        .stderr(false);
+    let mut p = match retry(base, || pods.exec(pod, ["sh"], &ap)).await {
+        Ok(p) => p,
+        Err(e) if is_transient(&e) => return Launch::Dropped(api_error(&e)),
+        Err(e) => {
+            return Launch::Ended(format!(
+                "cannot exec sh in the {container} container: {}",
+                api_error(&e)
+            ));
+        }
     };
-    // The repository directory is the helper's to fill; make sure it exists.
-    format!(
-        "mkdir -p {bd}\n(umask 077 && cat > {qf} <<'{delim}'\necho $$ > {qf}.pid\n{script}\n{delim}\n)\n{start}",
-        bd = podci_model::script::quote(&jp.build_dir),
-        qf = podci_model::script::quote(&file),
-    )
+    let (Some(mut stdin), Some(mut stdout), Some(status)) = (p.stdin(), p.stdout(), p.take_status()) else {
+        p.abort();
+        return Launch::Ended("the exec gave no stdin, stdout or status".into());
+    };
+    let result = {
+        let mut status = std::pin::pin!(status);
+        let mut write = std::pin::pin!(async {
+            stdin.write_all(text.as_bytes()).await?;
+            stdin.flush().await
+        });
+        let deadline = tokio::time::sleep(LAUNCH_TIMEOUT);
+        let mut deadline = std::pin::pin!(deadline);
+        let mut written = false;
+        let mut seen = false;
+        let mut stdout_open = true;
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            tokio::select! {
+                // Output first: what the shell printed before its status is read first.
+                biased;
+                r = stdout.read(&mut buf), if stdout_open => match r {
+                    Ok(n) if n > 0 => {
+                        tail.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&tail);
+                        if markers.iter().any(|m| text.contains(m.as_str())) {
+                            seen = true;
+                        }
+                        let keep = 256.min(tail.len());
+                        tail.drain(..tail.len() - keep);
+                    }
+                    _ => stdout_open = false,
+                },
+                r = &mut write, if !written => {
+                    written = true;
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "writing the launcher failed; waiting for the exec's end");
+                    }
+                }
+                st = &mut status => {
+                    break if seen {
+                        Launch::Started
+                    } else {
+                        match st {
+                            Some(st) => Launch::Ended(format!(
+                                "the shell in the {container} container ended ({}) before it started the script{}",
+                                match exec_exit_code(&st) {
+                                    Some(c) => format!("exit code {c}"),
+                                    None => st.message.clone().unwrap_or_else(|| "no exit code".into()),
+                                },
+                                if written { "" } else { ", without reading all of it" }
+                            )),
+                            None => Launch::Dropped("the connection ended before the shell confirmed the start".into()),
+                        }
+                    };
+                }
+                _ = &mut deadline => {
+                    break if seen {
+                        Launch::Started
+                    } else {
+                        Launch::Dropped(format!("no confirmation within {} s", LAUNCH_TIMEOUT.as_secs()))
+                    };
+                }
+            }
+        }
+    };
+    // Abort first: the socket goes away without a CLOSE signal for stdin.
+    p.abort();
+    drop(stdin);
+    result
+}
+
+/// Polls an optional launch; pending forever once it is done (or when there is none).
+async fn poll_launch(
+    launch: &mut Option<futures::future::BoxFuture<'static, Result<(), Stop>>>,
+) -> Result<(), Stop> {
+    match launch.as_mut() {
+        Some(f) => f.await,
+        None => futures::future::pending().await,
+    }
 }
 
 impl KubernetesExecutor {
@@ -446,6 +662,7 @@ impl KubernetesExecutor {
             after_steps: &job.after_steps,
             sends: Default::default(),
             marker_buf: Vec::new(),
+            helper_seq: 0,
         };
         let result = run.run_inner(payload, sink, &cancel, &secrets).await;
         // Cleanup, bounded; it runs whatever happened above (also after a cancel).
@@ -578,6 +795,8 @@ struct JobRun<'e> {
     sends: std::collections::HashMap<usize, u32>,
     /// The tail of the attach's stdout, for markers split across reads.
     marker_buf: Vec<u8>,
+    /// Helper steps started so far (each gets its own files and end-marker nonce).
+    helper_seq: u32,
 }
 
 /// An open attach to the build shell: the process, its stdin writer (kept: dropping it
@@ -834,7 +1053,7 @@ impl JobRun<'_> {
 
         // 3a. Helper steps before the build steps (sources, caches, artifacts).
         for h in self.before_steps {
-            self.run_helper(h, sink, cancel, job_deadline).await?;
+            self.run_helper(h, sink, &mut view, cancel, job_deadline).await?;
         }
 
         // 3. Steps.
@@ -918,7 +1137,7 @@ impl JobRun<'_> {
             );
             let after_cancel = CancellationToken::new();
             for h in self.after_steps.iter().filter(|h| h.when.matches(succeeded)) {
-                if let Err(s) = self.run_helper(h, sink, &after_cancel, deadline).await
+                if let Err(s) = self.run_helper(h, sink, &mut view, &after_cancel, deadline).await
                     && failed.is_none()
                     && stop.is_none()
                 {
@@ -932,13 +1151,45 @@ impl JobRun<'_> {
         }
     }
 
-    /// Runs one helper script through `pods/exec` in the helper container, its output
-    /// (stderr joined to stdout) masked into the trace. A failure is a warning or, when
-    /// the step names a reason, the job's failure.
+    /// The launch of script `name` (see [`detached_launcher`]) in `container`: one text
+    /// per send, run alongside the log reading.
+    fn launch_future(
+        &self,
+        container: &'static str,
+        name: &str,
+        body: &str,
+        extra_files: &[(String, &str)],
+        what: String,
+    ) -> futures::future::BoxFuture<'static, Result<(), Stop>> {
+        let texts = (0..LAUNCH_SENDS)
+            .map(|send| detached_launcher(self.jp, name, send, body, &self.nonce, extra_files))
+            .collect();
+        let markers = [
+            launch_marker("start", &self.nonce, name),
+            launch_marker("skip", &self.nonce, name),
+        ];
+        Box::pin(launch_detached(
+            self.pods.clone(),
+            self.jp.name.clone(),
+            container,
+            texts,
+            markers,
+            what,
+            self.base(),
+        ))
+    }
+
+    /// Runs one helper script in the helper container as build steps run: started
+    /// detached through `pods/exec` (see [`detached_launcher`]), its output (stderr
+    /// joined to stdout) appended to the job's log file and read back with offsets by the
+    /// job's [`LogReader`], its exit code from an end marker in that log. A dropped
+    /// connection therefore loses and repeats no byte and leaves the outcome known. A
+    /// failure is a warning or, when the step names a reason, the job's failure.
     async fn run_helper(
         &mut self,
         h: &HelperStep,
         sink: &mut dyn TraceSink,
+        view: &mut watch::Receiver<PodView>,
         cancel: &CancellationToken,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), Stop> {
@@ -949,67 +1200,92 @@ impl JobRun<'_> {
                 &format!("\x1b[32;1m{}\x1b[0;m\n", h.title),
             );
         }
-        let cmd = vec![
-            "sh".to_string(),
-            "-c".to_string(),
-            format!("exec 2>&1\n{}", h.script),
-        ];
-        let ap = AttachParams::default()
-            .container(HELPER_CONTAINER)
-            .stdin(false)
-            .stdout(true)
-            .stderr(false);
-        let base = self.base();
-        let name = self.jp.name.clone();
-        let mut p = retry(base, || self.pods.exec(&name, cmd.clone(), &ap))
-            .await
-            .map_err(|e| {
-                Stop::Failed(
-                    FailureReason::RunnerSystemFailure,
-                    format!("cannot start the helper step {}: {}", h.name, api_error(&e)),
-                )
-            })?;
-        let (Some(mut stdout), Some(status)) = (p.stdout(), p.take_status()) else {
-            p.abort();
-            return Err(Stop::Failed(
-                FailureReason::RunnerSystemFailure,
-                format!("the helper step {} gave no output stream", h.name),
-            ));
-        };
+        self.open_streams().await?;
+        let seq = self.helper_seq;
+        self.helper_seq += 1;
+        let name = format!("helper_{seq}");
+        // The script runs from its own file, so that a syntax error in it ends that `sh`
+        // and the end marker still follows. The marker's nonce is the helper's own: a
+        // late marker of a killed build step cannot end a helper step.
+        let marker_nonce = format!("{}-h{seq}", self.nonce);
+        let q = podci_model::script::quote;
+        let script_file = format!("{}/{name}.sh", self.jp.scripts_dir);
+        let body = format!(
+            "sh {file}\n__podci_rc=$?\nprintf '\\n%s%s:%s\\n' {prefix} {nonce} \"$__podci_rc\"\nexit \"$__podci_rc\"\n",
+            file = q(&script_file),
+            prefix = q(podci_model::script::STEP_END_PREFIX),
+            nonce = q(&marker_nonce),
+        );
+        let mut launch = Some(self.launch_future(
+            HELPER_CONTAINER,
+            &name,
+            &body,
+            &[(script_file, h.script.as_str())],
+            format!("the helper step {}", h.name),
+        ));
+        let mut scanner = StepEndScanner::new(&marker_nonce);
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         let mut buf = vec![0u8; 64 * 1024];
-        loop {
+        let code = loop {
+            let Some(log) = self.log.as_mut() else {
+                return Err(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    "log reader missing".into(),
+                ));
+            };
             tokio::select! {
-                r = stdout.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
+                r = log.read(&mut buf) => match r {
                     Ok(n) => {
-                        let out = self.masker.write(&buf[..n]);
-                        sink.write(&out);
+                        let out = scanner.write(&buf[..n]);
+                        let masked = self.masker.write(&out);
+                        sink.write(&masked);
+                        if let Some(code) = scanner.exit_code() {
+                            let rest = scanner.finish();
+                            let masked = self.masker.write(&rest);
+                            sink.write(&masked);
+                            break code;
+                        }
+                    }
+                    Err(e) => {
+                        return Err(Stop::Failed(
+                            FailureReason::RunnerSystemFailure,
+                            format!("lost the output of the helper step {}: {e}", h.name),
+                        ));
                     }
                 },
+                r = poll_launch(&mut launch) => {
+                    launch = None;
+                    r?;
+                }
+                r = view.changed() => {
+                    if r.is_err() {
+                        return Err(Stop::Failed(FailureReason::RunnerSystemFailure, "the Pod watch ended".into()));
+                    }
+                    if let Some(s) = self.pod_gone(view) {
+                        if let Some(log) = self.log.as_mut() {
+                            let tail = log.drain(Duration::from_millis(300)).await;
+                            let out = scanner.write(&tail);
+                            let mut out = self.masker.write(&out);
+                            out.extend(self.masker.write(&scanner.finish()));
+                            sink.write(&out);
+                        }
+                        return Err(s);
+                    }
+                }
                 _ = cancel.cancelled() => {
-                    p.abort();
+                    self.signal_detached(HELPER_CONTAINER, &name).await;
                     return Err(Stop::Canceled);
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
-                    p.abort();
+                    self.signal_detached(HELPER_CONTAINER, &name).await;
                     return Err(Stop::Timeout);
                 }
             }
-        }
-        let status = tokio::time::timeout(Duration::from_secs(30), status)
-            .await
-            .ok()
-            .flatten();
-        p.abort();
-        let code = status.as_ref().and_then(exec_exit_code);
-        if code == Some(0) {
+        };
+        if code == 0 {
             return Ok(());
         }
-        let what = match code {
-            Some(c) => format!("the helper step {} failed with exit code {c}", h.name),
-            None => format!("the helper step {} ended without an exit status", h.name),
-        };
+        let what = format!("the helper step {} failed with exit code {code}", h.name);
         match h.failure {
             Some(reason) => Err(Stop::Failed(reason, what)),
             None => {
@@ -1020,6 +1296,30 @@ impl JobRun<'_> {
                 );
                 Ok(())
             }
+        }
+    }
+
+    /// Sends TERM to the process group of a detached script (see [`detached_launcher`]:
+    /// `setsid` makes its pid the group's id), or to the script alone without `setsid`.
+    async fn signal_detached(&mut self, container: &'static str, name: &str) {
+        let pid_file = format!("{}/{name}.pid", self.jp.scripts_dir);
+        let ap = AttachParams::default()
+            .container(container)
+            .stdin(false)
+            .stdout(true)
+            .stderr(false);
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "p=$(cat \"$1\" 2>/dev/null) && [ -n \"$p\" ] && { kill -TERM -- \"-$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; }; true".to_string(),
+            "sh".to_string(),
+            pid_file,
+        ];
+        if let Ok(mut p) = retry(self.base(), || self.pods.exec(&self.jp.name, cmd.clone(), &ap)).await {
+            if let Some(st) = p.take_status() {
+                let _ = tokio::time::timeout(Duration::from_secs(10), st).await;
+            }
+            p.abort();
         }
     }
 
@@ -1191,7 +1491,7 @@ impl JobRun<'_> {
     /// Checks from the helper container (the Pod's network namespace) that each port
     /// accepts a TCP connection on 127.0.0.1, all within `timeout`. Returns
     /// `(port, "ok" | "timeout" | "notool")`; an API failure returns what was learnt.
-    async fn probe_ports(&self, ports: &[(String, u16)], timeout: Duration) -> Vec<(u16, String)> {
+    async fn probe_ports(&mut self, ports: &[(String, u16)], timeout: Duration) -> Vec<(u16, String)> {
         let mut cmd = vec![
             "sh".to_string(),
             "-c".to_string(),
@@ -1231,7 +1531,7 @@ impl JobRun<'_> {
     }
 
     /// The failure for a Pod that did not start within `poll_timeout`, quoting its events.
-    async fn not_started_failure(&self, view: &watch::Receiver<PodView>) -> Stop {
+    async fn not_started_failure(&mut self, view: &watch::Receiver<PodView>) -> Stop {
         let events: Api<Event> = Api::namespaced(self.exec.client.clone(), &self.jp.namespace);
         let lp = ListParams::default().fields(&format!("involvedObject.name={}", self.jp.name));
         let quoted = match retry(self.base(), || events.list(&lp)).await {
@@ -1281,50 +1581,6 @@ impl JobRun<'_> {
                 }
             ),
         )
-    }
-
-    /// Starts the step's launcher through an exec of `sh` (the exec strategy).
-    async fn start_step(&mut self, text: &str) -> Result<(), Stop> {
-        let base = self.base();
-        let name = self.jp.name.clone();
-        match self.exec.config.strategy {
-            Strategy::Attach => Err(Stop::Failed(
-                FailureReason::RunnerSystemFailure,
-                "internal: attach steps start through send_step".into(),
-            )),
-            Strategy::Exec => {
-                let ap = AttachParams::default()
-                    .container(BUILD_CONTAINER)
-                    .stdin(true)
-                    .stdout(false)
-                    .stderr(false);
-                let mut p = retry(base, || self.pods.exec(&name, ["sh"], &ap))
-                    .await
-                    .map_err(|e| {
-                        Stop::Failed(
-                            FailureReason::RunnerSystemFailure,
-                            format!("cannot exec in the build container: {}", api_error(&e)),
-                        )
-                    })?;
-                if let Some(mut w) = p.stdin() {
-                    let r = w.write_all(text.as_bytes()).await;
-                    if let Err(e) = r {
-                        return Err(Stop::Failed(
-                            FailureReason::RunnerSystemFailure,
-                            format!("cannot write the step to exec stdin: {e}"),
-                        ));
-                    }
-                    // `exit 0` ends the shell; keep stdin open until it has.
-                    let status = p.take_status();
-                    if let Some(st) = status {
-                        let _ = tokio::time::timeout(Duration::from_secs(30), st).await;
-                    }
-                    drop(w);
-                }
-                p.abort();
-                Ok(())
-            }
-        }
     }
 
     /// Opens what a step needs and is not open yet: the log reader (once per job) and,
@@ -1490,11 +1746,19 @@ impl JobRun<'_> {
             .map_err(|e| Stop::Failed(FailureReason::RunnerSystemFailure, e.to_string()))?;
         self.open_streams().await?;
         let attach = self.exec.config.strategy == Strategy::Attach;
+        // The exec strategy's launcher is sent alongside the log reading below, so that
+        // neither a large write nor a shell that never reads can hold the output up.
+        let mut launch = None;
         if attach {
             self.send_step(index, &script).await?;
         } else {
-            let text = launcher(self.jp, index, &script, &self.nonce, self.exec.config.strategy);
-            self.start_step(&text).await?;
+            launch = Some(self.launch_future(
+                BUILD_CONTAINER,
+                &format!("step_{index}"),
+                &script,
+                &[],
+                format!("step {index}"),
+            ));
         }
         // Until the shell confirms the step started (its start or skip marker on the
         // attach's stdout, or the step's end marker in the log), a dropped attach means
@@ -1578,6 +1842,12 @@ impl JobRun<'_> {
                         }
                     }
                 },
+                r = poll_launch(&mut launch) => {
+                    launch = None;
+                    if let Err(s) = r {
+                        return Err(stopping.unwrap_or(s));
+                    }
+                }
                 _ = cancel.cancelled(), if stopping.is_none() => {
                     emit(sink, &mut self.masker, "\x1b[0;33mWARNING: the job was canceled; stopping the script\x1b[0;m\n");
                     self.signal_step(index).await;
@@ -1964,5 +2234,107 @@ impl LogReader {
         if let Some(p) = self.proc {
             p.process.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job Pod whose scripts, logs and build directories are under `root`.
+    fn job_pod(root: &std::path::Path) -> JobPod {
+        let config =
+            KubernetesConfig::from_toml_str("namespace = \"ci\"\nimage = \"alpine:3\"").expect("config");
+        let payload = JobPayload::default();
+        let params = PodParams {
+            runner_short_token: "glrt1234".into(),
+            concurrent_id: 0,
+            suffix: "abc".into(),
+            now_unix: 1_700_000_000,
+            job_url: String::new(),
+        };
+        let mut jp = build_pod(&config, &payload, &params).expect("pod");
+        for (dir, name) in [
+            (&mut jp.scripts_dir, "scripts"),
+            (&mut jp.logs_dir, "logs"),
+            (&mut jp.build_dir, "builds/p"),
+        ] {
+            *dir = root.join(name).display().to_string();
+        }
+        std::fs::create_dir_all(&jp.scripts_dir).expect("mkdir");
+        std::fs::create_dir_all(&jp.logs_dir).expect("mkdir");
+        jp
+    }
+
+    /// Feeds `text` to a local `sh` as the exec's stdin and returns its stdout.
+    fn run_sh(text: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("sh ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(path: &str, what: &str) -> String {
+        for _ in 0..500 {
+            if let Ok(s) = std::fs::read_to_string(path)
+                && s.contains(what)
+            {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{what:?} never appeared in {path}");
+    }
+
+    #[test]
+    fn detached_launcher_starts_once_however_often_it_is_sent() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let jp = job_pod(tmp.path());
+        let nonce = "n0nce-abc";
+        // The script: a file of its own, run by the launch file, whose output and exit
+        // code (through the end marker) land in the log.
+        let script_file = format!("{}/helper_0.sh", jp.scripts_dir);
+        let body = format!(
+            "sh {}\nprintf '\\n%s\\n' \"end:$?\"\n",
+            podci_model::script::quote(&script_file)
+        );
+        let script = "echo 'quoted $HOME stays literal'\necho to-stderr >&2\nexit 3";
+        let files = [(script_file.clone(), script)];
+        let first = run_sh(&detached_launcher(&jp, "helper_0", 0, &body, nonce, &files));
+        assert!(
+            first.contains(&launch_marker("start", nonce, "helper_0")),
+            "{first:?}"
+        );
+        let log = wait_for(&jp.log_file(), "end:3");
+        assert_eq!(log, "quoted $HOME stays literal\nto-stderr\n\nend:3\n");
+        // A second send (the first one's connection dropped) skips the step.
+        let second = run_sh(&detached_launcher(&jp, "helper_0", 1, &body, nonce, &files));
+        assert!(
+            second.contains(&launch_marker("skip", nonce, "helper_0")),
+            "{second:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            std::fs::read_to_string(jp.log_file()).expect("log"),
+            log,
+            "ran once"
+        );
+        // The script file is the owner's only.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&script_file)
+            .expect("script")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
 }

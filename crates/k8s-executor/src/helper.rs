@@ -6,7 +6,16 @@
 //! helper container gets for them ([`HelperEnv`]: secrets through the per-job Secret, never
 //! argv), and the Pod edits that give the helper what it needs ([`add_helper_env`]). The
 //! crate stays GitLab-agnostic: what a script does is the caller's business; this module
-//! only runs it, streams its output and maps its exit status to a failure reason.
+//! only describes it, and the executor runs it, streams its output and maps its exit
+//! status to a failure reason. The executor runs a helper step as it runs a build step:
+//! written to the scripts volume through an exec's stdin and started detached, its
+//! output appended to the job's log file and read back with offsets, its exit code in an
+//! end marker, so a dropped API connection neither loses output nor the outcome.
+//!
+//! Secret keys: each secret [`HelperEnv`] is one key `podci-helper.<NAME>` of the per-job
+//! Secret (`<pod>-job`), next to the job's own secret variables; nothing else of the
+//! job goes there. What the caller puts into those variables is its choice; podci's
+//! runner passes only what its `podci helper` commands read (see its `cmd_helper`).
 
 use std::collections::BTreeMap;
 
@@ -57,8 +66,9 @@ pub struct HelperStep {
     /// A line printed to the trace before the step's output (GitLab's section titles such
     /// as "Getting source from Git repository"); empty for none.
     pub title: String,
-    /// The script. It is part of the exec request (the process's argv in the helper), so
-    /// it must not hold secrets: those come through [`HelperEnv`].
+    /// The script. It is sent through an exec's stdin into a file on the scripts volume
+    /// (owner-only), not into the Pod spec or an argv; still, secrets belong in
+    /// [`HelperEnv`], which reaches the container through the job Secret.
     pub script: String,
     /// For after-steps: when it runs. Before-steps always run.
     pub when: HelperWhen,

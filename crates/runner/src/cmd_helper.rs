@@ -4,10 +4,11 @@
 //! checkout), run by podci-k8s as helper steps in the helper container.
 //!
 //! Everything comes from the environment, so that nothing secret is in an argument list:
-//! [`ENV_JOB`] holds the job payload as GitLab sent it (JSON, with the job token; the
-//! runner puts it in the per-job Secret), [`ENV_URL`] the GitLab URL, [`ENV_CACHE`]
-//! the runner's cache settings (a directory such as a mounted PVC, or S3 with its keys;
-//! also a secret). The work is
+//! [`ENV_JOB`] holds the part of the job payload these commands read ([`helper_payload`]:
+//! JSON, with the job token; the runner puts it in the per-job Secret under the key
+//! `podci-helper.PODCI_HELPER_JOB`), [`ENV_CACHE`] the runner's cache settings (a directory
+//! such as a mounted PVC, or S3 with its keys; also in the Secret), [`ENV_URL`] the GitLab
+//! URL and [`ENV_PROJECT_DIR`] the project directory (plain Pod env). The work is
 //! the same code the shell executor uses: `executors::GitSources`, `GitlabArtifacts`, and
 //! podci-cache through `exec::transport::StoreCache`.
 
@@ -21,7 +22,7 @@ use podci_model::payload::JobPayload;
 
 use crate::executor::{ArtifactTransport, CacheTransport, JobDirs, Sources};
 
-/// The job payload (JSON), a secret: it carries the job token.
+/// The job payload as [`helper_payload`] trims it (JSON), a secret: it carries the job token.
 pub const ENV_JOB: &str = "PODCI_HELPER_JOB";
 /// GitLab's URL (the instance, as in config.toml's `url`).
 pub const ENV_URL: &str = "PODCI_HELPER_URL";
@@ -33,6 +34,73 @@ pub const ENV_CACHE: &str = "PODCI_HELPER_CACHE";
 /// A cache store given by hand (a directory or an `s3://` URL, credentials from the AWS
 /// variables), used when [`ENV_CACHE`] is unset; unset too means no cache.
 pub const ENV_CACHE_STORE: &str = "PODCI_HELPER_CACHE_STORE";
+
+/// Prefixes of GitLab's predefined and settings variables that helper commands may read
+/// (git settings, cache and artifact settings, feature flags, `CI_*` names in keys).
+const HELPER_VARIABLE_PREFIXES: &[&str] = &["CI_", "GITLAB_", "GIT_", "CACHE_", "ARTIFACT_", "FF_"];
+
+/// The part of `payload` that `podci helper` reads, for the job Secret ([`ENV_JOB`]):
+/// the Secret then holds what the helper needs and no more.
+///
+/// Kept: `id` and `token` (artifact upload), `job_info` (the job name in cache keys),
+/// `git_info` (the fetch, its token in the URL), `allow_git_fetch`, `dependencies` (ids
+/// and tokens of the artifact downloads), `artifacts`, `cache`, `runner_info`,
+/// `features`, and the variables a helper can use: public ones named with
+/// [`HELPER_VARIABLE_PREFIXES`], and every variable that a cache or artifact setting
+/// names (`$NAME`, `${NAME}`; podci-cache expands one level, as GitLab Runner does).
+/// Dropped: `steps` (the job's scripts), `image`, `services`, registry `credentials`,
+/// `run`, and every other variable (a deploy password the script uses, say).
+pub fn helper_payload(payload: &JobPayload) -> JobPayload {
+    use std::collections::BTreeSet;
+    // Names mentioned in `text`, as podci-cache's expansion would look them up.
+    fn names_in(text: &str, into: &mut BTreeSet<String>) {
+        let seen = std::cell::RefCell::new(Vec::new());
+        podci_cache::key::expand_variables(text, |name| {
+            seen.borrow_mut().push(name.to_string());
+            None
+        });
+        into.extend(seen.into_inner());
+    }
+    let mut wanted = BTreeSet::new();
+    for c in &payload.cache {
+        names_in(&c.key, &mut wanted);
+        c.fallback_keys.iter().for_each(|k| names_in(k, &mut wanted));
+        c.paths.iter().for_each(|p| names_in(p, &mut wanted));
+    }
+    for a in &payload.artifacts {
+        if let Some(n) = &a.name {
+            names_in(n, &mut wanted);
+        }
+        a.paths
+            .iter()
+            .chain(&a.exclude)
+            .for_each(|p| names_in(p, &mut wanted));
+    }
+    for v in &payload.variables {
+        if v.public && HELPER_VARIABLE_PREFIXES.iter().any(|p| v.key.starts_with(p)) {
+            wanted.insert(v.key.clone());
+        }
+    }
+    JobPayload {
+        id: payload.id,
+        token: payload.token.clone(),
+        allow_git_fetch: payload.allow_git_fetch,
+        job_info: payload.job_info.clone(),
+        git_info: payload.git_info.clone(),
+        runner_info: payload.runner_info.clone(),
+        variables: payload
+            .variables
+            .iter()
+            .filter(|v| wanted.contains(&v.key))
+            .cloned()
+            .collect(),
+        artifacts: payload.artifacts.clone(),
+        cache: payload.cache.clone(),
+        dependencies: payload.dependencies.clone(),
+        features: payload.features.clone(),
+        ..Default::default()
+    }
+}
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -229,4 +297,94 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podci_model::payload::{Cache, Credential, Image, JobVariable, Step};
+
+    fn var(key: &str, value: &str, public: bool) -> JobVariable {
+        JobVariable {
+            key: key.into(),
+            value: value.into(),
+            public,
+            ..Default::default()
+        }
+    }
+
+    fn job() -> JobPayload {
+        let mut p = JobPayload {
+            id: 7,
+            token: "glcbt-token-123".into(),
+            ..Default::default()
+        };
+        p.job_info.name = "package".into();
+        p.git_info.repo_url = "https://gitlab-ci-token:glcbt-token-123@gitlab.example/g/p.git".into();
+        p.git_info.reference = "main".into();
+        p.git_info.sha = "0123456789abcdef".into();
+        p.steps = vec![Step {
+            name: "script".into(),
+            script: vec!["echo SCRIPT-ONLY-TEXT".into()],
+            ..Default::default()
+        }];
+        p.image = Some(Image {
+            name: "maven:3-image-only".into(),
+            ..Default::default()
+        });
+        p.credentials = vec![Credential {
+            kind: "registry".into(),
+            url: "registry.example.com".into(),
+            username: "deployer".into(),
+            password: "registry-pass-999".into(),
+        }];
+        p.variables = vec![
+            var("CI_COMMIT_REF_SLUG", "main", true),
+            var("GIT_DEPTH", "5", true),
+            var("DEPLOY_PASSWORD", "hunter2-deploy", false),
+            var("UNRELATED_PUBLIC", "public-but-unused", true),
+            // A secret variable the cache key names: the helper needs it.
+            var("CACHE_FLAVOR", "temurin-jdk", false),
+        ];
+        p.cache = vec![Cache {
+            key: "maven-$CACHE_FLAVOR-$CI_COMMIT_REF_SLUG".into(),
+            fallback_keys: vec!["maven-default".into()],
+            paths: vec![".m2/".into()],
+            policy: "pull-push".into(),
+            when: "on_success".into(),
+            untracked: false,
+        }];
+        p
+    }
+
+    #[test]
+    fn helper_payload_holds_what_helper_commands_read_and_no_scripts_or_unrelated_secrets() {
+        let p = job();
+        let h = helper_payload(&p);
+        let json = serde_json::to_string(&h).expect("json");
+        for absent in [
+            "SCRIPT-ONLY-TEXT",
+            "hunter2-deploy",
+            "DEPLOY_PASSWORD",
+            "registry-pass-999",
+            "maven:3-image-only",
+            "public-but-unused",
+        ] {
+            assert!(!json.contains(absent), "{absent} in {json}");
+        }
+        // What get-sources and artifacts need, unchanged.
+        assert_eq!((h.id, h.token.as_str()), (7, "glcbt-token-123"));
+        assert_eq!(h.git_info, p.git_info);
+        assert_eq!(h.cache, p.cache);
+        // The cache key the helper computes is the one the full payload gives.
+        let full = crate::executor::cache_keys(&p, &p.cache[0]).expect("keys");
+        let trimmed = crate::executor::cache_keys(&h, &h.cache[0]).expect("keys");
+        assert_eq!(trimmed, full);
+        assert!(full[0].contains("temurin-jdk-main"), "{full:?}");
+        // It reads back as the helper parses it.
+        let back: JobPayload = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, h);
+        let kept: Vec<&str> = h.variables.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(kept, ["CI_COMMIT_REF_SLUG", "GIT_DEPTH", "CACHE_FLAVOR"]);
+    }
 }

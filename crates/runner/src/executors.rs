@@ -285,7 +285,8 @@ impl Executor for Kubernetes {
                 "CI_CONCURRENT_PROJECT_ID",
                 &req.concurrent_id.to_string(),
             );
-            let payload_json = match serde_json::to_string(&payload) {
+            // Only what `podci helper` reads goes into the job Secret, not the scripts.
+            let payload_json = match serde_json::to_string(&crate::cmd_helper::helper_payload(&payload)) {
                 Ok(j) => j,
                 Err(e) => {
                     req.trace.write(
@@ -331,34 +332,17 @@ impl Executor for Kubernetes {
             let concurrent_id = u32::try_from(req.concurrent_id).unwrap_or(u32::MAX);
             let (cancel, watcher) = cancel_on_signals(&req.signals);
             let mut sink = K8sSink(req.trace.clone());
-            // podci-k8s's job future is not `Send` (it holds connection futures across
-            // awaits), so it runs on a blocking thread, driven by this runtime's handle.
-            let handle = tokio::runtime::Handle::current();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let job = podci_k8s::Job {
-                    payload: &payload,
-                    concurrent_id,
-                    job_url,
-                    before_steps,
-                    after_steps,
-                    helper_env,
-                };
-                handle.block_on(exec.run(&job, &mut sink, cancel))
-            })
-            .await;
-            watcher.abort();
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(e) => {
-                    req.trace.write(
-                        format!("\x1b[31;1mERROR: the Kubernetes job task failed: {e}\x1b[0;m\n").as_bytes(),
-                    );
-                    return Outcome::Failed {
-                        reason: "runner_system_failure".into(),
-                        exit_code: None,
-                    };
-                }
+            // podci-k8s's job future is `Send`: it runs on this runtime's worker threads.
+            let job = podci_k8s::Job {
+                payload: &payload,
+                concurrent_id,
+                job_url,
+                before_steps,
+                after_steps,
+                helper_env,
             };
+            let outcome = exec.run(&job, &mut sink, cancel).await;
+            watcher.abort();
             match outcome {
                 podci_k8s::Outcome::Success => Outcome::Success,
                 podci_k8s::Outcome::Failed {

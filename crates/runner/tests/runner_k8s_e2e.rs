@@ -140,6 +140,91 @@ async fn podci_run(
     .expect("join")
 }
 
+/// Job Secrets (name -> key -> value) as they were while their jobs ran.
+type SeenSecrets = std::sync::Arc<
+    std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
+>;
+
+/// Records every podci job Secret while it exists (they are deleted with their Pods).
+async fn spy_job_secrets(kube: &podci_fake_kube::FakeKube) -> (SeenSecrets, tokio::task::JoinHandle<()>) {
+    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig("ci-jobs")).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(cfg).expect("client");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, "ci-jobs");
+    let seen = SeenSecrets::default();
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        let lp = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=podci");
+        loop {
+            if let Ok(list) = secrets.list(&lp).await {
+                let mut seen = record.lock().unwrap_or_else(|e| e.into_inner());
+                for s in list.items {
+                    let data = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    seen.insert(s.metadata.name.unwrap_or_default(), data);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    (seen, task)
+}
+
+/// Each job Secret holds registry credentials, the job's secret variables (for the
+/// build container) and the helper's one key, whose payload carries the job token but
+/// neither the job's scripts nor secret variables that no helper command reads.
+fn assert_job_secrets_hold_only_what_pods_need(
+    (seen, task): (SeenSecrets, tokio::task::JoinHandle<()>),
+    jobs: &[podci_fake_gitlab::JobRecord],
+) {
+    task.abort();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(seen.len() >= jobs.len(), "a Secret per job: {:?}", seen.keys());
+    for (name, data) in &seen {
+        let helper = data
+            .get("podci-helper.PODCI_HELPER_JOB")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| panic!("{name}: no helper payload: {:?}", data.keys()));
+        let job = jobs
+            .iter()
+            .find(|j| helper.contains(&j.payload.token))
+            .unwrap_or_else(|| panic!("{name}: the helper payload carries its job's token"));
+        for key in data.keys() {
+            let allowed = key == ".dockerconfigjson"
+                || key == "podci-helper.PODCI_HELPER_JOB"
+                || job
+                    .payload
+                    .variables
+                    .iter()
+                    .any(|v| &v.key == key && (!v.public || v.file));
+            assert!(allowed, "{name}: unexpected Secret key {key}");
+        }
+        let parsed: podci_model::payload::JobPayload =
+            serde_json::from_str(&helper).expect("the helper payload parses");
+        assert!(parsed.steps.is_empty(), "{name}: steps in the helper payload");
+        for step in &job.payload.steps {
+            for line in &step.script {
+                let escaped = serde_json::to_string(line).expect("json");
+                let escaped = escaped.trim_matches('"');
+                assert!(
+                    !helper.contains(escaped),
+                    "{name}: the script line {line:?} is in the helper payload"
+                );
+            }
+        }
+        assert!(
+            !helper.contains(SECRET),
+            "{name}: SIGNING_KEY's value is in the helper payload"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stage_pipeline_on_kubernetes_with_masked_traces_and_artifacts() {
     if !can_run() {
@@ -208,12 +293,14 @@ mount_path = "/cache"
     )
     .expect("config");
 
+    let spy = spy_job_secrets(&kube).await;
     let out = podci_run(podci, &config, &kubeconfig, 3).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "podci run failed: {stderr}");
 
     let jobs = gitlab.jobs();
     assert_eq!(jobs.len(), 3);
+    assert_job_secrets_hold_only_what_pods_need(spy, &jobs);
     let trace = |i: usize| String::from_utf8_lossy(&jobs[i].trace).into_owned();
     if std::env::var_os("PODCI_E2E_SHOW").is_some() {
         (0..jobs.len()).for_each(|i| eprintln!("--- {}\n{}", jobs[i].name, trace(i)));

@@ -193,6 +193,8 @@ pub(crate) struct Faults {
     pub cut_attach_stdin: Option<usize>,
     /// The next attach is cut when it would send output (see [`Control::cut_next_attach_output`]).
     pub cut_attach_output: bool,
+    /// The next exec that sends stdin is cut (see [`Control::cut_next_exec_stdin`]).
+    pub cut_exec_stdin: Option<usize>,
 }
 
 pub(crate) struct Shared {
@@ -424,6 +426,13 @@ impl Control {
     /// `0` drops it at the first frame, passing nothing.
     pub fn cut_next_attach_stdin(&self, bytes: usize) {
         self.shared.faults().cut_attach_stdin = Some(bytes);
+    }
+    /// The next exec session with stdin passes whole frames to its process until at
+    /// least `bytes` bytes went through, then its connection drops and the process is
+    /// killed (as the runtime ends an exec with its connection): a client's write lost
+    /// half-way through, say a script sent to `sh`. `0` drops it at the first frame.
+    pub fn cut_next_exec_stdin(&self, bytes: usize) {
+        self.shared.faults().cut_exec_stdin = Some(bytes);
     }
     /// The next attach session drops its connection instead of sending the first output
     /// of the container: what the client wrote arrived, but it never hears back.

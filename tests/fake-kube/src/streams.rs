@@ -259,6 +259,12 @@ async fn exec_session(s: Session, sock: WebSocket) {
     };
     let pid = child.id().map(|p| p as i32);
     let mut stdin = child.stdin.take();
+    let cut_stdin = if s.want_in {
+        s.shared.faults().cut_exec_stdin.take()
+    } else {
+        None
+    };
+    let mut stdin_passed = 0usize;
     let (otx, mut orx) = tokio::sync::mpsc::channel::<Message>(64);
     let mut pumps = Vec::new();
     if let Some(o) = child.stdout.take() {
@@ -300,9 +306,23 @@ async fn exec_session(s: Session, sock: WebSocket) {
             m = stream.next() => match m.and_then(|r| r.ok()).and_then(|m| client_event(s.proto, m).or(Some(ClientEvent::Stdin(Bytes::new())))) {
                 Some(ClientEvent::Stdin(b)) => {
                     if b.is_empty() { continue; }
+                    if cut_stdin == Some(0) {
+                        kill();
+                        return;
+                    }
                     if let Some(w) = stdin.as_mut()
                         && w.write_all(&b).await.is_err() {
                         stdin = None;
+                    }
+                    if let Some(limit) = cut_stdin {
+                        stdin_passed += b.len();
+                        if stdin_passed >= limit {
+                            // Let the process read what arrived, as a real shell would
+                            // before the runtime notices the connection is gone.
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            kill();
+                            return;
+                        }
                     }
                 }
                 Some(ClientEvent::CloseStdin) => stdin = None,
