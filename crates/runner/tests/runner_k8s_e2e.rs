@@ -198,6 +198,8 @@ fn assert_job_secrets_hold_only_what_pods_need(
         for key in data.keys() {
             let allowed = key == ".dockerconfigjson"
                 || key == "podci-helper.PODCI_HELPER_JOB"
+                // The runner's cache settings (S3 keys) when the runner has a cache.
+                || key == "podci-helper.PODCI_HELPER_CACHE"
                 || job
                     .payload
                     .variables
