@@ -44,6 +44,10 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener, tls: 
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // As the real API server: Go turns Nagle's algorithm off on every TCP connection
+        // (net.TCPConn's default), so a small exec/attach frame or watch event is sent at
+        // once instead of waiting for the client to acknowledge the previous one.
+        let _ = stream.set_nodelay(true);
         let router = router.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
