@@ -89,21 +89,23 @@ impl ContainerRt {
     pub fn cwd(&self) -> PathBuf {
         self.cwd.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    /// How to run a command inside this container: a prefix for exec (nsenter into the
-    /// container's mount namespace and root) when it has a root of its own.
-    pub fn exec_prefix(&self) -> Vec<String> {
+    /// What an exec must enter when this container has a root of its own: its mount
+    /// namespace, root and working directory, opened now (before fork) so that the
+    /// child only makes system calls. `None` when the container runs in the host's root.
+    pub fn exec_root(&self) -> Option<std::io::Result<ExecRoot>> {
         let in_root = *self.in_root.lock().unwrap_or_else(|e| e.into_inner());
-        match (in_root, self.pid()) {
-            (true, Some(pid)) => vec![
-                "nsenter".into(),
-                format!("--target={pid}"),
-                "--mount".into(),
-                "--root".into(),
-                "--wd".into(),
-                "--".into(),
-            ],
-            _ => Vec::new(),
+        let pid = self.pid()?;
+        if !in_root {
+            return None;
         }
+        let open = |what: &str| std::fs::File::open(format!("/proc/{pid}/{what}"));
+        Some((|| {
+            Ok(ExecRoot {
+                mnt: open("ns/mnt")?,
+                root: open("root")?,
+                cwd: open("cwd")?,
+            })
+        })())
     }
     fn pid(&self) -> Option<i32> {
         *self.pid.lock().unwrap_or_else(|e| e.into_inner())
@@ -1197,6 +1199,36 @@ pub fn die_with_parent(cmd: &mut tokio::process::Command) {
 async fn pause(d: Duration) {
     if !d.is_zero() {
         tokio::time::sleep(d).await;
+    }
+}
+
+/// An exec's way into a container's root, as `nsenter --mount --root --wd` does it but
+/// in the child between fork and exec: no `nsenter` process per exec (a container
+/// runtime's exec does not start one either). The files close on exec.
+pub struct ExecRoot {
+    mnt: std::fs::File,
+    root: std::fs::File,
+    cwd: std::fs::File,
+}
+
+impl ExecRoot {
+    pub fn apply_in_child(self, cmd: &mut tokio::process::Command) {
+        use std::os::fd::AsRawFd;
+        let (mnt, root, cwd) = (self.mnt, self.root, self.cwd);
+        // SAFETY: only system calls on descriptors opened before fork; no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                let err = std::io::Error::last_os_error;
+                if libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) != 0
+                    || libc::fchdir(root.as_raw_fd()) != 0
+                    || libc::chroot(c".".as_ptr()) != 0
+                    || libc::fchdir(cwd.as_raw_fd()) != 0
+                {
+                    return Err(err());
+                }
+                Ok(())
+            });
+        }
     }
 }
 
