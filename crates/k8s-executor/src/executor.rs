@@ -1385,6 +1385,42 @@ impl JobRun<'_> {
         }
     }
 
+    /// Attach strategy: sends step `index`'s launcher as soon as the attach is open, while
+    /// the log reader (once per job) is still being opened. The step need not wait for
+    /// the reader: the reader starts at the file offset it has delivered up to (0 for a
+    /// new job), so output written before it runs is still read, once.
+    async fn start_attached(&mut self, index: usize, script: &str) -> Result<(), Stop> {
+        let reader = if self.log.is_none() {
+            Some(LogReader::open(
+                self.pods.clone(),
+                self.jp.name.clone(),
+                self.jp.log_file(),
+                self.base(),
+                self.jp.build_dir.clone(),
+            ))
+        } else {
+            None
+        };
+        let log_fut = async {
+            match reader {
+                Some(f) => Some(f.await),
+                None => None,
+            }
+        };
+        let (log, sent) = tokio::join!(log_fut, self.send_step(index, script));
+        match log {
+            Some(Ok(l)) => self.log = Some(l),
+            Some(Err(e)) => {
+                return Err(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    format!("cannot read the job log: {}", api_error(&e)),
+                ));
+            }
+            None => {}
+        }
+        sent
+    }
+
     /// Sends step `index`'s launcher through the attach (opening one if needed); a
     /// failed write attaches again and sends again (see [`attach_launcher`]).
     async fn send_step(&mut self, index: usize, script: &str) -> Result<(), Stop> {
@@ -1491,11 +1527,11 @@ impl JobRun<'_> {
         };
         let script = render_step(payload, step, &opts)
             .map_err(|e| Stop::Failed(FailureReason::RunnerSystemFailure, e.to_string()))?;
-        self.open_streams().await?;
         let attach = self.exec.config.strategy == Strategy::Attach;
         if attach {
-            self.send_step(index, &script).await?;
+            self.start_attached(index, &script).await?;
         } else {
+            self.open_streams().await?;
             let text = launcher(self.jp, index, &script, &self.nonce, self.exec.config.strategy);
             self.start_step(&text).await?;
         }
