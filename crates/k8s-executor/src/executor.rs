@@ -8,11 +8,11 @@
 //!
 //! How a step runs. Its script (from [`podci_model::script::render_step`]) goes through
 //! the build shell's stdin: with [`Strategy::Attach`] over a `pods/attach` kept open for
-//! the whole job, as a here-document that one `sh -s` runs (see [`attach_launcher`]);
+//! the whole job, as a here-document that one `sh -s` runs (see `attach_launcher`);
 //! with [`Strategy::Exec`] written to the scripts volume and started detached through a
-//! `pods/exec` of `sh`. Either
-//! way its output is appended to `output.log` on the logs volume, which one long-lived
-//! `pods/exec` of `tail -c +OFFSET -f` in the helper streams back. The executor counts
+//! `pods/exec` of `sh`. Either way its output is appended to `output.log` on the logs
+//! volume, which one long-lived `pods/exec` of `tail -c +OFFSET -f` in the helper
+//! streams back. The executor counts
 //! the bytes it received; after a dropped connection it starts `tail` again at that
 //! offset, so nothing is lost or repeated. The step's exit code arrives in the end
 //! marker the script prints last ([`podci_model::script::StepEndScanner`]), since attach
