@@ -882,10 +882,12 @@ pub(crate) fn watch(
                 if expire || rv < st.compacted {
                     (Vec::new(), rx, st.rv, Some(rv))
                 } else {
-                    let evs: Vec<Change> = st
-                        .history
+                    // The history is in resourceVersion order: start at the first
+                    // change after `rv` instead of scanning all of it.
+                    let from = st.history.partition_point(|c| c.rv <= rv);
+                    let evs: Vec<Change> = st.history[from..]
                         .iter()
-                        .filter(|c| c.rv > rv && matches_scope(c))
+                        .filter(|c| matches_scope(c))
                         .cloned()
                         .collect();
                     (evs, rx, st.rv, None)

@@ -199,14 +199,20 @@ pub fn event(
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let now = util::now_rfc3339();
     let mut st = shared.lock();
-    let existing = st.list("events", Some(&ns)).into_iter().find(|e| {
-        e["involvedObject"]["uid"] == pod["metadata"]["uid"]
-            && e["reason"] == json!(reason)
-            && e["message"] == json!(message)
-            && e["involvedObject"]["fieldPath"].as_str() == field_path
-    });
-    if let Some(e) = existing {
-        let ename = e["metadata"]["name"].as_str().unwrap_or("").to_string();
+    // Scan the namespace's events in place: cloning every event of the namespace for
+    // each new one made a Pod start slower with every Pod that came before it.
+    let existing = st
+        .objects
+        .range(Key::new("events", &ns, "")..)
+        .take_while(|(k, _)| k.resource == "events" && k.namespace == ns)
+        .find(|(_, e)| {
+            e["involvedObject"]["uid"] == pod["metadata"]["uid"]
+                && e["reason"].as_str() == Some(reason)
+                && e["message"].as_str() == Some(message)
+                && e["involvedObject"]["fieldPath"].as_str() == field_path
+        })
+        .map(|(k, _)| k.name.clone());
+    if let Some(ename) = existing {
         st.modify(&Key::new("events", &ns, &ename), |o| {
             o["count"] = json!(o["count"].as_i64().unwrap_or(1) + 1);
             o["lastTimestamp"] = json!(now);
