@@ -4,7 +4,9 @@
 //!
 //! The fake kubelet's simulated delays (scheduling, container creation, status sync) are
 //! set to zero so that what remains is podci, the API round trips and process start-up;
-//! the job's own time is measured by running the same step script with `sh` directly.
+//! the job's own time is the same step script run the Pod's way without Kubernetes (an
+//! already running shell starts `sh -s` with it), and own time, the fake cluster's Pod
+//! floor and the job are measured in turn for every job.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
