@@ -44,7 +44,10 @@ pub enum Strategy {
 }
 
 /// `[runners.kubernetes]`. Field names are GitLab Runner's TOML keys.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+///
+/// `Debug` is written by hand so that `bearer_token` prints as `[REDACTED]` (or `""`
+/// when unset): a configuration is the kind of value that ends up in a log line.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct KubernetesConfig {
     /// API server URL; empty means in-cluster or the kubeconfig.
@@ -161,6 +164,297 @@ pub struct KubernetesConfig {
     /// Not a TOML key: picked with [`KubernetesConfig::with_feature_flags`].
     #[serde(skip)]
     pub strategy: Strategy,
+}
+
+impl std::fmt::Debug for KubernetesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured without `..`: a new field fails to compile until it is listed here,
+        // so no field (secret or not) can be skipped or printed unredacted by accident.
+        let KubernetesConfig {
+            host,
+            context,
+            cert_file,
+            key_file,
+            ca_file,
+            bearer_token,
+            bearer_token_overwrite_allowed,
+            image,
+            namespace,
+            namespace_overwrite_allowed,
+            namespace_per_job,
+            privileged,
+            allow_privilege_escalation,
+            runtime_class_name,
+            service_account,
+            service_account_overwrite_allowed,
+            automount_service_account_token,
+            image_pull_secrets,
+            use_service_account_image_pull_secrets,
+            pull_policy,
+            allowed_pull_policies,
+            allowed_images,
+            allowed_services,
+            allowed_users,
+            allowed_groups,
+            cpu_limit,
+            cpu_limit_overwrite_max_allowed,
+            cpu_request,
+            cpu_request_overwrite_max_allowed,
+            memory_limit,
+            memory_limit_overwrite_max_allowed,
+            memory_request,
+            memory_request_overwrite_max_allowed,
+            ephemeral_storage_limit,
+            ephemeral_storage_limit_overwrite_max_allowed,
+            ephemeral_storage_request,
+            ephemeral_storage_request_overwrite_max_allowed,
+            service_cpu_limit,
+            service_cpu_limit_overwrite_max_allowed,
+            service_cpu_request,
+            service_cpu_request_overwrite_max_allowed,
+            service_memory_limit,
+            service_memory_limit_overwrite_max_allowed,
+            service_memory_request,
+            service_memory_request_overwrite_max_allowed,
+            service_ephemeral_storage_limit,
+            service_ephemeral_storage_limit_overwrite_max_allowed,
+            service_ephemeral_storage_request,
+            service_ephemeral_storage_request_overwrite_max_allowed,
+            helper_cpu_limit,
+            helper_cpu_limit_overwrite_max_allowed,
+            helper_cpu_request,
+            helper_cpu_request_overwrite_max_allowed,
+            helper_memory_limit,
+            helper_memory_limit_overwrite_max_allowed,
+            helper_memory_request,
+            helper_memory_request_overwrite_max_allowed,
+            helper_ephemeral_storage_limit,
+            helper_ephemeral_storage_limit_overwrite_max_allowed,
+            helper_ephemeral_storage_request,
+            helper_ephemeral_storage_request_overwrite_max_allowed,
+            node_selector,
+            node_selector_overwrite_allowed,
+            node_tolerations,
+            node_tolerations_overwrite_allowed,
+            affinity,
+            pod_labels,
+            pod_labels_overwrite_allowed,
+            pod_annotations,
+            pod_annotations_overwrite_allowed,
+            pod_security_context,
+            build_container_security_context,
+            helper_container_security_context,
+            service_container_security_context,
+            init_permissions_container_security_context,
+            cap_add,
+            cap_drop,
+            volumes,
+            host_aliases,
+            dns_policy,
+            scheduler_name,
+            priority_class_name,
+            helper_image,
+            helper_image_flavor,
+            poll_interval,
+            poll_timeout,
+            termination_grace_period_seconds,
+            pod_termination_grace_period_seconds,
+            cleanup_grace_period_seconds,
+            cleanup_resources_timeout,
+            print_pod_warning_events,
+            logs_base_dir,
+            scripts_base_dir,
+            strategy,
+        } = self;
+        let token: &dyn std::fmt::Debug = if bearer_token.is_empty() {
+            &""
+        } else {
+            &"[REDACTED]"
+        };
+        f.debug_struct("KubernetesConfig")
+            .field("host", host)
+            .field("context", context)
+            .field("cert_file", cert_file)
+            .field("key_file", key_file)
+            .field("ca_file", ca_file)
+            .field("bearer_token", token)
+            .field("bearer_token_overwrite_allowed", bearer_token_overwrite_allowed)
+            .field("image", image)
+            .field("namespace", namespace)
+            .field("namespace_overwrite_allowed", namespace_overwrite_allowed)
+            .field("namespace_per_job", namespace_per_job)
+            .field("privileged", privileged)
+            .field("allow_privilege_escalation", allow_privilege_escalation)
+            .field("runtime_class_name", runtime_class_name)
+            .field("service_account", service_account)
+            .field(
+                "service_account_overwrite_allowed",
+                service_account_overwrite_allowed,
+            )
+            .field("automount_service_account_token", automount_service_account_token)
+            .field("image_pull_secrets", image_pull_secrets)
+            .field(
+                "use_service_account_image_pull_secrets",
+                use_service_account_image_pull_secrets,
+            )
+            .field("pull_policy", pull_policy)
+            .field("allowed_pull_policies", allowed_pull_policies)
+            .field("allowed_images", allowed_images)
+            .field("allowed_services", allowed_services)
+            .field("allowed_users", allowed_users)
+            .field("allowed_groups", allowed_groups)
+            .field("cpu_limit", cpu_limit)
+            .field("cpu_limit_overwrite_max_allowed", cpu_limit_overwrite_max_allowed)
+            .field("cpu_request", cpu_request)
+            .field(
+                "cpu_request_overwrite_max_allowed",
+                cpu_request_overwrite_max_allowed,
+            )
+            .field("memory_limit", memory_limit)
+            .field(
+                "memory_limit_overwrite_max_allowed",
+                memory_limit_overwrite_max_allowed,
+            )
+            .field("memory_request", memory_request)
+            .field(
+                "memory_request_overwrite_max_allowed",
+                memory_request_overwrite_max_allowed,
+            )
+            .field("ephemeral_storage_limit", ephemeral_storage_limit)
+            .field(
+                "ephemeral_storage_limit_overwrite_max_allowed",
+                ephemeral_storage_limit_overwrite_max_allowed,
+            )
+            .field("ephemeral_storage_request", ephemeral_storage_request)
+            .field(
+                "ephemeral_storage_request_overwrite_max_allowed",
+                ephemeral_storage_request_overwrite_max_allowed,
+            )
+            .field("service_cpu_limit", service_cpu_limit)
+            .field(
+                "service_cpu_limit_overwrite_max_allowed",
+                service_cpu_limit_overwrite_max_allowed,
+            )
+            .field("service_cpu_request", service_cpu_request)
+            .field(
+                "service_cpu_request_overwrite_max_allowed",
+                service_cpu_request_overwrite_max_allowed,
+            )
+            .field("service_memory_limit", service_memory_limit)
+            .field(
+                "service_memory_limit_overwrite_max_allowed",
+                service_memory_limit_overwrite_max_allowed,
+            )
+            .field("service_memory_request", service_memory_request)
+            .field(
+                "service_memory_request_overwrite_max_allowed",
+                service_memory_request_overwrite_max_allowed,
+            )
+            .field("service_ephemeral_storage_limit", service_ephemeral_storage_limit)
+            .field(
+                "service_ephemeral_storage_limit_overwrite_max_allowed",
+                service_ephemeral_storage_limit_overwrite_max_allowed,
+            )
+            .field(
+                "service_ephemeral_storage_request",
+                service_ephemeral_storage_request,
+            )
+            .field(
+                "service_ephemeral_storage_request_overwrite_max_allowed",
+                service_ephemeral_storage_request_overwrite_max_allowed,
+            )
+            .field("helper_cpu_limit", helper_cpu_limit)
+            .field(
+                "helper_cpu_limit_overwrite_max_allowed",
+                helper_cpu_limit_overwrite_max_allowed,
+            )
+            .field("helper_cpu_request", helper_cpu_request)
+            .field(
+                "helper_cpu_request_overwrite_max_allowed",
+                helper_cpu_request_overwrite_max_allowed,
+            )
+            .field("helper_memory_limit", helper_memory_limit)
+            .field(
+                "helper_memory_limit_overwrite_max_allowed",
+                helper_memory_limit_overwrite_max_allowed,
+            )
+            .field("helper_memory_request", helper_memory_request)
+            .field(
+                "helper_memory_request_overwrite_max_allowed",
+                helper_memory_request_overwrite_max_allowed,
+            )
+            .field("helper_ephemeral_storage_limit", helper_ephemeral_storage_limit)
+            .field(
+                "helper_ephemeral_storage_limit_overwrite_max_allowed",
+                helper_ephemeral_storage_limit_overwrite_max_allowed,
+            )
+            .field(
+                "helper_ephemeral_storage_request",
+                helper_ephemeral_storage_request,
+            )
+            .field(
+                "helper_ephemeral_storage_request_overwrite_max_allowed",
+                helper_ephemeral_storage_request_overwrite_max_allowed,
+            )
+            .field("node_selector", node_selector)
+            .field("node_selector_overwrite_allowed", node_selector_overwrite_allowed)
+            .field("node_tolerations", node_tolerations)
+            .field(
+                "node_tolerations_overwrite_allowed",
+                node_tolerations_overwrite_allowed,
+            )
+            .field("affinity", affinity)
+            .field("pod_labels", pod_labels)
+            .field("pod_labels_overwrite_allowed", pod_labels_overwrite_allowed)
+            .field("pod_annotations", pod_annotations)
+            .field(
+                "pod_annotations_overwrite_allowed",
+                pod_annotations_overwrite_allowed,
+            )
+            .field("pod_security_context", pod_security_context)
+            .field(
+                "build_container_security_context",
+                build_container_security_context,
+            )
+            .field(
+                "helper_container_security_context",
+                helper_container_security_context,
+            )
+            .field(
+                "service_container_security_context",
+                service_container_security_context,
+            )
+            .field(
+                "init_permissions_container_security_context",
+                init_permissions_container_security_context,
+            )
+            .field("cap_add", cap_add)
+            .field("cap_drop", cap_drop)
+            .field("volumes", volumes)
+            .field("host_aliases", host_aliases)
+            .field("dns_policy", dns_policy)
+            .field("scheduler_name", scheduler_name)
+            .field("priority_class_name", priority_class_name)
+            .field("helper_image", helper_image)
+            .field("helper_image_flavor", helper_image_flavor)
+            .field("poll_interval", poll_interval)
+            .field("poll_timeout", poll_timeout)
+            .field(
+                "termination_grace_period_seconds",
+                termination_grace_period_seconds,
+            )
+            .field(
+                "pod_termination_grace_period_seconds",
+                pod_termination_grace_period_seconds,
+            )
+            .field("cleanup_grace_period_seconds", cleanup_grace_period_seconds)
+            .field("cleanup_resources_timeout", cleanup_resources_timeout)
+            .field("print_pod_warning_events", print_pod_warning_events)
+            .field("logs_base_dir", logs_base_dir)
+            .field("scripts_base_dir", scripts_base_dir)
+            .field("strategy", strategy)
+            .finish()
+    }
 }
 
 impl Default for KubernetesConfig {
@@ -600,6 +894,24 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_redacts_the_bearer_token() {
+        let c = KubernetesConfig::from_toml_str(
+            "host = \"https://k8s.example:6443\"\nbearer_token = \"s3cr3t-t0ken-value\"\nnamespace = \"ci\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.bearer_token, "s3cr3t-t0ken-value");
+        for text in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!text.contains("s3cr3t-t0ken-value"), "token leaked: {text}");
+            assert!(text.contains("bearer_token: \"[REDACTED]\""), "{text}");
+            // The other fields are still there to debug with.
+            assert!(text.contains("https://k8s.example:6443"), "{text}");
+            assert!(text.contains("namespace: \"ci\""), "{text}");
+        }
+        let unset = format!("{:?}", KubernetesConfig::default());
+        assert!(unset.contains("bearer_token: \"\""), "{unset}");
+    }
 
     #[test]
     fn defaults_follow_gitlab_runner() {

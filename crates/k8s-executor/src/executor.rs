@@ -6,14 +6,14 @@
 //! message, unschedulable Pods quoting their events), running each step, streaming the
 //! log file, cancel and timeout, and a bounded cleanup.
 //!
-//! How a step runs. Its script (from [`podci_model::script::render_step`]) is written to
-//! the scripts volume by a here-document and started, both through the build shell's
-//! stdin: with [`Strategy::Attach`] over a `pods/attach` kept open for the whole job,
-//! with [`Strategy::Exec`] through a `pods/exec` of `sh` that starts it detached
-//! (`detached_launcher`; the write runs alongside the log reading and ends when the
-//! shell does, so a shell that exits without reading cannot hang the job). Either
-//! way its output is appended to `output.log` on the logs volume, which one long-lived
-//! `pods/exec` of `tail -c +OFFSET -f` in the helper streams back. The executor counts
+//! How a step runs. Its script (from [`podci_model::script::render_step`]) goes through
+//! the build shell's stdin: with [`Strategy::Attach`] over a `pods/attach` kept open for
+//! the whole job, as a here-document that one `sh -s` runs (see `attach_launcher`);
+//! with [`Strategy::Exec`] written to the scripts volume and started detached through a
+//! `pods/exec` of `sh` (`detached_launcher`; the write runs alongside the log reading and
+//! ends when the shell does, so a shell that exits without reading cannot hang the job).
+//! Either way its output is appended to `output.log` on the logs volume, which one
+//! long-lived `pods/exec` of `tail -c +OFFSET -f` in the helper streams back. The executor counts
 //! the bytes it received; after a dropped connection it starts `tail` again at that
 //! offset, so nothing is lost or repeated. The step's exit code arrives in the end
 //! marker the script prints last ([`podci_model::script::StepEndScanner`]), since attach
@@ -850,11 +850,16 @@ async fn attach_event(a: Option<&mut Attached>, buf: &mut [u8]) -> AttachEvent {
 /// Opens an attach to the build container's shell: stdin to start steps, stdout for the
 /// launcher's markers.
 async fn open_attach(pods: &Api<Pod>, name: &str, base: Duration) -> Result<Attached, kube::Error> {
+    // kube cuts stdin into frames of at most its pipe size (1 KiB by default) and the
+    // 4 KiB its reader takes at once. A larger pipe lets a launcher of up to 4 KiB go out
+    // as one WebSocket frame: one TCP segment, never held back by Nagle's algorithm
+    // waiting for the server's (delayed) acknowledgement of the previous frame.
     let ap = AttachParams::default()
         .container(BUILD_CONTAINER)
         .stdin(true)
         .stdout(true)
-        .stderr(false);
+        .stderr(false)
+        .max_stdin_buf_size(64 * 1024);
     let mut process = retry(base, || pods.attach(name, &ap)).await?;
     let (Some(stdin), Some(status)) = (process.stdin(), process.take_status()) else {
         process.abort();
@@ -887,20 +892,28 @@ fn attach_delimiter(nonce: &str, index: usize, send: u32) -> String {
 /// Text for the build shell's stdin (attach strategy) that starts step `index` exactly
 /// once, however the connection drops while it is sent.
 ///
+/// One process per step: the build shell starts `sh -s` with the step script as a
+/// here-document, and that shell claims the step, sends its own output to the log file
+/// and prints the end marker itself (the script's last line), as GitLab Runner's attach
+/// strategy does; no launch file is written by `cat` and no extra processes run.
+///
 /// kube sends stdin in frames, and a dropped connection delivers some leading frames
 /// of a text and loses the rest; the shell would then hold a half-read here-document, and
 /// blindly resending could run a step twice or run a truncated script. So:
-/// - the launcher is one here-document (`cat > FILE <<'DELIM'`, on the first line, which
-///   always travels in the first frame) whose delimiter is unique per send, followed by
-///   a line of plain words (`umask $saved; sh FILE`): no prefix of that line can leave a
-///   quote, brace or redirection open;
+/// - the launcher is one here-document (`sh -s <<'DELIM'`, on the first line, which
+///   always travels in the first frame) whose delimiter is unique per send;
+/// - its whole content is one `{ ... }` group, which the shell parses completely before
+///   it runs any of it: a here-document cut anywhere before the closing brace is a
+///   syntax error, so a truncated script never runs a single command;
 /// - a repeated send starts with the previous send's delimiter on a line of its own,
-///   which ends that send's here-document if it was cut inside it (the truncated file
-///   is never run: its `sh FILE` line did not arrive), or is a harmless unknown command
-///   if the previous send arrived whole;
-/// - the file claims the step with a noclobber-created `.started` file, so a second
+///   which ends that send's here-document if it was cut inside it, or is a harmless
+///   unknown command if the previous send arrived whole;
+/// - the group claims the step with a noclobber-created `.started` file, so a second
 ///   copy that does arrive prints the skip marker and exits instead of running again;
 /// - the start/skip marker on the shell's stdout tells the executor the launcher ran.
+///
+/// The script never touches a file of its own: the shell keeps the here-document in a
+/// pipe or a private temporary file, so no umask juggling is needed to keep it secret.
 fn attach_launcher(jp: &JobPod, index: usize, send: u32, script: &str, nonce: &str) -> String {
     let file = format!("{}/step_{index}", jp.scripts_dir);
     let q = podci_model::script::quote;
@@ -911,18 +924,7 @@ fn attach_launcher(jp: &JobPod, index: usize, send: u32, script: &str, nonce: &s
         text.push_str(&attach_delimiter(nonce, index, send - 1));
         text.push('\n');
     }
-    // The launch file name must be plain words on the `sh` line; the scripts directory
-    // is `/scripts-<project id>-<job id>`, so it is.
-    let launch = format!("{file}.{send}");
-    let plain = launch
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
-    let launch_word = if plain { launch.clone() } else { q(&launch) };
-    // The launch file holds the step script: only its owner may read it. The shell's
-    // own umask is saved once and restored on the plain-words line that runs the file.
-    text.push_str(&format!(
-        "[ -n \"$podci_um\" ] || podci_um=$(umask); umask 077; cat > {launch_word} <<'{delim}'\n"
-    ));
+    text.push_str(&format!("sh -s <<'{delim}'\n{{\n"));
     text.push_str(&format!(
         // `true` (a regular builtin: a failed redirection does not end the shell, and no
         // subshell is forked) creates the claim file only if it does not exist yet.
@@ -941,9 +943,9 @@ fn attach_launcher(jp: &JobPod, index: usize, send: u32, script: &str, nonce: &s
     if !script.ends_with('\n') {
         text.push('\n');
     }
+    text.push_str("}\n");
     text.push_str(&delim);
     text.push('\n');
-    text.push_str(&format!("umask $podci_um; sh {launch_word}\n"));
     text
 }
 
@@ -1638,6 +1640,42 @@ impl JobRun<'_> {
         }
     }
 
+    /// Attach strategy: sends step `index`'s launcher as soon as the attach is open, while
+    /// the log reader (once per job) is still being opened. The step need not wait for
+    /// the reader: the reader starts at the file offset it has delivered up to (0 for a
+    /// new job), so output written before it runs is still read, once.
+    async fn start_attached(&mut self, index: usize, script: &str) -> Result<(), Stop> {
+        let reader = if self.log.is_none() {
+            Some(LogReader::open(
+                self.pods.clone(),
+                self.jp.name.clone(),
+                self.jp.log_file(),
+                self.base(),
+                self.jp.build_dir.clone(),
+            ))
+        } else {
+            None
+        };
+        let log_fut = async {
+            match reader {
+                Some(f) => Some(f.await),
+                None => None,
+            }
+        };
+        let (log, sent) = tokio::join!(log_fut, self.send_step(index, script));
+        match log {
+            Some(Ok(l)) => self.log = Some(l),
+            Some(Err(e)) => {
+                return Err(Stop::Failed(
+                    FailureReason::RunnerSystemFailure,
+                    format!("cannot read the job log: {}", api_error(&e)),
+                ));
+            }
+            None => {}
+        }
+        sent
+    }
+
     /// Sends step `index`'s launcher through the attach (opening one if needed); a
     /// failed write attaches again and sends again (see [`attach_launcher`]).
     async fn send_step(&mut self, index: usize, script: &str) -> Result<(), Stop> {
@@ -1744,14 +1782,14 @@ impl JobRun<'_> {
         };
         let script = render_step(payload, step, &opts)
             .map_err(|e| Stop::Failed(FailureReason::RunnerSystemFailure, e.to_string()))?;
-        self.open_streams().await?;
         let attach = self.exec.config.strategy == Strategy::Attach;
         // The exec strategy's launcher is sent alongside the log reading below, so that
         // neither a large write nor a shell that never reads can hold the output up.
         let mut launch = None;
         if attach {
-            self.send_step(index, &script).await?;
+            self.start_attached(index, &script).await?;
         } else {
+            self.open_streams().await?;
             launch = Some(self.launch_future(
                 BUILD_CONTAINER,
                 &format!("step_{index}"),
@@ -2141,11 +2179,14 @@ impl LogReader {
             (self.offset + 1).to_string(),
             self.make_dir.clone(),
         ];
+        // A 64 KiB pipe instead of kube's 1 KiB: a burst of log output is handed over
+        // in one piece instead of 1 KiB at a time.
         let ap = AttachParams::default()
             .container(HELPER_CONTAINER)
             .stdin(false)
             .stdout(true)
-            .stderr(false);
+            .stderr(false)
+            .max_stdout_buf_size(64 * 1024);
         let mut process = retry(self.base, || self.pods.exec(&self.pod, cmd.clone(), &ap)).await?;
         let (Some(stdout), Some(status)) = (process.stdout(), process.take_status()) else {
             process.abort();
@@ -2336,5 +2377,186 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// A job Pod whose scripts, logs and build directories are in `dir` on this machine.
+    fn local_pod(dir: &std::path::Path) -> (JobPod, String) {
+        let mut payload = JobPayload {
+            id: 7,
+            ..Default::default()
+        };
+        payload.job_info.project_id = 1;
+        payload.steps = vec![Step {
+            name: "script".into(),
+            script: vec![
+                format!("echo ran >> {}/runs.txt", dir.display()),
+                "echo hello".into(),
+                "exit 3".into(),
+            ],
+            timeout: 0,
+            when: "on_success".into(),
+            allow_failure: false,
+        }];
+        let cfg = KubernetesConfig::from_toml_str("image = \"debian:bookworm\"\nhelper_image = \"helper\"")
+            .unwrap();
+        let params = PodParams {
+            runner_short_token: "t".into(),
+            concurrent_id: 0,
+            suffix: "x".into(),
+            now_unix: 0,
+            job_url: String::new(),
+        };
+        let mut jp = build_pod(&cfg, &payload, &params).unwrap();
+        for (d, sub) in [
+            (&mut jp.scripts_dir, "scripts"),
+            (&mut jp.logs_dir, "logs"),
+            (&mut jp.build_dir, "build"),
+        ] {
+            *d = dir.join(sub).display().to_string();
+            std::fs::create_dir_all(&*d).unwrap();
+        }
+        let opts = ScriptOptions {
+            shell: Shell::Detect,
+            nonce: "testnonce1234567890abcd".into(),
+            start_time: 0,
+            build_dir: jp.build_dir.clone(),
+            tmp_dir: format!("{}.tmp", jp.build_dir),
+            job_status: None,
+        };
+        let script = render_step(&payload, &payload.steps[0], &opts).unwrap();
+        (jp, script)
+    }
+
+    /// Feeds `input` to `shell` as the build container's shell reads its attach stdin.
+    fn feed(shell: &[&str], input: &[u8]) -> String {
+        let mut child = Command::new(shell[0])
+            .args(&shell[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A launcher cut anywhere after its first line (the first frame carries that line)
+    /// and followed by the next send runs the step exactly once, in the shells a build
+    /// image may have: the truncated copy never runs a command, a whole copy runs and
+    /// the repeated one only reports that the step already started.
+    #[test]
+    fn a_cut_launcher_then_a_resend_runs_the_step_exactly_once() {
+        let nonce = "testnonce1234567890abcd";
+        let shells: Vec<&str> = ["bash", "dash", "busybox"]
+            .into_iter()
+            .filter(|s| {
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("command -v {s}"))
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .collect();
+        assert!(shells.contains(&"bash") && shells.contains(&"dash"), "{shells:?}");
+        for shell in shells {
+            // busybox is a multi-call binary: its shell is `busybox sh`.
+            let argv: &[&str] = if shell == "busybox" {
+                &["busybox", "sh"]
+            } else {
+                &[shell]
+            };
+            let first = {
+                let dir = tempfile::tempdir().unwrap();
+                let (jp, script) = local_pod(dir.path());
+                attach_launcher(&jp, 0, 0, &script, nonce)
+            };
+            let first_line = first.find('\n').unwrap() + 1;
+            let mut cuts: Vec<usize> = (first_line..first.len()).step_by(97).collect();
+            let closed = first.len() - attach_delimiter(nonce, 0, 0).len() - 2;
+            cuts.extend([
+                first_line,
+                closed - 2,
+                closed - 1,
+                closed,
+                closed + 1,
+                first.len() - 1,
+                first.len(),
+            ]);
+            for cut in cuts {
+                let dir = tempfile::tempdir().unwrap();
+                let (jp, script) = local_pod(dir.path());
+                let send0 = attach_launcher(&jp, 0, 0, &script, nonce);
+                let send1 = attach_launcher(&jp, 0, 1, &script, nonce);
+                let mut input = send0.as_bytes()[..cut].to_vec();
+                input.extend_from_slice(send1.as_bytes());
+                let stdout = feed(argv, &input);
+                let runs = std::fs::read_to_string(dir.path().join("runs.txt")).unwrap_or_default();
+                assert_eq!(
+                    runs,
+                    "ran\n",
+                    "{shell}, cut at {cut}/{}: stdout {stdout:?}",
+                    send0.len()
+                );
+                let log = std::fs::read_to_string(jp.log_file()).unwrap();
+                let mut scanner = StepEndScanner::new(nonce);
+                let shown = scanner.write(log.as_bytes());
+                assert_eq!(scanner.exit_code(), Some(3), "{shell}, cut at {cut}: {log:?}");
+                assert_eq!(
+                    String::from_utf8_lossy(&shown).matches("hello\n").count(),
+                    1,
+                    "{log:?}"
+                );
+                assert_eq!(
+                    stdout.matches(&start_marker("start", nonce, 0)).count(),
+                    1,
+                    "{shell} {cut}: {stdout:?}"
+                );
+                // The group's closing brace arrived: the first copy is whole (the next
+                // send's leading newline and delimiter end its here-document).
+                let closed = send0.len() - attach_delimiter(nonce, 0, 0).len() - 2;
+                let whole = cut >= closed;
+                assert_eq!(
+                    stdout.contains(&start_marker("skip", nonce, 0)),
+                    whole,
+                    "{shell}, cut at {cut}: a whole first copy makes the second one skip: {stdout:?}"
+                );
+            }
+        }
+    }
+
+    /// Two cut copies in a row, then a whole one: still one run.
+    #[test]
+    fn two_cut_sends_then_a_whole_one_run_the_step_once() {
+        let nonce = "testnonce1234567890abcd";
+        let dir = tempfile::tempdir().unwrap();
+        let (jp, script) = local_pod(dir.path());
+        let s0 = attach_launcher(&jp, 0, 0, &script, nonce);
+        let s1 = attach_launcher(&jp, 0, 1, &script, nonce);
+        let s2 = attach_launcher(&jp, 0, 2, &script, nonce);
+        let mut input = s0.as_bytes()[..s0.len() / 2].to_vec();
+        input.extend_from_slice(&s1.as_bytes()[..s1.len() - 10]);
+        input.extend_from_slice(s2.as_bytes());
+        let stdout = feed(&["bash"], &input);
+        let runs = std::fs::read_to_string(dir.path().join("runs.txt")).unwrap_or_default();
+        assert_eq!(runs, "ran\n", "{stdout:?}");
+        assert_eq!(
+            stdout.matches(&start_marker("start", nonce, 0)).count(),
+            1,
+            "{stdout:?}"
+        );
+    }
+
+    /// The launcher for a one-line step fits one kube stdin frame (4 KiB), so Nagle's
+    /// algorithm has no second frame to hold back.
+    #[test]
+    fn a_short_step_launcher_fits_one_stdin_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jp, script) = local_pod(dir.path());
+        let text = attach_launcher(&jp, 0, 0, &script, "testnonce1234567890abcd");
+        assert!(text.len() <= 4096, "{} bytes", text.len());
     }
 }

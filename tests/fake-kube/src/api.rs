@@ -44,6 +44,10 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener, tls: 
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // As the real API server: Go turns Nagle's algorithm off on every TCP connection
+        // (net.TCPConn's default), so a small exec/attach frame or watch event is sent at
+        // once instead of waiting for the client to acknowledge the previous one.
+        let _ = stream.set_nodelay(true);
         let router = router.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -878,10 +882,12 @@ pub(crate) fn watch(
                 if expire || rv < st.compacted {
                     (Vec::new(), rx, st.rv, Some(rv))
                 } else {
-                    let evs: Vec<Change> = st
-                        .history
+                    // The history is in resourceVersion order: start at the first
+                    // change after `rv` instead of scanning all of it.
+                    let from = st.history.partition_point(|c| c.rv <= rv);
+                    let evs: Vec<Change> = st.history[from..]
                         .iter()
-                        .filter(|c| c.rv > rv && matches_scope(c))
+                        .filter(|c| matches_scope(c))
                         .cloned()
                         .collect();
                     (evs, rx, st.rv, None)

@@ -206,11 +206,17 @@ async fn exec_session(s: Session, sock: WebSocket) {
     let Some((prog, _)) = s.command.split_first() else {
         return;
     };
-    let mut full = s.c.exec_prefix();
-    full.extend(s.command.iter().cloned());
-    let (first, args) = full.split_first().unwrap_or((prog, &[]));
-    let mut cmd = tokio::process::Command::new(first);
+    let args = &s.command[1..];
+    let mut cmd = tokio::process::Command::new(prog);
     crate::kubelet::die_with_parent(&mut cmd);
+    let root_err = match s.c.exec_root() {
+        Some(Ok(root)) => {
+            root.apply_in_child(&mut cmd);
+            None
+        }
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
     cmd.args(args)
         .env_clear()
         .envs(s.c.env())
@@ -232,7 +238,11 @@ async fn exec_session(s: Session, sock: WebSocket) {
         } else {
             std::process::Stdio::null()
         });
-    let mut child = match cmd.spawn() {
+    let spawned = match root_err {
+        Some(e) => Err(e),
+        None => cmd.spawn(),
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let why = if e.kind() == std::io::ErrorKind::NotFound {

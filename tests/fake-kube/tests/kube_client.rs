@@ -614,14 +614,39 @@ async fn container_roots_mount_volumes_at_their_paths() {
     let mut ex = pods
         .exec(
             "rooted",
-            ["sh", "-c", "pwd; cat /builds/out"],
+            [
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("pwd; cat /builds/out; [ -e {leak} ] && echo sees-the-container-overlay"),
+            ],
             &AttachParams::default().stderr(false),
         )
         .await
         .unwrap();
     let mut s = String::new();
     ex.stdout().unwrap().read_to_string(&mut s).await.unwrap();
-    assert_eq!(s, "/builds/project\nmade\n");
+    assert_eq!(s, "/builds/project\nmade\nsees-the-container-overlay\n");
+    // A binary the container's root lacks fails as the runtime reports it, on the
+    // status channel, not as a shell's exit 127.
+    let missing = format!("/builds/no-such-binary-{}", std::process::id());
+    let mut ex = pods
+        .exec(
+            "rooted",
+            [missing.as_str()],
+            &AttachParams::default().stderr(false),
+        )
+        .await
+        .unwrap();
+    let status = ex.take_status().unwrap().await.unwrap();
+    assert_eq!(status.status.as_deref(), Some("Failure"), "{status:?}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("no such file or directory"),
+        "{status:?}"
+    );
     pods.delete(
         "rooted",
         &DeleteParams {
