@@ -1305,6 +1305,14 @@ impl JobRun<'_> {
     /// `setsid` makes its pid the group's id), or to the script alone without `setsid`.
     async fn signal_detached(&mut self, container: &'static str, name: &str) {
         let pid_file = format!("{}/{name}.pid", self.jp.scripts_dir);
+        let kill = "p=$(cat \"$1\" 2>/dev/null) && [ -n \"$p\" ] && { kill -TERM -- \"-$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; }; true";
+        self.exec_signal(container, kill, pid_file).await;
+    }
+
+    /// Runs `sh -c KILL sh PID_FILE` in `container` and waits (bounded) for it to end:
+    /// the one short exec that every cancel path sends. Failures are ignored: the Pod's
+    /// deletion stops whatever the signal did not.
+    async fn exec_signal(&mut self, container: &'static str, kill: &str, pid_file: String) {
         let ap = AttachParams::default()
             .container(container)
             .stdin(false)
@@ -1313,7 +1321,7 @@ impl JobRun<'_> {
         let cmd = vec![
             "sh".to_string(),
             "-c".to_string(),
-            "p=$(cat \"$1\" 2>/dev/null) && [ -n \"$p\" ] && { kill -TERM -- \"-$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; }; true".to_string(),
+            kill.to_string(),
             "sh".to_string(),
             pid_file,
         ];
@@ -1953,24 +1961,12 @@ impl JobRun<'_> {
     /// Sends TERM to the running step shell (its script passes it on to the commands).
     async fn signal_step(&mut self, index: usize) {
         let pid_file = format!("{}/step_{index}.pid", self.jp.scripts_dir);
-        let ap = AttachParams::default()
-            .container(BUILD_CONTAINER)
-            .stdin(false)
-            .stdout(true)
-            .stderr(false);
-        let cmd = vec![
-            "sh".to_string(),
-            "-c".to_string(),
-            "kill -TERM \"$(cat \"$1\")\" 2>/dev/null; true".to_string(),
-            "sh".to_string(),
+        self.exec_signal(
+            BUILD_CONTAINER,
+            "kill -TERM \"$(cat \"$1\")\" 2>/dev/null; true",
             pid_file,
-        ];
-        if let Ok(mut p) = retry(self.base(), || self.pods.exec(&self.jp.name, cmd.clone(), &ap)).await {
-            if let Some(st) = p.take_status() {
-                let _ = tokio::time::timeout(Duration::from_secs(10), st).await;
-            }
-            p.abort();
-        }
+        )
+        .await;
     }
 }
 
