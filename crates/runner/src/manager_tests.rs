@@ -94,14 +94,38 @@ fn config(url: &str, concurrent: usize, output_limit: usize) -> Config {
     }
 }
 
+/// A manager started on `cfg` with `factory`'s executors.
+struct Started {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop: Stop,
+    metrics: Arc<Metrics>,
+    /// Kept so that the reload channel stays open while the manager runs.
+    _reload: tokio::sync::mpsc::Sender<Config>,
+}
+
+fn start_manager(factory: Arc<dyn ExecutorFactory>, cfg: Config) -> Started {
+    let metrics = Arc::new(Metrics::default());
+    let manager =
+        Manager::new(metrics.clone(), factory, "s_test".into()).trace_interval(Duration::from_millis(50));
+    let stop = Stop::default();
+    let (reload, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(manager.run(cfg, rx, stop.clone()));
+    Started {
+        task,
+        stop,
+        metrics,
+        _reload: reload,
+    }
+}
+
 /// Runs the manager until every job on `fake` is final (or `limit` passes).
 async fn run_until_done(fake: &FakeGitlab, cfg: Config, limit: Duration) -> Arc<Metrics> {
-    let metrics = Arc::new(Metrics::default());
-    let manager = Manager::new(metrics.clone(), Arc::new(ScriptedFactory), "s_test".into())
-        .trace_interval(Duration::from_millis(50));
-    let stop = Stop::default();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(manager.run(cfg, rx, stop.clone()));
+    let Started {
+        task,
+        stop,
+        metrics,
+        _reload,
+    } = start_manager(Arc::new(ScriptedFactory), cfg);
     let done = fake.wait_all_final(limit).await;
     // Taken before stopping: what the server holds for the jobs that never ended.
     let report = fake.unfinished_report();
@@ -366,15 +390,9 @@ async fn job_canceled_before_its_confirmation_never_runs() {
         .unwrap();
     // Holds the confirmation for a second (Retry-After: 1) while the test cancels.
     fake.script_faults(Endpoint::UpdateJob, &[Some(Fault::TooMany429)]);
-    let manager = Manager::new(
-        Arc::new(Metrics::default()),
-        Arc::new(ScriptedFactory),
-        "s_test".into(),
-    )
-    .trace_interval(Duration::from_millis(50));
-    let stop = Stop::default();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let Started {
+        task, stop, _reload, ..
+    } = start_manager(Arc::new(ScriptedFactory), config(fake.url(), 1, 4096));
     let start = std::time::Instant::now();
     while fake.jobs()[0].status != Status::Assigned {
         assert!(start.elapsed() < Duration::from_secs(10), "job never handed out");
@@ -417,12 +435,12 @@ async fn cancel_runs_to_a_canceled_state() {
     .unwrap();
     fake.create_pipeline("slow:\n  script: [echo start, sleep 60, echo never]\n", None, &[])
         .unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let manager = Manager::new(metrics, Arc::new(ScriptedFactory), "s_test".into())
-        .trace_interval(Duration::from_millis(50));
-    let stop = Stop::default();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let Started {
+        task,
+        stop,
+        metrics: _,
+        _reload,
+    } = start_manager(Arc::new(ScriptedFactory), config(fake.url(), 1, 4096));
     // Wait until it runs and its first line arrived, then cancel.
     let start = std::time::Instant::now();
     while !fake.jobs()[0].trace.starts_with(b"$ echo start") {
@@ -459,16 +477,10 @@ async fn force_canceled_job_is_aborted_without_a_final_update() {
         &[],
     )
     .unwrap();
-    let manager = Manager::new(
-        Arc::new(Metrics::default()),
-        Arc::new(ScriptedFactory),
-        "s_test".into(),
-    )
-    .trace_interval(Duration::from_millis(50));
-    let stop = Stop::default();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
     // One slot: `next` can only run once the canceled job gave its slot back.
-    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let Started {
+        task, stop, _reload, ..
+    } = start_manager(Arc::new(ScriptedFactory), config(fake.url(), 1, 4096));
     let start = std::time::Instant::now();
     while !fake.jobs()[0].trace.starts_with(b"$ echo start") {
         assert!(start.elapsed() < Duration::from_secs(10), "job never started");
@@ -524,15 +536,9 @@ async fn executor_panic_still_ends_the_job() {
     let fake = FakeGitlab::start(Options::default()).await.unwrap();
     fake.create_pipeline("a:\n  script: [x]\nb:\n  script: [y]\n", None, &[])
         .unwrap();
-    let manager = Manager::new(
-        Arc::new(Metrics::default()),
-        Arc::new(PanickingFactory),
-        "s_test".into(),
-    )
-    .trace_interval(Duration::from_millis(50));
-    let stop = Stop::default();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let Started {
+        task, stop, _reload, ..
+    } = start_manager(Arc::new(PanickingFactory), config(fake.url(), 1, 4096));
     let done = fake.wait_all_final(Duration::from_secs(20)).await;
     assert!(done, "{}", fake.unfinished_report());
     stop.requests.cancel();
@@ -589,12 +595,12 @@ async fn concurrent_and_limit_bound_running_jobs() {
     fake.create_pipeline(&yaml, None, &[]).unwrap();
     let mut cfg = config(fake.url(), 10, 4096);
     cfg.runners[0].limit = 3;
-    let metrics = Arc::new(Metrics::default());
-    let manager = Manager::new(metrics.clone(), Arc::new(ScriptedFactory), "s_test".into())
-        .trace_interval(Duration::from_millis(50));
-    let stop = Stop::default();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(manager.run(cfg, rx, stop.clone()));
+    let Started {
+        task,
+        stop,
+        metrics: _,
+        _reload,
+    } = start_manager(Arc::new(ScriptedFactory), cfg);
     let mut peak = 0;
     let start = std::time::Instant::now();
     while !fake.all_final() && start.elapsed() < Duration::from_secs(30) {
@@ -617,15 +623,9 @@ async fn shutdown_aborts_running_jobs_and_still_reports_them() {
     let fake = FakeGitlab::start(Options::default()).await.unwrap();
     fake.create_pipeline("long:\n  script: [echo start, sleep 60]\n", None, &[])
         .unwrap();
-    let manager = Manager::new(
-        Arc::new(Metrics::default()),
-        Arc::new(ScriptedFactory),
-        "s_test".into(),
-    )
-    .trace_interval(Duration::from_millis(50));
-    let stop = Stop::default();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(manager.run(config(fake.url(), 1, 4096), rx, stop.clone()));
+    let Started {
+        task, stop, _reload, ..
+    } = start_manager(Arc::new(ScriptedFactory), config(fake.url(), 1, 4096));
     let start = std::time::Instant::now();
     while fake.jobs()[0].status != Status::Running {
         assert!(start.elapsed() < Duration::from_secs(10), "job never started");
