@@ -3,6 +3,8 @@
 //! with the shell executor (real bash), streams traces, moves artifacts through GitLab's
 //! artifacts API, and reports final states with checksums.
 
+mod common;
+use common::git_repo;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,36 +12,6 @@ use std::time::{Duration, Instant};
 use podci_fake_gitlab::{FakeGitlab, Options, Status};
 
 const TOKEN: &str = "glrt-t1_fake-runner-token";
-
-fn git_repo(dir: &Path, files: &[(&str, &str)]) {
-    for (name, content) in files {
-        let p = dir.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "."],
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    ] {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    }
-}
 
 fn write_config(path: &Path, url: &str, builds: &Path, concurrent: usize, extra: &str) {
     std::fs::write(

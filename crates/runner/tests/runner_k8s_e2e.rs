@@ -12,6 +12,8 @@
 //! Containers get their own root (`container_roots`: root, unshare, overlayfs), so that
 //! `/builds` and the PVC paths are the Pod's volumes as in a real cluster.
 
+mod common;
+use common::git_repo;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,36 +38,6 @@ fn can_run() -> bool {
     );
     eprintln!("SKIPPING podci run on Kubernetes e2e: needs root, unshare and git");
     false
-}
-
-fn git_repo(dir: &Path, files: &[(&str, &str)]) {
-    for (name, content) in files {
-        let p = dir.join(name);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, content).expect("write");
-    }
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "."],
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    ] {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .expect("git runs")
-            .success();
-        assert!(ok, "git {args:?}");
-    }
 }
 
 fn pvc(name: &str) -> serde_json::Value {

@@ -3,6 +3,8 @@
 //! dotenv variables GitLab (the fake) parsed reach the next stage's Pod. Fake GitLab and
 //! fake Kubernetes run in this process; `podci run` is the real binary.
 
+mod common;
+use common::git_repo;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,32 +28,6 @@ fn can_run() -> bool {
     );
     eprintln!("SKIPPING podci run reports on Kubernetes: needs root, unshare and git");
     false
-}
-
-fn git_repo(dir: &Path, ci: &str) {
-    std::fs::write(dir.join(".gitlab-ci.yml"), ci).expect("write");
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "."],
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    ] {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .expect("git runs")
-            .success();
-        assert!(ok, "git {args:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +67,7 @@ test:
     - cat out/greeting.txt
 "#;
     let repo = tempfile::tempdir().expect("tempdir");
-    git_repo(repo.path(), ci);
+    git_repo(repo.path(), &[(".gitlab-ci.yml", ci)]);
     gitlab
         .create_pipeline(ci, Some(repo.path()), &[])
         .expect("pipeline");

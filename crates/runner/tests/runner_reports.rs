@@ -4,6 +4,8 @@
 //! with GitLab's `artifact_type`/`artifact_format`/`expire_in`; GitLab (the fake) parses
 //! the dotenv file and puts its variables into the payload of the job that depends on it.
 
+mod common;
+use common::git_repo;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,34 +13,6 @@ use std::process::{Command, Stdio};
 use podci_fake_gitlab::{FakeGitlab, Options, Status};
 
 const TOKEN: &str = "glrt-t1_fake-runner-token";
-
-fn git_repo(dir: &Path, files: &[(&str, &str)]) {
-    for (name, content) in files {
-        std::fs::write(dir.join(name), content).unwrap();
-    }
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "."],
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    ] {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    }
-}
 
 /// Runs `podci run` (shell executor) until it has finished `jobs` jobs.
 fn podci_run(url: &str, dir: &Path, jobs: usize) -> std::process::Output {
